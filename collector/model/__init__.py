@@ -1,0 +1,1 @@
+"""The estimation model: pure functions over numpy arrays (no I/O)."""
