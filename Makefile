@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Tools that live outside PyPI (Debian packages), installed once per machine.
-APT_PACKAGES := prometheus
+APT_PACKAGES := prometheus chromium chromium-driver
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: demo test lint typecheck unit apt-deps venv clean
