@@ -1,0 +1,318 @@
+"""A simulated fleet: DESIGN wire-format reports for N nodes, without a cluster.
+
+Used by `kubecarbon demo` (so the numbers are interesting on a laptop) and by
+the report, end-to-end and scale tests (so they feed a known fleet). The fleet
+is deterministic for a seed and a sequence of clock readings: node profiles,
+pod uids and every busy second come from seeded numpy generators.
+
+    fleet = SimulatedFleet(FleetSettings(nodes=300, seed=7))
+    metadata = fleet.metadata()            # StaticMetadataProvider: nodes and pods resolve
+    reports = fleet.reports()              # one window per node, up to clock()
+    fleet.load_scale = 0.2                 # "collapse": utilisation drops to a fifth
+
+Each simulated node has its own agent_id; seq rises by one per report and each
+window starts where the node's previous one ended.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider
+
+GIBIBYTE = 1024**3
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class MachineType:
+    """One kind of node the fleet is drawn from."""
+
+    provider: str  # "aws", "gcp", "azure" or "baremetal"
+    instance_type: str
+    logical_cpus: int
+    memory_bytes: int
+    regions: tuple[str, ...]  # drawn uniformly for each node of this type
+    weight: float  # relative share of the fleet
+    utc_offset_hours: tuple[float, ...] = ()  # per region, for the local daily peak
+
+
+# A mixed fleet: the three big clouds in CCF-listed regions, and bare-metal racks
+# on China's regional grids (the case DESIGN's worked example is about).
+DEFAULT_MACHINE_TYPES: tuple[MachineType, ...] = (
+    MachineType("aws", "m5.4xlarge", 16, 64 * GIBIBYTE,
+                ("us-east-1", "eu-west-1", "eu-central-1"), 0.22, (-5, 0, 1)),
+    MachineType("aws", "c5.9xlarge", 36, 72 * GIBIBYTE, ("us-east-1", "eu-west-1"), 0.08, (-5, 0)),
+    MachineType("gcp", "n2-standard-16", 16, 64 * GIBIBYTE,
+                ("us-central1", "europe-west1"), 0.14, (-6, 1)),
+    MachineType("azure", "Standard_D16s_v5", 16, 64 * GIBIBYTE,
+                ("eastus", "westeurope"), 0.12, (-5, 1)),
+    MachineType("baremetal", "r740-2x8180", 112, 384 * GIBIBYTE,
+                ("cn-east", "cn-north", "cn-south"), 0.14, (8, 8, 8)),
+    MachineType("baremetal", "2x-xeon-48t", 48, 256 * GIBIBYTE,
+                ("cn-east", "cn-central", "cn-southwest", "cn"), 0.30, (8, 8, 8, 8)),
+)
+
+# namespace -> (relative CPU weight, workloads in it); kube-system is on every node.
+DEFAULT_NAMESPACES: dict[str, tuple[float, tuple[str, ...]]] = {
+    "payments": (3.0, ("ledger", "gateway", "settlement")),
+    "lending": (2.5, ("credit-api", "loan-origination")),
+    "risk": (4.0, ("scoring", "fraud-model", "feature-store")),
+    "web": (2.0, ("frontend", "api-gateway")),
+    "data-pipeline": (3.5, ("etl", "kafka-connect")),
+    "monitoring": (0.6, ("prometheus", "grafana")),
+}
+SYSTEM_NAMESPACE = "kube-system"
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """What the simulated fleet looks like; every field has a sensible default."""
+
+    nodes: int = 300
+    seed: int = 0
+    window_seconds: float = 15.0  # length of the first window of each node
+    max_window_seconds: float = 3600.0  # longer gaps are split (DESIGN's 1 h window limit)
+    pods_per_cpu: float = 0.8  # average application pods per logical CPU
+    max_pods_per_node: int = 110  # the kubelet's default pod limit
+    peak_utilisation: tuple[float, float] = (0.40, 0.75)  # per-node peak, drawn uniformly
+    trough_utilisation: tuple[float, float] = (0.08, 0.20)  # per-node night-time level
+    peak_local_hour: float = 14.0  # local time of the daily peak
+    noise: float = 0.05  # relative standard deviation of each window's utilisation
+    system_share: float = 0.08  # busy time outside any pod (kernel, kubelet, runtime)
+    load_scale: float = 1.0  # multiplies every node's utilisation; < 1 simulates a collapse
+    rapl_on_baremetal: bool = True  # bare-metal nodes also send RAPL energy
+    machine_types: tuple[MachineType, ...] = DEFAULT_MACHINE_TYPES
+    namespaces: dict[str, tuple[float, tuple[str, ...]]] = field(
+        default_factory=lambda: dict(DEFAULT_NAMESPACES)
+    )
+
+
+@dataclass(frozen=True)
+class SimulatedPod:
+    uid: str
+    namespace: str
+    name: str
+    workload_kind: str
+    workload_name: str
+    containers: int
+    cpu_weight: float  # share of the node's pod CPU time, relative to its neighbours
+
+
+@dataclass
+class SimulatedNode:
+    name: str
+    machine: MachineType
+    region: str
+    utc_offset_hours: float
+    peak_utilisation: float
+    trough_utilisation: float
+    pods: tuple[SimulatedPod, ...]
+    agent_id: str
+    next_seq: int = 1
+    last_end: float | None = None  # end of the last window sent
+
+    @property
+    def logical_cpus(self) -> int:
+        return self.machine.logical_cpus
+
+
+def daily_utilisation(utc_seconds: float, utc_offset_hours: float, peak: float, trough: float,
+                      peak_local_hour: float) -> float:
+    """The load shape: a cosine day, `peak` at peak_local_hour and `trough` twelve hours off."""
+    local_hour = (utc_seconds / SECONDS_PER_HOUR + utc_offset_hours) % 24.0
+    phase = 2.0 * math.pi * (local_hour - peak_local_hour) / 24.0
+    return trough + (peak - trough) * 0.5 * (1.0 + math.cos(phase))
+
+
+def _uuid_from(rng: np.random.Generator) -> str:
+    return str(uuid.UUID(bytes=rng.bytes(16), version=4))
+
+
+class SimulatedFleet:
+    """N simulated nodes that report like agents; deterministic for a seed and clock."""
+
+    def __init__(self, settings: FleetSettings | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings or FleetSettings()
+        self.clock = clock
+        self.load_scale = self.settings.load_scale
+        self.nodes: list[SimulatedNode] = self._build_nodes()
+
+    # -- the fleet's shape -------------------------------------------------------------
+
+    def _build_nodes(self) -> list[SimulatedNode]:
+        s = self.settings
+        rng = np.random.default_rng([s.seed, 0x6b63])  # "kc": the layout stream
+        weights = np.array([m.weight for m in s.machine_types], dtype=float)
+        kinds = rng.choice(len(s.machine_types), size=s.nodes, p=weights / weights.sum())
+        namespace_names = list(s.namespaces)
+        namespace_weights = np.array([s.namespaces[n][0] for n in namespace_names])
+        nodes = []
+        for index, kind in enumerate(kinds):
+            machine = s.machine_types[int(kind)]
+            region_index = int(rng.integers(len(machine.regions)))
+            offsets = machine.utc_offset_hours or (0.0,) * len(machine.regions)
+            name = f"sim-{machine.provider}-{index:04d}"
+            pod_count = int(min(s.max_pods_per_node,
+                                max(1, rng.poisson(machine.logical_cpus * s.pods_per_cpu))))
+            pods = [self._system_pod(rng, name)]
+            for _ in range(pod_count):
+                ns = namespace_names[int(rng.choice(len(namespace_names),
+                                                    p=namespace_weights / namespace_weights.sum()))]
+                workload = s.namespaces[ns][1][int(rng.integers(len(s.namespaces[ns][1])))]
+                suffix = rng.bytes(3).hex()[:5]
+                pods.append(SimulatedPod(
+                    uid=_uuid_from(rng), namespace=ns, name=f"{workload}-{suffix}",
+                    workload_kind="Deployment", workload_name=workload,
+                    containers=int(rng.integers(1, 4)),
+                    cpu_weight=float(s.namespaces[ns][0] * rng.lognormal(0.0, 0.5)),
+                ))
+            nodes.append(SimulatedNode(
+                name=name, machine=machine, region=machine.regions[region_index],
+                utc_offset_hours=float(offsets[region_index]),
+                peak_utilisation=float(rng.uniform(*s.peak_utilisation)),
+                trough_utilisation=float(rng.uniform(*s.trough_utilisation)),
+                pods=tuple(pods), agent_id=_uuid_from(rng),
+            ))
+        return nodes
+
+    @staticmethod
+    def _system_pod(rng: np.random.Generator, node_name: str) -> SimulatedPod:
+        return SimulatedPod(
+            uid=_uuid_from(rng), namespace=SYSTEM_NAMESPACE, name=f"kube-proxy-{node_name}",
+            workload_kind="DaemonSet", workload_name="kube-proxy", containers=1, cpu_weight=0.3,
+        )
+
+    # -- metadata, so the collector resolves nodes and namespaces without Kubernetes ----
+
+    def node_infos(self) -> dict[str, NodeInfo]:
+        return {
+            node.name: NodeInfo(
+                name=node.name,
+                labels={
+                    "node.kubernetes.io/instance-type": node.machine.instance_type,
+                    "topology.kubernetes.io/region": node.region,
+                },
+                provider=node.machine.provider,
+                instance_type=node.machine.instance_type,
+                region=node.region,
+                cpu_capacity=float(node.machine.logical_cpus),
+                memory_capacity_bytes=node.machine.memory_bytes,
+            )
+            for node in self.nodes
+        }
+
+    def pod_infos(self) -> dict[str, PodInfo]:
+        return {
+            pod.uid: PodInfo(uid=pod.uid, namespace=pod.namespace, name=pod.name,
+                             workload_kind=pod.workload_kind, workload_name=pod.workload_name)
+            for node in self.nodes
+            for pod in node.pods
+        }
+
+    def metadata(self) -> StaticMetadataProvider:
+        return StaticMetadataProvider(nodes=self.node_infos(), pods=self.pod_infos())
+
+    # -- reports -----------------------------------------------------------------------
+
+    def utilisation(self, node: SimulatedNode, utc_seconds: float) -> float:
+        """The node's expected utilisation at a moment (before noise, after load_scale)."""
+        base = daily_utilisation(utc_seconds, node.utc_offset_hours, node.peak_utilisation,
+                                 node.trough_utilisation, self.settings.peak_local_hour)
+        return min(1.0, base * self.load_scale)
+
+    def reports(self, now: float | None = None) -> list[dict[str, Any]]:
+        """One or more reports per node, covering each node's time since its last window.
+
+        The first window of a node is `window_seconds` long and ends at `now`; later
+        windows start where the previous one ended. Gaps shorter than a second wait
+        for the next call; gaps beyond max_window_seconds are split.
+        """
+        end = self.clock() if now is None else now
+        out: list[dict[str, Any]] = []
+        for node_index, node in enumerate(self.nodes):
+            start = end - self.settings.window_seconds if node.last_end is None else node.last_end
+            for window_start, window_end in self._split(start, end):
+                out.append(self._report(node_index, node, window_start, window_end))
+                node.last_end = window_end
+        return out
+
+    def _split(self, start: float, end: float) -> Iterator[tuple[float, float]]:
+        if end - start < 1.0:
+            return
+        pieces = max(1, math.ceil((end - start) / self.settings.max_window_seconds))
+        step = (end - start) / pieces
+        for i in range(pieces):
+            yield start + i * step, (end if i == pieces - 1 else start + (i + 1) * step)
+
+    def _report(self, node_index: int, node: SimulatedNode, start: float,
+                end: float) -> dict[str, Any]:
+        s = self.settings
+        dt = end - start
+        # One generator per (seed, node, seq): the same clock readings give the same reports.
+        rng = np.random.default_rng([s.seed, node_index, node.next_seq])
+        middle = (start + end) / 2.0
+        noisy = self.utilisation(node, middle) * (1.0 + s.noise * rng.standard_normal())
+        utilisation = float(np.clip(noisy, 0.005, 1.0))
+        busy_seconds = utilisation * node.logical_cpus * dt
+        weights = np.array([pod.cpu_weight for pod in node.pods]) * rng.uniform(
+            0.7, 1.3, size=len(node.pods))
+        pod_seconds = busy_seconds * (1.0 - s.system_share) * weights / weights.sum()
+        memory_used = node.machine.memory_bytes * min(0.95, 0.25 + 0.6 * utilisation)
+        report: dict[str, Any] = {
+            "schema": 1,
+            "node": node.name,
+            "agent_id": node.agent_id,
+            "seq": node.next_seq,
+            "start": start,
+            "end": end,
+            "cpu": {"logical_cpus": node.logical_cpus, "busy_seconds": busy_seconds},
+            "memory": {"total_bytes": node.machine.memory_bytes, "used_bytes": int(memory_used)},
+            "containers_running": sum(pod.containers for pod in node.pods),
+            "pods": [
+                {"uid": pod.uid, "cpu_seconds": float(seconds), "containers": pod.containers}
+                for pod, seconds in zip(node.pods, pod_seconds, strict=True)
+            ],
+        }
+        if s.rapl_on_baremetal and node.machine.provider == "baremetal":
+            # A plausible package+DRAM reading: 60 W idle per socket pair rising with load.
+            package_watts = node.logical_cpus * (0.55 + 2.6 * utilisation)
+            report["rapl"] = {"package_joules": package_watts * dt,
+                              "dram_joules": 0.12 * package_watts * dt}
+        node.next_seq += 1
+        return report
+
+
+def batches(reports: Sequence[dict[str, Any]], size: int = 500) -> Iterator[dict[str, Any]]:
+    """Wire-format request bodies of at most `size` reports (DESIGN's batch limit)."""
+    for offset in range(0, len(reports), size):
+        yield {"reports": list(reports[offset:offset + size])}
+
+
+async def post_reports(session: Any, url: str, reports: Sequence[dict[str, Any]],
+                       token: str | None = None, batch_size: int = 500) -> tuple[int, int]:
+    """POST the reports in batches (an aiohttp ClientSession); returns (accepted, duplicates).
+
+    Raises RuntimeError with the collector's error text on any non-200 reply.
+    """
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    accepted = duplicates = 0
+    for body in batches(reports, batch_size):
+        async with session.post(url, data=orjson.dumps(body), headers=headers) as response:
+            if response.status != 200:
+                raise RuntimeError(f"{url}: HTTP {response.status}: {await response.text()}")
+            reply = await response.json()
+        accepted += int(reply.get("accepted", 0))
+        duplicates += int(reply.get("duplicates", 0))
+    return accepted, duplicates
