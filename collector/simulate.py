@@ -36,7 +36,7 @@ SECONDS_PER_HOUR = 3600.0
 class MachineType:
     """One kind of node the fleet is drawn from."""
 
-    provider: str  # "aws", "gcp", "azure" or "baremetal"
+    provider: str  # "aws", "gcp", "azure", "alibaba" or "baremetal"
     instance_type: str
     logical_cpus: int
     memory_bytes: int
@@ -55,10 +55,12 @@ DEFAULT_MACHINE_TYPES: tuple[MachineType, ...] = (
                 ("us-central1", "europe-west1"), 0.14, (-6, 1)),
     MachineType("azure", "Standard_D16s_v5", 16, 64 * GIBIBYTE,
                 ("eastus", "westeurope"), 0.12, (-5, 1)),
+    MachineType("alibaba", "ecs.g7.4xlarge", 16, 64 * GIBIBYTE,
+                ("cn-hangzhou", "cn-beijing", "cn-shenzhen"), 0.08, (8, 8, 8)),
     MachineType("baremetal", "r740-2x8180", 112, 384 * GIBIBYTE,
-                ("cn-east", "cn-north", "cn-south"), 0.14, (8, 8, 8)),
+                ("china-east", "china-north", "china-south"), 0.12, (8, 8, 8)),
     MachineType("baremetal", "2x-xeon-48t", 48, 256 * GIBIBYTE,
-                ("cn-east", "cn-central", "cn-southwest", "cn"), 0.30, (8, 8, 8, 8)),
+                ("china-east", "china-central", "china-southwest", "china"), 0.24, (8, 8, 8, 8)),
 )
 
 # namespace -> (relative CPU weight, workloads in it); kube-system is on every node.

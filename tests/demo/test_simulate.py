@@ -110,8 +110,8 @@ def test_the_fleet_mixes_providers_and_regions():
     fleet = SimulatedFleet(FleetSettings(nodes=300, seed=0), clock=FakeClock(0.0))
     providers = Counter(node.machine.provider for node in fleet.nodes)
     regions = {node.region for node in fleet.nodes}
-    assert set(providers) == {"aws", "gcp", "azure", "baremetal"}
-    assert {"cn-east", "cn-north", "us-east-1", "eu-west-1"} <= regions
+    assert set(providers) == {"aws", "gcp", "azure", "alibaba", "baremetal"}
+    assert {"china-east", "china-north", "cn-hangzhou", "us-east-1", "eu-west-1"} <= regions
 
 
 def test_long_gaps_are_split_into_windows_of_at_most_an_hour():
