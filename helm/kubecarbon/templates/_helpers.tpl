@@ -1,0 +1,69 @@
+{{/* Chart name, shortened to fit label values. */}}
+{{- define "kubecarbon.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Object name prefix: the release name, plus the chart name when the release name lacks it. */}}
+{{- define "kubecarbon.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "kubecarbon.agentName" -}}
+{{- printf "%s-agent" (include "kubecarbon.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kubecarbon.collectorName" -}}
+{{- printf "%s-collector" (include "kubecarbon.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "kubecarbon.tokenSecretName" -}}
+{{- default (printf "%s-token" (include "kubecarbon.fullname" .)) .Values.token.existingSecret }}
+{{- end }}
+
+{{- define "kubecarbon.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Labels every object carries. */}}
+{{- define "kubecarbon.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "kubecarbon.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubecarbon
+{{- end }}
+
+{{/* Selector labels of one component ("agent" or "collector"); pass (dict "root" $ "component" "agent"). */}}
+{{- define "kubecarbon.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubecarbon.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* In-cluster URL agents post to. */}}
+{{- define "kubecarbon.collectorURL" -}}
+{{- printf "http://%s.%s.svc:%d" (include "kubecarbon.collectorName" .) .Release.Namespace (int .Values.collector.port) }}
+{{- end }}
+
+{{/* The token file path inside both containers. */}}
+{{- define "kubecarbon.tokenDir" -}}/etc/kubecarbon/token{{- end }}
+
+{{/* Container security settings both components share; RAPL changes only the user (agent). */}}
+{{- define "kubecarbon.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+{{- end }}
