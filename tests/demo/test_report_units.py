@@ -1,0 +1,159 @@
+"""The report's pure parts: time arguments, counter arithmetic, the sample grid, renderers."""
+
+import csv
+import io
+import itertools
+import re
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collector.report import (
+    CounterTotals,
+    ReportData,
+    chunks,
+    parse_time,
+    render_csv,
+    render_html,
+    render_json,
+    report_document,
+    sample_grid,
+    series_increase,
+    trapezoid_integral,
+)
+
+NOW = 1_764_072_000.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", NOW),
+        ("now-24h", NOW - 86400),
+        ("now - 30m", NOW - 1800),
+        ("now-7d", NOW - 7 * 86400),
+        ("now-1.5h", NOW - 5400),
+        ("now-2w", NOW - 14 * 86400),
+        ("1764000000", 1_764_000_000.0),
+        ("1764000000.5", 1_764_000_000.5),
+        ("2025-11-25T12:00:00Z", 1_764_072_000.0),
+        ("2025-11-25T20:00:00+08:00", 1_764_072_000.0),
+    ],
+)
+def test_times_in_every_accepted_form(text, expected):
+    assert parse_time(text, NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "now-3y", "2025-11-25T12:00:00", "-5", "nan", ""])
+def test_bad_times_are_refused_with_the_value_named(text):
+    with pytest.raises(ValueError, match=re.escape(repr(text.strip()))):
+        parse_time(text, NOW)
+
+
+def test_counter_increase_handles_resets_and_series_born_in_the_period():
+    assert series_increase(100.0, [100.0, 110.0, 125.0]) == 25.0
+    # a reset to 0 then growth to 7: the rise before it plus the 7 after it
+    assert series_increase(100.0, [110.0, 3.0, 7.0]) == 10.0 + 3.0 + 4.0
+    # no value before the period: the series counts from zero
+    assert series_increase(None, [5.0, 9.0]) == 9.0
+
+
+@given(st.lists(st.floats(0, 1e6), min_size=1, max_size=50))
+def test_counter_increase_of_a_monotonic_series_is_last_minus_first(increments):
+    values = []
+    total = 0.0
+    for increment in increments:
+        total += increment
+        values.append(total)
+    assert series_increase(values[0], values) == pytest.approx(values[-1] - values[0], abs=1e-6)
+
+
+def test_trapezoid_integral_and_gaps():
+    assert trapezoid_integral([0, 10, 20], [1.0, 1.0, 3.0], 10) == pytest.approx(10 + 20)
+    # a gap of 3 steps between samples is "no data", not a ramp
+    assert trapezoid_integral([0, 10, 40, 50], [1.0, 1.0, 1.0, 1.0], 10) == pytest.approx(20)
+
+
+@settings(deadline=None)
+@given(start=st.floats(1e9, 2e9), length=st.floats(1, 30 * 86400), step=st.floats(60, 3600),
+       per_chunk=st.integers(2, 500))
+def test_the_grid_lands_on_start_and_end_and_chunks_cover_it_once(start, length, step, per_chunk):
+    end = start + length
+    real_step, count = sample_grid(start, end, step)
+    assert real_step <= step * (1 + 1e-9)
+    assert start + count * real_step == pytest.approx(end)
+    pieces = chunks(start, real_step, count, per_chunk)
+    assert pieces[0][0] == start
+    assert pieces[-1][1] == pytest.approx(end)
+    points = sum(round((b - a) / real_step) + 1 for a, b in pieces)
+    assert points == count + 1
+    for (_, b), (a, _) in itertools.pairwise(pieces):
+        assert a - b == pytest.approx(real_step)
+
+
+def sample_data() -> ReportData:
+    def totals(**groups: float) -> CounterTotals:
+        return CounterTotals({tuple(k.split("|")): v for k, v in groups.items()})
+
+    kwh = 3.6e6
+    return ReportData(
+        start=NOW - 86400, end=NOW, step_seconds=43.2, prometheus_url="http://prom:9090",
+        counters={
+            "it_energy_joules": totals(**{"china-east": 10 * kwh, "us-east-1": 5 * kwh}),
+            "facility_energy_joules": totals(**{"china-east": 15 * kwh, "us-east-1": 6 * kwh}),
+            "operational_co2e_grams": totals(**{"china-east": 8000.0, "us-east-1": 2000.0}),
+            "embodied_co2e_grams": totals(**{"china-east": 1000.0}),
+            "namespace_cpu_seconds": totals(risk=7200.0, web=3600.0),
+            "namespace_energy_joules": totals(risk=4 * kwh, web=kwh),
+            "namespace_co2e_grams": totals(risk=3000.0, web=1000.0),
+            "baseline_energy_joules": totals(**{"": 40 * kwh}),
+            "avoided_energy_joules": totals(**{"": 25 * kwh}),
+            "avoided_co2e_grams": totals(operational=20_000.0, embodied=5_000.0),
+        },
+        gauge_means={"baseline_servers": 30.0, "actual_servers": 10.0, "avoided_servers": 20.0,
+                     "fleet_cpu_usage_ratio": 0.45},
+        band_grams={"0.05": 15_000.0, "0.5": 24_000.0, "0.95": 33_000.0},
+        assumptions=[{"baseline_utilisation": "0.15", "reference_server": "dell-r740"}],
+        versions=["0.1.0"],
+    )
+
+
+def test_document_converts_units_and_sums():
+    doc = report_document(sample_data())
+    assert doc["totals"]["it_energy_kwh"] == pytest.approx(15)
+    assert doc["totals"]["facility_energy_kwh"] == pytest.approx(21)
+    assert doc["totals"]["operational_tco2e"] == pytest.approx(0.01)
+    assert doc["totals"]["cpu_core_hours"] == pytest.approx(3)
+    assert [r["region"] for r in doc["by_region"]] == ["china-east", "us-east-1"]
+    assert doc["by_region"][1]["embodied_tco2e"] == 0
+    assert [r["namespace"] for r in doc["by_namespace"]] == ["risk", "web"]  # largest first
+    assert doc["baseline"]["avoided_tco2e"] == pytest.approx(0.025)
+    assert doc["baseline"]["avoided_tco2e_band"] == pytest.approx(
+        {"p05": 0.015, "p50": 0.024, "p95": 0.033})
+    assert doc["methodology"] == "docs/methodology.md"
+
+
+def test_json_csv_and_html_carry_the_same_numbers():
+    doc = report_document(sample_data())
+    assert orjson.loads(render_json(doc)) == orjson.loads(orjson.dumps(doc))
+    rows = list(csv.reader(io.StringIO(render_csv(doc))))
+    assert rows[0] == ["section", "name", "quantity", "value"]
+    values = {(r[0], r[1], r[2]): r[3] for r in rows[1:]}
+    assert float(values["region", "china-east", "operational_tco2e"]) == pytest.approx(0.008)
+    assert float(values["baseline", "fleet", "avoided_tco2e_p95"]) == pytest.approx(0.033)
+    assert values["assumption", "0", "baseline_utilisation"] == "0.15"
+    page = render_html(doc)
+    assert "0.025" in page and "china-east" in page and "docs/methodology.md" in page
+    assert "baseline_utilisation" in page
+
+
+def test_html_is_self_contained_and_escapes_labels():
+    data = sample_data()
+    data.assumptions = [{"note": "<script>alert(1)</script>"}]
+    page = render_html(report_document(data))
+    assert "<script" not in page
+    assert "&lt;script&gt;" in page
+    assert not re.search(r"(src|href)\s*=", page)
+    assert "http://" not in page.replace("http://prom:9090", "")
