@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := prometheus chromium chromium-driver
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck unit apt-deps venv clean
+.PHONY: demo test lint typecheck unit apt-deps kube-apiserver venv clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy agent collector
 
-unit: $(STAMP) apt-deps
+# etcd-server (apt) and a kube-apiserver built once from Debian's `kubernetes`
+# sources, cached in /var/cache/kubecarbon (about 5 minutes the first time).
+kube-apiserver:
+	tests/k8s/build-apiserver.sh >/dev/null
+
+unit: $(STAMP) apt-deps kube-apiserver
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
