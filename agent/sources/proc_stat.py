@@ -1,0 +1,67 @@
+"""Node CPU time from `/proc/stat` (source `cpu`).
+
+The first line, `cpu  user nice system idle iowait irq softirq steal guest
+guest_nice`, counts clock ticks (USER_HZ) spent in each state by all CPUs
+together; one `cpuN` line exists per online logical CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.sources import SourceError, read_text
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Cumulative CPU time of the whole node, in ticks since boot."""
+
+    busy_ticks: int
+    total_ticks: int
+    logical_cpus: int
+
+
+def parse_proc_stat(text: str) -> CpuTimes:
+    """Busy and total ticks over all CPUs, and the number of online logical CPUs.
+
+    Busy is user + nice + system + irq + softirq + steal. Idle and iowait are
+    not busy. guest and guest_nice are left out because the kernel already
+    counts them inside user and nice.
+    """
+    busy = total = None
+    logical_cpus = 0
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        label, *fields = line.split()
+        if label == "cpu":
+            try:
+                ticks = [int(value) for value in fields[:8]]
+            except ValueError as exc:
+                raise SourceError(f"malformed cpu line in /proc/stat: {line!r}") from exc
+            if len(ticks) < 4:
+                raise SourceError(f"cpu line in /proc/stat has {len(ticks)} fields, need >= 4")
+            ticks += [0] * (8 - len(ticks))  # kernels before 2.6.11 lack the later columns
+            user, nice, system, idle, iowait, irq, softirq, steal = ticks
+            busy = user + nice + system + irq + softirq + steal
+            total = busy + idle + iowait
+        elif label[3:].isdigit():
+            logical_cpus += 1
+    if busy is None or total is None:
+        raise SourceError("no aggregate 'cpu' line in /proc/stat")
+    if logical_cpus == 0:
+        raise SourceError("no per-CPU 'cpuN' lines in /proc/stat")
+    return CpuTimes(busy_ticks=busy, total_ticks=total, logical_cpus=logical_cpus)
+
+
+class ProcStatSource:
+    """Reads `<host_proc>/stat`."""
+
+    name = "cpu"
+
+    def __init__(self, host_proc: Path = Path("/proc")) -> None:
+        self.path = host_proc / "stat"
+
+    def sample(self) -> CpuTimes:
+        return parse_proc_stat(read_text(self.path))
