@@ -1,0 +1,126 @@
+"""The status page's data: snapshots of the real FleetState, checked against /metrics."""
+
+import asyncio
+import re
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.metrics import Exposition
+from collector.simulate import FleetSettings, SimulatedFleet
+from collector.state import FleetState
+from collector.status import StatusHistory, StatusSettings, add_status_routes
+
+T0 = 1_764_072_000.0
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def fed_state(clock: Clock, nodes: int = 40) -> tuple[FleetState, SimulatedFleet]:
+    fleet = SimulatedFleet(FleetSettings(nodes=nodes, seed=11), clock=clock)
+    state = FleetState(metadata=fleet.metadata(), clock=clock)
+    state.ingest(fleet.reports())
+    return state, fleet
+
+
+def metric_values(state: FleetState, now: float) -> dict[tuple[str, tuple], float]:
+    text = Exposition(state, state.metadata.status).render(now)
+    out: dict[tuple[str, tuple], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, tuple(sorted(sample.labels.items())))
+            out[key] = sample.value
+    return out
+
+
+def total(values: dict, name: str) -> float:
+    return sum(v for (n, _), v in values.items() if n == name)
+
+
+def test_summary_numbers_are_the_metrics_numbers():
+    clock = Clock(T0)
+    state, _ = fed_state(clock)
+    history = StatusHistory(state, clock=clock)
+    current = history.summary()["current"]
+    metrics = metric_values(state, clock.now)
+    for gauge in ("fleet_cpu_usage_ratio", "baseline_servers", "actual_servers",
+                  "avoided_servers"):
+        assert current[gauge] == pytest.approx(metrics[f"kubecarbon_{gauge}", ()], rel=1e-12)
+    assert current["nodes"] == 40
+    assert current["power_watts"] == pytest.approx(total(metrics, "kubecarbon_node_power_watts"))
+    assert current["energy_joules"] == pytest.approx(
+        total(metrics, "kubecarbon_node_energy_joules_total"))
+    assert current["co2e_grams"] == pytest.approx(
+        total(metrics, "kubecarbon_node_co2e_grams_total"))
+    assert current["avoided_co2e_grams"] == pytest.approx(
+        total(metrics, "kubecarbon_avoided_co2e_grams_total"))
+    for quantile in ("0.05", "0.5", "0.95"):
+        assert current["avoided_co2e_grams_per_hour"][quantile] == pytest.approx(
+            metrics["kubecarbon_avoided_co2e_grams_per_hour", (("quantile", quantile),)])
+    band = current["avoided_co2e_grams_per_hour"]
+    assert band["0.05"] < band["0.5"] < band["0.95"]
+
+
+def test_rates_between_snapshots_are_counter_differences_over_time():
+    clock = Clock(T0)
+    state, fleet = fed_state(clock)
+    history = StatusHistory(state, StatusSettings(interval_seconds=15), clock=clock)
+    first = history.sample()
+    assert first.power_rate_watts is None
+    clock.now += 15
+    state.ingest(fleet.reports())
+    second = history.sample()
+    assert second.power_rate_watts == pytest.approx(
+        (second.energy_joules - first.energy_joules) / 15)
+    assert second.baseline_power_rate_watts == pytest.approx(
+        (second.baseline_energy_joules - first.baseline_energy_joules) / 15)
+    # every report of the second round covers exactly those 15 s, so the rate is the fleet power
+    assert second.power_rate_watts == pytest.approx(second.power_watts, rel=1e-9)
+    namespaces = second.namespace_co2e_grams_per_hour
+    assert 0 < len(namespaces) <= 8
+    assert list(namespaces.values()) == sorted(namespaces.values(), reverse=True)
+
+
+def test_history_is_a_bounded_ring():
+    clock = Clock(T0)
+    state, _ = fed_state(clock, nodes=3)
+    settings = StatusSettings(interval_seconds=10, history_seconds=60)
+    history = StatusHistory(state, settings, clock=clock)
+    for _ in range(50):
+        clock.now += 10
+        history.sample()
+    assert len(history.points) == settings.capacity == 7
+    summary = history.summary()
+    assert [p["timestamp"] for p in summary["history"]] == [T0 + 10 * k for k in range(44, 51)]
+    assert "namespace_co2e_grams" not in summary["history"][0]
+
+
+async def test_routes_serve_the_page_and_sample_while_the_app_runs(aiohttp_client):
+    clock = Clock(T0)
+    state, _ = fed_state(clock, nodes=5)
+    app = web.Application()
+    history = add_status_routes(app, state, StatusSettings(interval_seconds=0.05), clock=clock)
+    client = await aiohttp_client(app)
+    page = await client.get("/")
+    assert page.status == 200 and page.content_type == "text/html"
+    html = await page.text()
+    assert 'id="avoided-servers"' in html
+    # self-contained: no external scripts, styles, fonts or images
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(" not in html
+    await asyncio.sleep(0.3)
+    assert len(history.points) >= 2
+    summary = await client.get("/api/v1/summary")
+    assert summary.status == 200
+    body = await summary.json()
+    assert body["current"]["nodes"] == 5 and len(body["history"]) >= 2
+    await client.close()
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() == "kubecarbon-status-history"]
+    assert tasks == []
