@@ -7,7 +7,12 @@ is taken from its samples (query_range at a fixed step, chunked), never from
 PromQL's increase(), which extrapolates to the range edges: the report must add
 up to what the collector counted. Per series: the increase is the sum of rises
 between consecutive samples, and after a drop (a counter reset) the new value
-itself; a series born inside the range counts from zero. Averages of gauges
+itself; a series born inside the range counts from zero. The avoided-CO2e totals
+are typed untyped (they fall when the fleet does worse than the baseline), so
+for them the report takes last minus first, which a collector restart without
+a state file would spoil. Facility energy is operational CO2e divided by the
+region's grid intensity (operational CO2e is facility energy times intensity).
+Averages of gauges
 (servers, utilisation) weight each sample equally; the avoided-CO2e band
 integrates the collector's p05/p50/p95 avoided_co2e_grams_per_hour over the
 period (trapezoids at the step), which is what "period uncertainty" means here.
@@ -135,19 +140,24 @@ def _series_key(metric: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 # -- what the report reads ----------------------------------------------------------------
 
-# Counters summed over the period: key -> (metric, labels to group by).
-COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "it_energy_joules": ("kubecarbon_node_energy_joules_total", ("region",)),
-    "facility_energy_joules": ("kubecarbon_node_facility_energy_joules_total", ("region",)),
-    "operational_co2e_grams": ("kubecarbon_node_co2e_grams_total", ("region",)),
-    "embodied_co2e_grams": ("kubecarbon_node_embodied_co2e_grams_total", ("region",)),
-    "namespace_cpu_seconds": ("kubecarbon_namespace_cpu_seconds_total", ("namespace",)),
-    "namespace_energy_joules": ("kubecarbon_namespace_energy_joules_total", ("namespace",)),
-    "namespace_co2e_grams": ("kubecarbon_namespace_co2e_grams_total", ("namespace",)),
-    "baseline_energy_joules": ("kubecarbon_baseline_energy_joules_total", ()),
-    "avoided_energy_joules": ("kubecarbon_avoided_energy_joules_total", ()),
-    "avoided_co2e_grams": ("kubecarbon_avoided_co2e_grams_total", ("scope",)),
+# Totals over the period: key -> (metric, labels to group by, signed). Counters are
+# reset-aware; "signed" totals (typed untyped: they fall when the fleet does worse than
+# the baseline) are the difference between the last value and the one before the period.
+COUNTERS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "it_energy_joules": ("kubecarbon_node_energy_joules_total", ("region",), False),
+    "operational_co2e_grams": ("kubecarbon_node_co2e_grams_total", ("region",), False),
+    "embodied_co2e_grams": ("kubecarbon_node_embodied_co2e_grams_total", ("region",), False),
+    "namespace_cpu_seconds": ("kubecarbon_namespace_cpu_seconds_total", ("namespace",), False),
+    "namespace_energy_joules": ("kubecarbon_namespace_energy_joules_total", ("namespace",),
+                                False),
+    "namespace_co2e_grams": ("kubecarbon_namespace_co2e_grams_total", ("namespace",), False),
+    "baseline_energy_joules": ("kubecarbon_baseline_energy_joules_total", (), False),
+    "avoided_co2e_grams": ("kubecarbon_avoided_co2e_grams_total", ("scope",), True),
 }
+# Facility energy has no counter of its own: operational CO2e is facility energy times the
+# region's grid intensity, so dividing by the intensity gives it back exactly.
+INTENSITY_QUERY = ("max by (region) (last_over_time("
+                   "kubecarbon_grid_carbon_intensity_grams_per_kilowatt_hour[{range}s]))")
 # Gauges averaged over the period (summed over collector replicas at each step).
 GAUGES: dict[str, str] = {
     "baseline_servers": "sum(kubecarbon_baseline_servers)",
@@ -177,10 +187,18 @@ class ReportData:
     step_seconds: float
     prometheus_url: str
     counters: dict[str, CounterTotals]
+    grid_intensity_by_region: dict[str, float]  # g/kWh, the last value in the period
     gauge_means: dict[str, float | None]
     band_grams: dict[str, float]  # quantile -> grams over the period
     assumptions: list[dict[str, str]]
     versions: list[str]
+
+
+def series_delta(baseline: float | None, values: Sequence[float]) -> float:
+    """Change of a signed total: its last value minus the one before the period (or zero)."""
+    if not values:
+        return 0.0
+    return values[-1] - (0.0 if baseline is None else baseline)
 
 
 def series_increase(baseline: float | None, values: Iterable[float]) -> float:
@@ -237,13 +255,19 @@ class ReportBuilder:
 
     async def build(self) -> ReportData:
         await self._probe()
-        counters = {key: await self._counter(metric, labels)
-                    for key, (metric, labels) in COUNTERS.items()}
+        counters = {key: await self._counter(metric, labels, signed)
+                    for key, (metric, labels, signed) in COUNTERS.items()}
+        seconds = max(1, math.ceil(self.end - self.start))
+        intensity = {
+            series["metric"].get("region", ""): float(series["value"][1])
+            for series in await self.client.instant(INTENSITY_QUERY.format(range=seconds),
+                                                    self.end)
+        }
         gauge_means = {key: await self._gauge_mean(query) for key, query in GAUGES.items()}
         band = await self._band()
         assumptions, versions = await self._assumptions()
         return ReportData(self.start, self.end, self.step, self.client.base_url, counters,
-                          gauge_means, band, assumptions, versions)
+                          intensity, gauge_means, band, assumptions, versions)
 
     async def _probe(self) -> None:
         seconds = max(1, math.ceil(self.end - self.start))
@@ -258,7 +282,8 @@ class ReportBuilder:
         if self.progress is not None:
             self.progress(1)
 
-    async def _counter(self, metric: str, group_labels: tuple[str, ...]) -> CounterTotals:
+    async def _counter(self, metric: str, group_labels: tuple[str, ...],
+                       signed: bool) -> CounterTotals:
         before = await self.client.instant(f"last_over_time({metric}[{BASELINE_LOOKBACK}])",
                                            self.start)
         baselines = {_series_key(s["metric"]): float(s["value"][1]) for s in before}
@@ -273,7 +298,8 @@ class ReportBuilder:
         totals: dict[tuple[str, ...], float] = defaultdict(float)
         for key, values in samples.items():
             group = tuple(labels_of[key].get(label, "") for label in group_labels)
-            totals[group] += series_increase(baselines.get(key), values)
+            change = series_delta if signed else series_increase
+            totals[group] += change(baselines.get(key), values)
         return CounterTotals(dict(totals))
 
     async def _gauge_range(self, query: str) -> dict[str, tuple[list[float], list[float]]]:
@@ -328,14 +354,22 @@ def _tonnes(grams: float) -> float:
 def report_document(data: ReportData) -> dict[str, Any]:
     """The report as plain data: what JSON prints and CSV/HTML render."""
     c = data.counters
-    regions = sorted({g[0] for key in ("it_energy_joules", "facility_energy_joules",
-                                       "operational_co2e_grams", "embodied_co2e_grams")
+    regions = sorted({g[0] for key in ("it_energy_joules", "operational_co2e_grams",
+                                       "embodied_co2e_grams")
                       for g in c[key].by_group})
-    by_region = [
+
+    def facility_kwh(region: str) -> float | None:
+        intensity = data.grid_intensity_by_region.get(region)
+        grams = c["operational_co2e_grams"].by_group.get((region,), 0.0)
+        if grams == 0.0:
+            return 0.0
+        return grams / intensity if intensity else None
+
+    by_region: list[dict[str, Any]] = [
         {
             "region": region,
             "it_energy_kwh": _kwh(c["it_energy_joules"].by_group.get((region,), 0.0)),
-            "facility_energy_kwh": _kwh(c["facility_energy_joules"].by_group.get((region,), 0.0)),
+            "facility_energy_kwh": facility_kwh(region),
             "operational_tco2e": _tonnes(c["operational_co2e_grams"].by_group.get((region,), 0.0)),
             "embodied_tco2e": _tonnes(c["embodied_co2e_grams"].by_group.get((region,), 0.0)),
         }
@@ -359,9 +393,10 @@ def report_document(data: ReportData) -> dict[str, Any]:
     avoided_scope = c["avoided_co2e_grams"].by_group
     operational = avoided_scope.get(("operational",), 0.0)
     embodied = avoided_scope.get(("embodied",), 0.0)
+    facility = [row["facility_energy_kwh"] for row in by_region]
     totals = {
         "it_energy_kwh": _kwh(c["it_energy_joules"].total),
-        "facility_energy_kwh": _kwh(c["facility_energy_joules"].total),
+        "facility_energy_kwh": None if None in facility else sum(facility),
         "operational_tco2e": _tonnes(c["operational_co2e_grams"].total),
         "embodied_tco2e": _tonnes(c["embodied_co2e_grams"].total),
         "cpu_core_hours": c["namespace_cpu_seconds"].total / SECONDS_PER_HOUR,
@@ -382,7 +417,9 @@ def report_document(data: ReportData) -> dict[str, Any]:
         "by_namespace": by_namespace,
         "baseline": {
             "baseline_energy_kwh": _kwh(c["baseline_energy_joules"].total),
-            "avoided_energy_kwh": _kwh(c["avoided_energy_joules"].total),
+            # exact: every window's avoided energy is its baseline minus its IT energy
+            "avoided_energy_kwh": _kwh(c["baseline_energy_joules"].total
+                                       - c["it_energy_joules"].total),
             "avoided_operational_tco2e": _tonnes(operational),
             "avoided_embodied_tco2e": _tonnes(embodied),
             "avoided_tco2e": _tonnes(operational + embodied),
@@ -407,24 +444,29 @@ def render_json(document: dict[str, Any]) -> str:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n"
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else repr(value)
+
+
 def csv_rows(document: dict[str, Any]) -> list[list[str]]:
     """One quantity per row: section, name, quantity, value (units are in the quantity)."""
     rows = [["section", "name", "quantity", "value"]]
     period = document["period"]
-    rows += [["period", "", key, str(period[key])] for key in ("start", "end", "hours")]
-    rows += [["totals", "fleet", key, repr(value)] for key, value in document["totals"].items()]
+    rows += [["period", "", key, _cell(period[key])] for key in ("start", "end", "hours")]
+    rows += [["totals", "fleet", key, _cell(value)] for key, value in document["totals"].items()]
     for row in document["by_region"]:
-        rows += [["region", row["region"], k, repr(v)] for k, v in row.items() if k != "region"]
+        rows += [["region", row["region"], k, _cell(v)] for k, v in row.items() if k != "region"]
     for row in document["by_namespace"]:
-        rows += [["namespace", row["namespace"], k, repr(v)]
+        rows += [["namespace", row["namespace"], k, _cell(v)]
                  for k, v in row.items() if k != "namespace"]
     for key, value in document["baseline"].items():
         if key == "avoided_tco2e_band":
-            rows += [["baseline", "fleet", f"avoided_tco2e_{p}", repr(v)]
+            rows += [["baseline", "fleet", f"avoided_tco2e_{p}", _cell(v)]
                      for p, v in value.items()]
         else:
-            rows.append(["baseline", "fleet", key, "" if value is None else
-                         (value if isinstance(value, str) else repr(value))])
+            rows.append(["baseline", "fleet", key, _cell(value)])
     for index, labels in enumerate(document["assumptions"]):
         rows += [["assumption", str(index), k, v] for k, v in sorted(labels.items())]
     rows.append(["methodology", "", "reference", document["methodology"]])

@@ -20,6 +20,7 @@ from collector.report import (
     render_json,
     report_document,
     sample_grid,
+    series_delta,
     series_increase,
     trapezoid_integral,
 )
@@ -58,6 +59,13 @@ def test_counter_increase_handles_resets_and_series_born_in_the_period():
     assert series_increase(100.0, [110.0, 3.0, 7.0]) == 10.0 + 3.0 + 4.0
     # no value before the period: the series counts from zero
     assert series_increase(None, [5.0, 9.0]) == 9.0
+
+
+def test_signed_totals_are_last_minus_first_even_when_they_fall():
+    assert series_delta(100.0, [90.0, 80.0, 120.0]) == 20.0
+    assert series_delta(100.0, [90.0, 60.0]) == -40.0
+    assert series_delta(None, [-5.0]) == -5.0
+    assert series_delta(3.0, []) == 0.0
 
 
 @given(st.lists(st.floats(0, 1e6), min_size=1, max_size=50))
@@ -102,16 +110,15 @@ def sample_data() -> ReportData:
         start=NOW - 86400, end=NOW, step_seconds=43.2, prometheus_url="http://prom:9090",
         counters={
             "it_energy_joules": totals(**{"china-east": 10 * kwh, "us-east-1": 5 * kwh}),
-            "facility_energy_joules": totals(**{"china-east": 15 * kwh, "us-east-1": 6 * kwh}),
             "operational_co2e_grams": totals(**{"china-east": 8000.0, "us-east-1": 2000.0}),
             "embodied_co2e_grams": totals(**{"china-east": 1000.0}),
             "namespace_cpu_seconds": totals(risk=7200.0, web=3600.0),
             "namespace_energy_joules": totals(risk=4 * kwh, web=kwh),
             "namespace_co2e_grams": totals(risk=3000.0, web=1000.0),
             "baseline_energy_joules": totals(**{"": 40 * kwh}),
-            "avoided_energy_joules": totals(**{"": 25 * kwh}),
             "avoided_co2e_grams": totals(operational=20_000.0, embodied=5_000.0),
         },
+        grid_intensity_by_region={"china-east": 550.0, "us-east-1": 400.0},
         gauge_means={"baseline_servers": 30.0, "actual_servers": 10.0, "avoided_servers": 20.0,
                      "fleet_cpu_usage_ratio": 0.45},
         band_grams={"0.05": 15_000.0, "0.5": 24_000.0, "0.95": 33_000.0},
@@ -123,11 +130,18 @@ def sample_data() -> ReportData:
 def test_document_converts_units_and_sums():
     doc = report_document(sample_data())
     assert doc["totals"]["it_energy_kwh"] == pytest.approx(15)
-    assert doc["totals"]["facility_energy_kwh"] == pytest.approx(21)
+    # facility energy = operational CO2e / intensity: 8000/550 + 2000/400 kWh
+    assert doc["totals"]["facility_energy_kwh"] == pytest.approx(8000 / 550 + 5)
+    assert doc["baseline"]["avoided_energy_kwh"] == pytest.approx(40 - 15)
     assert doc["totals"]["operational_tco2e"] == pytest.approx(0.01)
     assert doc["totals"]["cpu_core_hours"] == pytest.approx(3)
     assert [r["region"] for r in doc["by_region"]] == ["china-east", "us-east-1"]
     assert doc["by_region"][1]["embodied_tco2e"] == 0
+    data = sample_data()
+    del data.grid_intensity_by_region["us-east-1"]
+    partial = report_document(data)  # unknown intensity: facility energy unknown, not zero
+    assert partial["by_region"][1]["facility_energy_kwh"] is None
+    assert partial["totals"]["facility_energy_kwh"] is None
     assert [r["namespace"] for r in doc["by_namespace"]] == ["risk", "web"]  # largest first
     assert doc["baseline"]["avoided_tco2e"] == pytest.approx(0.025)
     assert doc["baseline"]["avoided_tco2e_band"] == pytest.approx(
