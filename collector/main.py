@@ -1,0 +1,70 @@
+"""`kubecarbon collector`: parse settings, pick a metadata provider, serve the app."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from collector.app import TokenFileError, create_app, default_registry
+from collector.metadata import MetadataProvider, StaticMetadataProvider
+from collector.settings import Settings, SettingsError, parse_settings
+
+log = logging.getLogger("collector")
+
+
+def build_metadata_provider(settings: Settings, registry: CollectorRegistry) -> MetadataProvider:
+    """The provider `--kubernetes` asks for.
+
+    "off": the static provider (config file only). "auto": the Kubernetes API when the
+    client is installed and in-cluster credentials or a kubeconfig are present, else
+    static. The Kubernetes provider's own health metrics are registered on `registry`.
+    """
+    static = StaticMetadataProvider()
+    if settings.kubernetes == "off":
+        return static
+    try:
+        from collector import kubernetes
+    except ImportError as exc:
+        log.warning("Kubernetes metadata unavailable (%s): using the config file only", exc)
+        return static
+    try:
+        api_client, choice = kubernetes.load_api_client()
+    except kubernetes.KubernetesUnavailable as exc:
+        log.info("%s: using the config file only", exc)
+        return static
+    log.info("node and pod metadata from the Kubernetes API (%s)", choice.source)
+    provider = kubernetes.KubernetesMetadataProvider(api_client)
+    registry.register(kubernetes.KubernetesWatchMetrics(provider))
+    return provider
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = parse_settings(argv)
+    except SettingsError as exc:
+        print(f"kubecarbon collector: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    registry = default_registry()
+    try:
+        app = create_app(
+            settings, metadata=build_metadata_provider(settings, registry), registry=registry
+        )
+    except TokenFileError as exc:
+        print(f"kubecarbon collector: error: {exc}", file=sys.stderr)
+        return 2
+    web.run_app(
+        app,
+        host=settings.server.listen_host,
+        port=settings.server.listen_port,
+        access_log=None,
+        print=None,
+        handle_signals=True,
+    )
+    return 0

@@ -1,0 +1,404 @@
+"""The collector's fleet state: counters, each node's latest window, and how reports change them.
+
+`FleetState.ingest` takes a validated batch, drops (agent_id, seq) pairs already
+applied, runs the model once over the rest, and only then changes anything, so a
+model error leaves the state as it was. Counters are keyed by their label values;
+gauges are computed at scrape time from the latest window of each live node.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from collector.dedupe import SeqTracker
+from collector.metadata import MetadataProvider, NodeInfo, PodInfo, StaticMetadataProvider
+from collector.model.attribution import attribute_pods
+from collector.model.estimate import POWER_SOURCES, WindowBatch, WindowEstimate, estimate_windows
+from collector.model.fleet import FleetGauges, Quantiles, avoided_co2e_rate_quantiles, fleet_gauges
+from collector.model.parameters import ModelParameters, NodeProfile, ProfileArrays
+from collector.profiles import ProfileConfig, ResolvedNode, resolve_node
+from collector.settings import ExportSettings
+
+UNKNOWN = "unknown"
+OTHER = "other"  # where series beyond a cap are added up
+UNCERTAINTY_DRAWS = 1000
+UNCERTAINTY_SEED = 0  # a fixed seed: the same fleet gives the same band on every scrape
+
+NodeLabels = tuple[str, str, str, str]  # node, region, instance_type, power_source
+WorkloadKey = tuple[str, str, str]  # namespace, workload_kind, workload
+PodKey = tuple[str, str]  # namespace, pod
+
+
+@dataclass
+class NodeCounters:
+    energy_joules: float = 0.0  # IT energy
+    idle_energy_joules: float = 0.0
+    co2e_grams: float = 0.0  # operational: facility energy * grid intensity
+    embodied_co2e_grams: float = 0.0
+
+    def as_list(self) -> list[float]:
+        return [self.energy_joules, self.idle_energy_joules, self.co2e_grams,
+                self.embodied_co2e_grams]
+
+
+@dataclass
+class UsageCounters:
+    """CPU, energy and CO2e attributed to a namespace, workload or pod."""
+
+    cpu_seconds: float = 0.0
+    energy_joules: float = 0.0
+    co2e_grams: float = 0.0
+
+    def as_list(self) -> list[float]:
+        return [self.cpu_seconds, self.energy_joules, self.co2e_grams]
+
+
+@dataclass
+class FleetCounters:
+    baseline_energy_joules: float = 0.0
+    avoided_energy_joules: float = 0.0  # may decrease: a window can be worse than the baseline
+    avoided_operational_co2e_grams: float = 0.0
+    avoided_embodied_co2e_grams: float = 0.0
+
+
+@dataclass
+class CollectorCounters:
+    """What the collector itself did; these are the only numbers a rejected batch moves."""
+
+    reports_accepted: int = 0
+    reports_duplicate: int = 0
+    rejected_by_status: dict[int, int] = field(default_factory=dict)
+    default_profile_reports: int = 0
+    capped_pod_rows: dict[str, int] = field(default_factory=lambda: {"workload": 0, "pod": 0})
+    snapshot_writes: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    snapshot_last_success_timestamp_seconds: float = 0.0
+    snapshot_restore: str = "disabled"  # disabled, restored, missing, corrupt
+
+
+@dataclass
+class NodeLatest:
+    """A node's most recent window (by window end): the source of its gauges."""
+
+    labels: NodeLabels
+    profile: NodeProfile
+    on_default_profile: bool
+    received_at: float  # collector clock: staleness is judged by it
+    window_end: float
+    duration_seconds: float
+    logical_cpus: float
+    busy_seconds: float
+    memory_total_bytes: float
+    rapl_joules: float  # NaN without RAPL
+    utilisation: float
+    power_watts: float
+    pods: int
+    containers: int
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """Everything /metrics derives from the live nodes, computed once per change."""
+
+    live: list[NodeLatest]
+    stale_count: int
+    gauges: FleetGauges
+    avoided_quantiles: Quantiles | None  # None without live nodes
+    grid_intensity_by_region: dict[str, float]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+class FleetState:
+    """Counters and latest windows for the whole fleet seen by this collector."""
+
+    def __init__(
+        self,
+        params: ModelParameters | None = None,
+        profiles: ProfileConfig | None = None,
+        metadata: MetadataProvider | None = None,
+        export: ExportSettings | None = None,
+        seqs: SeqTracker | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.profiles = profiles or ProfileConfig()
+        self.params = params or self.profiles.model
+        self.metadata: MetadataProvider = metadata or StaticMetadataProvider()
+        self.export = export or ExportSettings()
+        self.seqs = seqs or SeqTracker()
+        self.clock = clock
+        self.nodes: dict[NodeLabels, NodeCounters] = {}
+        self.latest: dict[str, NodeLatest] = {}
+        self.namespaces: dict[str, UsageCounters] = {}
+        self.workloads: dict[WorkloadKey, UsageCounters] = {}
+        self.pods: dict[PodKey, UsageCounters] = {}
+        self.fleet = FleetCounters()
+        self.collector = CollectorCounters()
+        self._resolved: dict[str, tuple[NodeInfo | None, ResolvedNode]] = {}
+        self._latest_version = 0
+        self._view_cache: tuple[tuple[int, int], FleetView] | None = None
+
+    # --- ingest -----------------------------------------------------------------------
+
+    def resolve(self, node_name: str) -> ResolvedNode:
+        """The node's profile, re-resolved whenever the metadata provider's answer changes."""
+        info = self.metadata.node(node_name)
+        cached = self._resolved.get(node_name)
+        if cached is not None and cached[0] is info:
+            return cached[1]
+        resolved = resolve_node(self.profiles, node_name, info)
+        self._resolved[node_name] = (info, resolved)
+        return resolved
+
+    def ingest(self, reports: list[dict[str, Any]]) -> IngestResult:
+        """Apply a validated batch; duplicates are acknowledged and skipped."""
+        fresh: list[dict[str, Any]] = []
+        in_batch: set[tuple[str, int]] = set()
+        for report in reports:
+            key = (report["agent_id"], int(report["seq"]))
+            if key in in_batch or self.seqs.seen(*key):
+                continue
+            in_batch.add(key)
+            fresh.append(report)
+        duplicates = len(reports) - len(fresh)
+        if fresh:
+            self._apply(fresh)
+        self.collector.reports_accepted += len(fresh)
+        self.collector.reports_duplicate += duplicates
+        return IngestResult(accepted=len(fresh), duplicates=duplicates)
+
+    def _apply(self, reports: list[dict[str, Any]]) -> None:
+        # Everything that can fail happens before the first change to the state.
+        resolved = [self.resolve(report["node"]) for report in reports]
+        batch = WindowBatch(
+            duration_seconds=np.array([r["end"] - r["start"] for r in reports], dtype=np.float64),
+            logical_cpus=np.array([r["cpu"]["logical_cpus"] for r in reports], dtype=np.float64),
+            busy_seconds=np.array([r["cpu"]["busy_seconds"] for r in reports], dtype=np.float64),
+            memory_total_bytes=np.array(
+                [r["memory"]["total_bytes"] for r in reports], dtype=np.float64
+            ),
+            rapl_joules=np.array([_rapl_joules(r) for r in reports], dtype=np.float64),
+        )
+        profile_arrays = ProfileArrays.from_profiles([n.profile for n in resolved], self.params)
+        estimate = estimate_windows(batch, profile_arrays, self.params)
+        pod_rows = [(i, pod) for i, r in enumerate(reports) for pod in r["pods"]]
+        attribution = attribute_pods(
+            batch,
+            estimate,
+            np.fromiter((i for i, _ in pod_rows), dtype=np.intp, count=len(pod_rows)),
+            np.fromiter((p["cpu_seconds"] for _, p in pod_rows), dtype=np.float64,
+                        count=len(pod_rows)),
+        )
+        now = self.clock()
+        for i, report in enumerate(reports):
+            self.seqs.mark(report["agent_id"], int(report["seq"]))
+            self._apply_node(report, resolved[i], batch, estimate, i, now)
+        self._apply_pods(
+            pod_rows,
+            attribution.pod_energy_joules.tolist(),
+            attribution.pod_operational_co2e_grams.tolist(),
+        )
+        fleet = self.fleet
+        fleet.baseline_energy_joules += float(estimate.baseline_energy_joules.sum())
+        fleet.avoided_energy_joules += float(estimate.avoided_energy_joules.sum())
+        fleet.avoided_operational_co2e_grams += float(estimate.avoided_operational_co2e_grams.sum())
+        fleet.avoided_embodied_co2e_grams += float(estimate.avoided_embodied_co2e_grams.sum())
+        self._latest_version += 1
+
+    def _apply_node(
+        self,
+        report: dict[str, Any],
+        resolved: ResolvedNode,
+        batch: WindowBatch,
+        estimate: WindowEstimate,
+        i: int,
+        now: float,
+    ) -> None:
+        profile = resolved.profile
+        node = report["node"]
+        labels: NodeLabels = (
+            node,
+            profile.region or UNKNOWN,
+            profile.instance_type or UNKNOWN,
+            POWER_SOURCES[int(estimate.power_source[i])],
+        )
+        counters = self.nodes.get(labels)
+        if counters is None:
+            counters = self.nodes[labels] = NodeCounters()
+        counters.energy_joules += float(estimate.energy_joules[i])
+        counters.idle_energy_joules += float(estimate.idle_energy_joules[i])
+        counters.co2e_grams += float(estimate.operational_co2e_grams[i])
+        counters.embodied_co2e_grams += float(estimate.embodied_co2e_grams[i])
+        if resolved.on_default_profile:
+            self.collector.default_profile_reports += 1
+        previous = self.latest.get(node)
+        if previous is not None and previous.window_end > report["end"]:
+            # a replayed older window adds to counters but must not roll gauges back
+            previous.received_at = max(previous.received_at, now)
+            return
+        self.latest[node] = NodeLatest(
+            labels=labels,
+            profile=profile,
+            on_default_profile=resolved.on_default_profile,
+            received_at=now,
+            window_end=report["end"],
+            duration_seconds=float(batch.duration_seconds[i]),
+            logical_cpus=float(batch.logical_cpus[i]),
+            busy_seconds=float(batch.busy_seconds[i]),
+            memory_total_bytes=float(batch.memory_total_bytes[i]),
+            rapl_joules=float(batch.rapl_joules[i]),
+            utilisation=float(estimate.utilisation[i]),
+            power_watts=float(estimate.power_watts[i]),
+            pods=len(report["pods"]),
+            containers=report["containers_running"],
+        )
+
+    def _apply_pods(
+        self,
+        pod_rows: list[tuple[int, dict[str, Any]]],
+        energy: list[float],
+        co2e: list[float],
+    ) -> None:
+        lookup = self.metadata.pod
+        per_pod = self.export.per_pod_series
+        for k, (_, pod) in enumerate(pod_rows):
+            info = lookup(pod["uid"])
+            cpu = pod["cpu_seconds"]
+            namespace = info.namespace if info is not None else UNKNOWN
+            _add(self.namespaces, namespace, cpu, energy[k], co2e[k])
+            workload = self._capped_workload(namespace, info)
+            if workload is not None:
+                _add(self.workloads, workload, cpu, energy[k], co2e[k])
+            if per_pod:
+                pod_key = self._capped_pod(namespace, info, pod["uid"])
+                if pod_key is not None:
+                    _add(self.pods, pod_key, cpu, energy[k], co2e[k])
+
+    def _capped_workload(self, namespace: str, info: PodInfo | None) -> WorkloadKey | None:
+        cap = self.export.max_workload_series
+        if cap <= 0:
+            return None
+        key = (namespace, info.workload_kind, info.workload_name) if info else (
+            UNKNOWN, UNKNOWN, UNKNOWN)
+        if key in self.workloads or len(self.workloads) < cap:
+            return key
+        self.collector.capped_pod_rows["workload"] += 1
+        return (namespace, OTHER, OTHER)
+
+    def _capped_pod(self, namespace: str, info: PodInfo | None, uid: str) -> PodKey | None:
+        cap = self.export.max_pod_series
+        if cap <= 0:
+            return None
+        key = (namespace, info.name if info is not None else uid)
+        if key in self.pods or len(self.pods) < cap:
+            return key
+        self.collector.capped_pod_rows["pod"] += 1
+        return (namespace, OTHER)
+
+    # --- scrape-time views ------------------------------------------------------------
+
+    def fleet_view(self, now: float | None = None) -> FleetView:
+        """Gauges from the latest window of every live node (cached until something changes)."""
+        now = self.clock() if now is None else now
+        horizon = now - self.export.stale_after_seconds
+        live = [n for n in self.latest.values() if n.received_at >= horizon]
+        key = (self._latest_version, len(live))
+        if self._view_cache is not None and self._view_cache[0] == key:
+            return self._view_cache[1]
+        view = self._compute_view(live)
+        self._view_cache = (key, view)
+        return view
+
+    def _compute_view(self, live: list[NodeLatest]) -> FleetView:
+        batch = WindowBatch(
+            duration_seconds=np.array([n.duration_seconds for n in live], dtype=np.float64),
+            logical_cpus=np.array([n.logical_cpus for n in live], dtype=np.float64),
+            busy_seconds=np.array([n.busy_seconds for n in live], dtype=np.float64),
+            memory_total_bytes=np.array([n.memory_total_bytes for n in live], dtype=np.float64),
+            rapl_joules=np.array([n.rapl_joules for n in live], dtype=np.float64),
+        )
+        profile_arrays = ProfileArrays.from_profiles([n.profile for n in live], self.params)
+        estimate = estimate_windows(batch, profile_arrays, self.params)
+        gauges = fleet_gauges(batch, estimate, self.params)
+        quantiles = (
+            avoided_co2e_rate_quantiles(
+                batch, estimate, self.params, draws=UNCERTAINTY_DRAWS, seed=UNCERTAINTY_SEED
+            )
+            if live
+            else None
+        )
+        intensity: dict[str, float] = {}
+        for n, grams in zip(live, estimate.grid_intensity_grams_per_kilowatt_hour.tolist(),
+                            strict=True):
+            intensity.setdefault(n.labels[1], grams)
+        return FleetView(
+            live=live,
+            stale_count=len(self.latest) - len(live),
+            gauges=gauges,
+            avoided_quantiles=quantiles,
+            grid_intensity_by_region=intensity,
+        )
+
+    # --- snapshots --------------------------------------------------------------------
+
+    def to_snapshot(self) -> dict[str, Any]:
+        """JSON-ready counters and dedupe state (gauges rebuild from the next reports)."""
+        collector = self.collector
+        return {
+            "nodes": [[*labels, *c.as_list()] for labels, c in self.nodes.items()],
+            "namespaces": [[ns, *c.as_list()] for ns, c in self.namespaces.items()],
+            "workloads": [[*key, *c.as_list()] for key, c in self.workloads.items()],
+            "pods": [[*key, *c.as_list()] for key, c in self.pods.items()],
+            "fleet": [
+                self.fleet.baseline_energy_joules,
+                self.fleet.avoided_energy_joules,
+                self.fleet.avoided_operational_co2e_grams,
+                self.fleet.avoided_embodied_co2e_grams,
+            ],
+            "reports": [collector.reports_accepted, collector.reports_duplicate],
+            "seqs": self.seqs.export(),
+        }
+
+    def restore_snapshot(self, data: Mapping[str, Any]) -> None:
+        """Load `to_snapshot` output (already schema-checked); replaces all counters."""
+        nodes = {tuple(row[:4]): NodeCounters(*row[4:]) for row in data["nodes"]}
+        namespaces = {row[0]: UsageCounters(*row[1:]) for row in data["namespaces"]}
+        workloads = {tuple(row[:3]): UsageCounters(*row[3:]) for row in data["workloads"]}
+        pods = {tuple(row[:2]): UsageCounters(*row[2:]) for row in data["pods"]}
+        self.seqs.restore(data["seqs"])
+        self.nodes = nodes
+        self.namespaces = namespaces
+        self.workloads = workloads
+        self.pods = pods
+        self.fleet = FleetCounters(*data["fleet"])
+        self.collector.reports_accepted, self.collector.reports_duplicate = data["reports"]
+
+
+def _rapl_joules(report: Mapping[str, Any]) -> float:
+    rapl = report.get("rapl")
+    if rapl is None:
+        return math.nan
+    return float(rapl["package_joules"] + rapl.get("dram_joules", 0.0))
+
+
+def _add(table: dict[Any, UsageCounters], key: Any, cpu: float, energy: float, co2e: float) -> None:
+    counters = table.get(key)
+    if counters is None:
+        counters = table[key] = UsageCounters()
+    counters.cpu_seconds += cpu
+    counters.energy_joules += energy
+    counters.co2e_grams += co2e
+
+
+def iter_sorted(table: Mapping[Any, Any]) -> Iterable[tuple[Any, Any]]:
+    """Stable exposition order."""
+    return sorted(table.items(), key=lambda item: item[0])

@@ -1,0 +1,242 @@
+"""The agent -> collector wire format: decoding and validating a batch of reports.
+
+Pure functions over bytes and parsed JSON, no I/O. Shape and types are checked by
+a JSON schema compiled once with fastjsonschema; what a schema cannot say
+(window length, CPU time against CPU capacity, duplicate pod uids) is checked
+after it. The first problem found rejects the whole batch with an `IngestError`
+naming the field, so the caller never applies part of a batch.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from collector.settings import IngestLimits
+
+SCHEMA_VERSION = 1
+# Kubernetes node names are DNS-1123 subdomains: lowercase labels joined by dots, <= 253 chars.
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+# Upper bounds keep every number finite and far from float precision trouble;
+# the cross-field checks below are the tight ones.
+MAX_TIMESTAMP_SECONDS = 1e11  # year 5138
+MAX_QUANTITY = 1e15
+MAX_LOGICAL_CPUS = 65_536
+MAX_SEQ = 2**63 - 1
+MAX_RAPL_WATTS = 100_000.0  # far above any single server; catches counter-wrap garbage
+
+
+class IngestError(Exception):
+    """A rejected request: HTTP status and a message of the form '<field>: <reason>'."""
+
+    def __init__(self, status: int, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.status = status
+        self.field = field
+        self.reason = reason
+
+
+def _number(maximum: float = MAX_QUANTITY) -> dict[str, Any]:
+    return {"type": "number", "minimum": 0, "maximum": maximum}
+
+
+def _integer(maximum: float) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "maximum": maximum}
+
+
+def _object(properties: Mapping[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": dict(properties),
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def batch_schema(limits: IngestLimits) -> dict[str, Any]:
+    """JSON schema of a batch under the given limits."""
+    pod = _object(
+        {
+            "uid": {"type": "string", "minLength": 1, "maxLength": 128},
+            "cpu_seconds": _number(),
+            "containers": _integer(100_000),
+        },
+        ["uid", "cpu_seconds", "containers"],
+    )
+    report = _object(
+        {
+            "schema": {"const": SCHEMA_VERSION},
+            "node": {"type": "string", "minLength": 1, "maxLength": 253,
+                     "pattern": DNS1123_SUBDOMAIN},
+            "agent_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                         "pattern": AGENT_ID_PATTERN},
+            "seq": _integer(MAX_SEQ),
+            "start": _number(MAX_TIMESTAMP_SECONDS),
+            "end": _number(MAX_TIMESTAMP_SECONDS),
+            "cpu": _object(
+                {
+                    "logical_cpus": {"type": "integer", "minimum": 1,
+                                     "maximum": MAX_LOGICAL_CPUS},
+                    "busy_seconds": _number(),
+                },
+                ["logical_cpus", "busy_seconds"],
+            ),
+            "memory": _object(
+                {"total_bytes": _integer(2**62), "used_bytes": _integer(2**62)},
+                ["total_bytes", "used_bytes"],
+            ),
+            "containers_running": _integer(10_000_000),
+            "pods": {"type": "array", "maxItems": limits.max_pods_per_report, "items": pod},
+            "rapl": _object({"package_joules": _number(), "dram_joules": _number()},
+                            ["package_joules"]),
+        },
+        ["schema", "node", "agent_id", "seq", "start", "end", "cpu", "memory",
+         "containers_running", "pods"],
+    )
+    return _object(
+        {"reports": {"type": "array", "minItems": 1,
+                     "maxItems": limits.max_reports_per_batch, "items": report}},
+        ["reports"],
+    )
+
+
+def decode_body(
+    body: bytes, content_type: str | None, content_encoding: str | None, limits: IngestLimits
+) -> bytes:
+    """Check media type and encoding, gunzip with a hard cap; returns the JSON bytes."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise IngestError(415, "Content-Type", f"expected application/json, got {media_type!r}")
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "gzip":
+        body = gunzip_capped(body, limits.max_body_bytes)
+    elif encoding != "identity":
+        raise IngestError(415, "Content-Encoding", f"expected gzip or identity, got {encoding!r}")
+    if not body:
+        raise IngestError(400, "body", "empty")
+    return body
+
+
+def gunzip_capped(data: bytes, max_bytes: int) -> bytes:
+    """Decompress one gzip member without ever producing more than max_bytes (gzip bombs)."""
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = decompressor.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise IngestError(400, "body", f"not valid gzip: {exc}") from None
+    if len(out) > max_bytes:
+        raise IngestError(413, "body", f"more than {max_bytes} bytes after gunzip")
+    if not decompressor.eof:
+        raise IngestError(400, "body", "truncated gzip stream")
+    if decompressor.unused_data:
+        raise IngestError(400, "body", "trailing data after the gzip stream")
+    return out
+
+
+def _schema_error(exc: fastjsonschema.JsonSchemaValueException) -> IngestError:
+    # fastjsonschema names the value "data", "data.reports[0].seq", ...; its message repeats it
+    name = exc.name or "data"
+    field = name.removeprefix("data").lstrip(".") or "body"
+    reason = exc.message.removeprefix(name).strip()
+    if exc.rule == "pattern" and field.endswith(".node"):
+        reason = "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
+    status = 413 if exc.rule == "maxItems" else 422
+    return IngestError(status, field, reason)
+
+
+@dataclass(frozen=True)
+class BatchValidator:
+    """Turns request bytes into a list of checked report dicts, or raises IngestError."""
+
+    limits: IngestLimits
+    check_schema: Callable[[Any], Any]
+
+    @classmethod
+    def for_limits(cls, limits: IngestLimits | None = None) -> BatchValidator:
+        limits = limits or IngestLimits()
+        return cls(limits=limits, check_schema=fastjsonschema.compile(batch_schema(limits)))
+
+    def parse(self, body: bytes) -> list[dict[str, Any]]:
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise IngestError(400, "body", f"not valid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise IngestError(422, "body", f"must be a JSON object, got {_json_type(document)}")
+        reports = document.get("reports")
+        if isinstance(reports, list) and len(reports) > self.limits.max_reports_per_batch:
+            raise IngestError(
+                413, "reports", f"{len(reports)} reports, limit {self.limits.max_reports_per_batch}"
+            )
+        try:
+            self.check_schema(document)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            raise _schema_error(exc) from None
+        for index, report in enumerate(document["reports"]):
+            self._check_report(report, f"reports[{index}]")
+        return document["reports"]  # type: ignore[no-any-return]
+
+    def _check_report(self, report: dict[str, Any], where: str) -> None:
+        limits = self.limits
+        window = report["end"] - report["start"]
+        if not limits.min_window_seconds <= window <= limits.max_window_seconds:
+            raise IngestError(
+                422,
+                f"{where}.end",
+                f"window end - start = {window:g} s, must be "
+                f"{limits.min_window_seconds:g} .. {limits.max_window_seconds:g} s",
+            )
+        cpu_capacity_seconds = report["cpu"]["logical_cpus"] * window * limits.busy_tolerance
+        busy = report["cpu"]["busy_seconds"]
+        if busy > cpu_capacity_seconds:
+            raise IngestError(
+                422,
+                f"{where}.cpu.busy_seconds",
+                f"{busy:g} exceeds logical_cpus * window * {limits.busy_tolerance:g} "
+                f"= {cpu_capacity_seconds:g}",
+            )
+        memory = report["memory"]
+        if memory["used_bytes"] > memory["total_bytes"]:
+            raise IngestError(422, f"{where}.memory.used_bytes", "exceeds total_bytes")
+        pods = report["pods"]
+        if pods:
+            seen: set[str] = set()
+            pod_cpu_seconds = 0.0
+            for index, pod in enumerate(pods):
+                if pod["uid"] in seen:
+                    raise IngestError(422, f"{where}.pods[{index}].uid", "duplicate pod uid")
+                seen.add(pod["uid"])
+                pod_cpu_seconds += pod["cpu_seconds"]
+            if pod_cpu_seconds > cpu_capacity_seconds:
+                raise IngestError(
+                    422,
+                    f"{where}.pods",
+                    f"cpu_seconds sum {pod_cpu_seconds:g} exceeds logical_cpus * window "
+                    f"* {limits.busy_tolerance:g} = {cpu_capacity_seconds:g}",
+                )
+        rapl = report.get("rapl")
+        if rapl is not None:
+            joules = rapl["package_joules"] + rapl.get("dram_joules", 0.0)
+            if joules > MAX_RAPL_WATTS * window or not math.isfinite(joules):
+                raise IngestError(
+                    422, f"{where}.rapl", f"{joules:g} J in {window:g} s is not a plausible power"
+                )
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
