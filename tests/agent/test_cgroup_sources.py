@@ -1,0 +1,175 @@
+"""Per-pod CPU and container density on real-format cgroup trees (v1/v2, both drivers)."""
+
+import pytest
+from agent_testkit import (
+    CGROUP_TREES,
+    FIXTURES,
+    UID_BURSTABLE,
+    UID_GUARANTEED,
+    UID_STATIC_BESTEFFORT,
+)
+
+from agent.sources import SourceError
+from agent.sources.density import Density, DensitySource
+from agent.sources.kubepods import (
+    find_kubepods,
+    is_container_dir_name,
+    list_pod_cgroups,
+    pod_uid_from_dir_name,
+    qos_class_from_dir_name,
+)
+from agent.sources.pod_cpu import (
+    PodCpu,
+    PodCpuSource,
+    parse_cpu_stat_usage_nanoseconds,
+    parse_cpuacct_usage_nanoseconds,
+)
+
+# cgroup v2 counts microseconds; v1 counts nanoseconds (the fixtures end in 417 ns)
+EXPECTED_POD_CPU = {
+    2: {
+        UID_GUARANTEED: PodCpu(usage_nanoseconds=3_100_000_000, containers=2),
+        UID_BURSTABLE: PodCpu(usage_nanoseconds=13_238_000_000, containers=3),
+        UID_STATIC_BESTEFFORT: PodCpu(usage_nanoseconds=900_000_000, containers=2),
+    },
+    1: {
+        UID_GUARANTEED: PodCpu(usage_nanoseconds=3_100_000_417, containers=2),
+        UID_BURSTABLE: PodCpu(usage_nanoseconds=13_238_000_417, containers=3),
+        UID_STATIC_BESTEFFORT: PodCpu(usage_nanoseconds=900_000_417, containers=2),
+    },
+}
+
+
+@pytest.mark.parametrize("tree", CGROUP_TREES)
+def test_pod_cpu_on_every_driver_and_cgroup_version(tree):
+    version = int(tree[1])
+    assert PodCpuSource(FIXTURES / tree / "sys").sample() == EXPECTED_POD_CPU[version]
+
+
+@pytest.mark.parametrize("tree", CGROUP_TREES)
+def test_density_counts_pods_and_containers(tree):
+    # CRI-O's conmon cgroups (v2-cgroupfs-crio) are monitors, not containers
+    assert DensitySource(FIXTURES / tree / "sys").sample() == Density(
+        pods_running=3, containers_running=7
+    )
+
+
+@pytest.mark.parametrize(
+    ("tree", "version", "relative"),
+    [
+        ("v2-systemd-containerd", 2, "kubepods.slice"),
+        ("v2-cgroupfs-crio", 2, "kubepods"),
+        ("v1-systemd-docker", 1, "cpuacct/kubepods.slice"),  # symlink to cpu,cpuacct
+        ("v1-cgroupfs-containerd", 1, "cpuacct/kubepods"),
+    ],
+)
+def test_kubepods_is_found_in_the_accounting_hierarchy(tree, version, relative):
+    # the hybrid v1 trees also mount an empty cgroup v2 at unified/: it must not be taken
+    cgroup_root = FIXTURES / tree / "sys" / "fs" / "cgroup"
+    location = find_kubepods(cgroup_root)
+    assert (location.cgroup_version, location.path) == (version, cgroup_root / relative)
+
+
+@pytest.mark.parametrize("tree", CGROUP_TREES)
+def test_every_qos_class_is_found(tree):
+    location = find_kubepods(FIXTURES / tree / "sys" / "fs" / "cgroup")
+    assert {(pod.uid, pod.qos_class) for pod in list_pod_cgroups(location.path)} == {
+        (UID_GUARANTEED, "guaranteed"),
+        (UID_BURSTABLE, "burstable"),
+        (UID_STATIC_BESTEFFORT, "besteffort"),
+    }
+
+
+def test_node_without_pods_reports_zero_not_failure():
+    sys_root = FIXTURES / "v2-no-pods" / "sys"
+    assert PodCpuSource(sys_root).sample() == {}
+    assert DensitySource(sys_root).sample() == Density(pods_running=0, containers_running=0)
+
+
+def test_host_without_kubepods_says_why(tmp_path):
+    (tmp_path / "fs" / "cgroup" / "cpuacct").mkdir(parents=True)
+    with pytest.raises(SourceError, match="no kubepods cgroup in .*not a Kubernetes node"):
+        PodCpuSource(tmp_path).sample()
+
+
+def test_unreadable_pod_counter_fails_pod_cpu_but_not_density():
+    sys_root = FIXTURES / "broken" / "sys"
+    with pytest.raises(SourceError, match=r"cannot read .*cpu\.stat: Is a directory"):
+        PodCpuSource(sys_root).sample()
+    assert DensitySource(sys_root).sample() == Density(pods_running=1, containers_running=2)
+
+
+def test_pod_deleted_between_listing_and_reading_is_skipped(node_copy):
+    root = node_copy("v2-systemd-containerd")
+    kubepods = root / "sys/fs/cgroup/kubepods.slice"
+    guaranteed = kubepods / f"kubepods-pod{UID_GUARANTEED.replace('-', '_')}.slice"
+    # what a deleted cgroup looks like halfway: the directory is listed, its files are gone
+    for child in sorted(guaranteed.rglob("*"), reverse=True):
+        child.rmdir() if child.is_dir() else child.unlink()
+    assert set(PodCpuSource(root / "sys").sample()) == {UID_BURSTABLE, UID_STATIC_BESTEFFORT}
+
+
+@pytest.mark.parametrize(
+    ("name", "uid"),
+    [
+        ("kubepods-burstable-pod8f0e1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice", UID_BURSTABLE),
+        ("kubepods-besteffort-pod8f0e1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice", UID_BURSTABLE),
+        ("kubepods-pod8f0e1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice", UID_BURSTABLE),
+        ("kubelet-kubepods-burstable-pod8f0e1a2b_3c4d_4e5f_8a9b_0c1d2e3f4a5b.slice", UID_BURSTABLE),
+        ("pod8f0e1a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b", UID_BURSTABLE),
+        ("pod5b2d6b0f1c1d5e8f9b3a4c2d1e0f9a8b", UID_STATIC_BESTEFFORT),
+        ("kubepods-burstable.slice", None),
+        ("burstable", None),
+        ("system.slice", None),
+        ("cri-containerd-" + "a" * 64 + ".scope", None),
+    ],
+)
+def test_pod_uid_is_normalised_to_dashes(name, uid):
+    assert pod_uid_from_dir_name(name) == uid
+
+
+@pytest.mark.parametrize(
+    ("name", "qos"),
+    [
+        ("kubepods-burstable.slice", "burstable"),
+        ("kubepods-besteffort.slice", "besteffort"),
+        ("burstable", "burstable"),
+        ("besteffort", "besteffort"),
+        ("kubepods-burstable-pod8f0e1a2b_3c4d.slice", None),
+    ],
+)
+def test_qos_directories(name, qos):
+    assert qos_class_from_dir_name(name) == qos
+
+
+@pytest.mark.parametrize(
+    ("name", "is_container"),
+    [
+        ("cri-containerd-" + "0123456789abcdef" * 4 + ".scope", True),
+        ("crio-" + "0123456789abcdef" * 4 + ".scope", True),
+        ("docker-" + "0123456789abcdef" * 4 + ".scope", True),
+        ("0123456789abcdef" * 4, True),
+        ("crio-" + "0123456789abcdef" * 4, True),
+        ("crio-conmon-" + "0123456789abcdef" * 4 + ".scope", False),
+        ("crio-conmon-" + "0123456789abcdef" * 4, False),
+        ("cri-containerd-1234.scope", False),
+        ("cgroup.procs", False),
+    ],
+)
+def test_container_directories_of_each_runtime(name, is_container):
+    assert is_container_dir_name(name) is is_container
+
+
+def test_real_cpu_stat_formats():
+    # kernel 6.x pod cgroup with the cpu controller enabled
+    text = (
+        "usage_usec 1234567\nuser_usec 1000000\nsystem_usec 234567\nnice_usec 0\n"
+        "core_sched.force_idle_usec 0\nnr_periods 10\nnr_throttled 1\nthrottled_usec 900\n"
+        "nr_bursts 0\nburst_usec 0\n"
+    )
+    assert parse_cpu_stat_usage_nanoseconds(text) == 1_234_567_000
+    assert parse_cpuacct_usage_nanoseconds("66360100695\n") == 66_360_100_695
+    with pytest.raises(SourceError, match="no usage_usec"):
+        parse_cpu_stat_usage_nanoseconds("nr_periods 0\n")
+    with pytest.raises(SourceError, match="malformed cpuacct.usage"):
+        parse_cpuacct_usage_nanoseconds("max\n")
