@@ -7,7 +7,7 @@ import pytest
 # tests import the shared helpers of this directory as `agent_testkit`
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agent_testkit import FIXTURES, FakeClock  # noqa: E402
+from agent_testkit import FIXTURES, FakeClock
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def test_node_without_pods_reports_zero_not_failure():
 
 def test_host_without_kubepods_says_why(tmp_path):
     (tmp_path / "fs" / "cgroup" / "cpuacct").mkdir(parents=True)
-    with pytest.raises(SourceError, match="no kubepods cgroup in .*not a Kubernetes node"):
+    with pytest.raises(SourceError, match=r"no kubepods cgroup in .*not a Kubernetes node"):
         PodCpuSource(tmp_path).sample()
 
 
@@ -171,5 +171,5 @@ def test_real_cpu_stat_formats():
     assert parse_cpuacct_usage_nanoseconds("66360100695\n") == 66_360_100_695
     with pytest.raises(SourceError, match="no usage_usec"):
         parse_cpu_stat_usage_nanoseconds("nr_periods 0\n")
-    with pytest.raises(SourceError, match="malformed cpuacct.usage"):
+    with pytest.raises(SourceError, match=r"malformed cpuacct\.usage"):
         parse_cpuacct_usage_nanoseconds("max\n")
