@@ -186,7 +186,7 @@ def _period_band(days: int, label: str) -> list[Query]:
     """Avoided tonnes over the last `days`, with the p05-p95 band of the same period."""
     scale = f" * {days}" if days != 1 else ""  # tonnes per day times days
     return [
-        Query(f"sum(increase(kubecarbon_avoided_co2e_grams_total[{days}d])) / 1e6", "estimate"),
+        Query(f"sum(delta(kubecarbon_avoided_co2e_grams_total[{days}d])) / 1e6", "estimate"),
         *(
             Query(f"avg_over_time({QUANTILE.format(q=q)}[{days}d]){scale}", f"{name} {label}")
             for q, name in (("0.05", "p05"), ("0.95", "p95"))
@@ -240,10 +240,11 @@ def fleet_overview() -> dict[str, Any]:
                Query("kubecarbon:avoided_servers:sum", "avoided")],
               decimals=0),
         Panel("Avoided tCO2e per day, p05-p95",
-              "The avoided CO2e rate in tonnes per day: the counters' 1 h rate and the model's "
+              "The avoided CO2e rate in tonnes per day: the totals' change over the last hour "
+              "and the model's "
               "uncertainty band (shaded between p05 and p95).",
               "timeseries", TONNES,
-              [Query("kubecarbon:avoided_co2e_tonnes_per_day:rate1h", "estimate (1 h rate)"),
+              [Query("kubecarbon:avoided_co2e_tonnes_per_day:delta1h", "estimate (last hour)"),
                Query(QUANTILE.format(q="0.05"), "p05"),
                Query(QUANTILE.format(q="0.5"), "p50"),
                Query(QUANTILE.format(q="0.95"), "p95")],
@@ -346,13 +347,18 @@ def node_drilldown() -> dict[str, Any]:
               [Query(f"time() - max by (node) (kubecarbon_node_last_report_timestamp_seconds"
                      f"{{{NODE}}})", "{{node}}")],
               decimals=0),
+        Panel("Nodes on the default profile",
+              "Live nodes with no known provider and instance type, priced as a share of the "
+              "reference server (alert KubecarbonUnknownNodeProfiles).",
+              "stat", COUNT, [Query("sum(kubecarbon_collector_default_profile_nodes)", "nodes")],
+              width=6, height=5, decimals=0, options=STAT_OPTIONS),
         Panel("Node profiles",
               "Which profile prices each node: region (grid factor), instance type and power "
               "source. instance_type=\"unknown\" means the default profile.",
               "table", CPUS,
               [Query(f"max by (node, region, instance_type, power_source) "
                      f"(kubecarbon_node_logical_cpus{{{NODE}}})", "", instant=True)],
-              width=24, decimals=0,
+              width=18, height=5, decimals=0,
               options={"showHeader": True}),
     ]
     node_variable = _query_variable(
