@@ -27,12 +27,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import pytest
 import yaml
+from kubernetes import client
+
+from collector.kubernetes import KubernetesMetadataProvider, WatchSettings
+
+ProviderFactory = Callable[..., KubernetesMetadataProvider]
 
 APISERVER_VERSION = "1.20.2"
 DEFAULT_APISERVER_BINARY = Path(
@@ -359,6 +366,119 @@ class CuttableProxy:
     def _drop_all(self) -> None:
         for sock in list(self._peers):
             self._drop(sock)
+
+
+# Quick retries so outage tests take seconds; production defaults are in WatchSettings.
+FAST_WATCH = WatchSettings(
+    initial_backoff_seconds=0.05,
+    max_backoff_seconds=0.5,
+    watch_timeout_seconds=60,
+    connect_timeout_seconds=2.0,
+    list_read_timeout_seconds=10.0,
+    list_page_size=2,  # tiny pages, so every list exercises the continue token
+    deleted_pod_retention_seconds=0.0,
+)
+WAIT_SECONDS = 30.0
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout_seconds: float = WAIT_SECONDS) -> Any:
+    """Poll until `predicate()` is truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_seconds:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class ClusterObjects:
+    """Creates test Nodes, Pods and Namespaces, and deletes them all afterwards."""
+
+    def __init__(self, core: client.CoreV1Api) -> None:
+        self.core = core
+        self._nodes: list[str] = []
+        self._pods: list[tuple[str, str]] = []
+        self._namespaces: list[str] = []
+
+    def namespace(self) -> str:
+        name = unique("kc-test")
+        self.core.create_namespace({"metadata": {"name": name}})
+        self._namespaces.append(name)
+        return name
+
+    def node(
+        self,
+        labels: dict[str, str] | None = None,
+        provider_id: str | None = None,
+        capacity: dict[str, str] | None = None,
+    ) -> str:
+        name = unique("kc-node")
+        spec = {"providerID": provider_id} if provider_id else {}
+        self.core.create_node({"metadata": {"name": name, "labels": labels or {}}, "spec": spec})
+        self._nodes.append(name)
+        if capacity:
+            # Kubelets report capacity through the status subresource; so do we.
+            self.core.patch_node_status(
+                name, {"status": {"capacity": capacity, "allocatable": capacity}}
+            )
+        return name
+
+    def pod(
+        self,
+        namespace: str,
+        node: str,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+        owner: tuple[str, str] | None = None,
+    ) -> str:
+        """Creates a pod bound to `node`; returns its uid."""
+        metadata: dict[str, Any] = {"name": name or unique("pod"), "labels": labels or {}}
+        if owner is not None:
+            kind, owner_name = owner
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": "batch/v1" if kind == "Job" else "apps/v1",
+                    "kind": kind,
+                    "name": owner_name,
+                    "uid": str(uuid.uuid4()),
+                    "controller": True,
+                }
+            ]
+        created = self.core.create_namespaced_pod(
+            namespace,
+            {
+                "metadata": metadata,
+                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]},
+            },
+        )
+        self._pods.append((namespace, created.metadata.name))
+        return str(created.metadata.uid)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+    def cleanup(self) -> None:
+        for namespace, name in self._pods:
+            try:
+                self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        for name in self._nodes:
+            try:
+                self.core.delete_node(name)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        for name in self._namespaces:
+            # Without a controller-manager the namespace stays Terminating; harmless here.
+            self.core.delete_namespace(name)
 
 
 def find_etcd() -> Path | None:
