@@ -1,0 +1,135 @@
+"""`kubecarbon demo` as a user runs it: a real subprocess, a real agent, real signals."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from collector.demo import summary_line, this_node_name
+from collector.status import Snapshot
+
+KUBECARBON = shutil.which("kubecarbon", path=str(Path(sys.executable).parent)) or "kubecarbon"
+SUMMARY = re.compile(
+    r"^\[\d\d:\d\d:\d\d\] nodes (\d+) \| utilisation ([\d.]+)% \| servers actual ([\d,.]+) vs "
+    r"baseline ([\d,.]+): avoided (-?[\d,.]+) \| power ([\d,.]+) kW \| avoided CO2e (-?[\d,.]+) "
+    r"kg/h \(p05-p95 (-?[\d,.]+) to (-?[\d,.]+)\)$"
+)
+
+
+def agent_pid(output: str) -> int:
+    match = re.search(r"agent\s+pid (\d+)", output)
+    assert match, output
+    return int(match.group(1))
+
+
+def assert_gone(pid: int) -> None:
+    if psutil.pid_exists(pid):
+        process = psutil.Process(pid)
+        assert process.status() == psutil.STATUS_ZOMBIE, f"pid {pid} still running"
+
+
+@pytest.mark.slow
+def test_demo_runs_for_a_fixed_time_and_leaves_nothing_behind():
+    done = subprocess.run(
+        [KUBECARBON, "demo", "--duration", "15", "--simulate-nodes", "50", "--interval", "3",
+         "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"status page\s+http://localhost:\d+/$", out, re.M)
+    assert re.search(r"metrics\s+http://localhost:\d+/metrics$", out, re.M)
+    lines = [SUMMARY.match(line) for line in out.splitlines()]
+    summaries = [m for m in lines if m]
+    assert len(summaries) >= 4, out
+    for match in summaries:
+        nodes, utilisation, actual, baseline, avoided, power, p50, p05, p95 = (
+            float(g.replace(",", "")) for g in match.groups())
+        assert nodes >= 50
+        assert 0 < utilisation < 100
+        assert avoided == pytest.approx(baseline - actual, abs=0.11)
+        assert power > 0
+        assert p05 <= p50 <= p95
+    assert out.rstrip().endswith("kubecarbon demo: stopped")
+    assert_gone(agent_pid(out))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_and_sigterm_stop_everything_cleanly(signum, tmp_path):
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [KUBECARBON, "demo", "--simulate-nodes", "20", "--interval", "1",
+             "--listen", "127.0.0.1:0"],
+            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "utilisation" not in log.read_text() and time.monotonic() < deadline:
+            assert demo.poll() is None, log.read_text()
+            time.sleep(0.2)
+        children = psutil.Process(demo.pid).children(recursive=True)
+        assert children, "the demo should run its agent as a child process"
+        if signum == signal.SIGINT:
+            os.killpg(demo.pid, signum)  # Ctrl-C in a terminal: the whole process group
+        else:
+            demo.send_signal(signum)
+        assert demo.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = log.read_text()
+    assert "kubecarbon demo: stopped" in output
+    assert "Traceback" not in output
+    for child in children:
+        assert_gone(child.pid)
+
+
+def test_a_busy_port_is_one_clear_error(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        done = subprocess.run(
+            [KUBECARBON, "demo", "--duration", "2", "--simulate-nodes", "0", "--no-agent",
+             "--listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "kubecarbon demo: error:" in done.stderr and "--listen" in done.stderr
+
+
+def test_bad_flags_are_refused():
+    done = subprocess.run([KUBECARBON, "demo", "--simulate-nodes", "-3"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--simulate-nodes" in done.stderr and "must be >= 0" in done.stderr
+    env = {**os.environ, "KUBECARBON_INTERVAL": "0.1"}
+    done = subprocess.run([KUBECARBON, "demo"], capture_output=True, text=True, timeout=60,
+                          env=env)
+    assert done.returncode == 2 and "--interval" in done.stderr
+
+
+def test_summary_line_and_node_name():
+    snapshot = Snapshot(
+        timestamp=0.0, nodes=301, fleet_cpu_usage_ratio=0.4321, baseline_servers=160.25,
+        actual_servers=55.1, avoided_servers=105.15, power_watts=48_300.0,
+        avoided_co2e_grams_per_hour={"0.05": 20_100.0, "0.5": 39_100.0, "0.95": 60_300.0},
+        energy_joules=0.0, baseline_energy_joules=0.0, co2e_grams=0.0, avoided_co2e_grams=0.0,
+    )
+    match = SUMMARY.match(summary_line(snapshot))
+    assert match and match.groups()[1:] == (
+        "43.2", "55.1", "160.2", "105.2", "48.30", "39.1", "20.1", "60.3")
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", this_node_name())
