@@ -189,8 +189,6 @@ def estimate_windows(
 
     # Modelled IT power for every element, then measured RAPL where present.
     kind = profiles.kind
-    if ((kind < KIND_CLOUD) | (kind > KIND_DEFAULT)).any():
-        raise ValueError(f"profiles.kind: codes must be {KIND_CLOUD}..{KIND_DEFAULT}")
     memory_watts = batch.memory_total_bytes / _BYTES_PER_GIBIBYTE * params.memory_watts_per_gibibyte
     cloud_idle = cpus * profiles.min_watts_per_vcpu + memory_watts
     cloud_power = cloud_idle + cpus * utilisation * (
@@ -264,7 +262,7 @@ def estimate_windows(
         facility_energy_joules=facility_energy,
         operational_co2e_grams=operational,
         embodied_co2e_grams=embodied,
-        pue=np.broadcast_to(pue, (n,)).astype(np.float64),
+        pue=pue,
         grid_intensity_grams_per_kilowatt_hour=intensity,
         baseline_servers=baseline_servers,
         actual_servers=actual_servers,

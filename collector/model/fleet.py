@@ -33,8 +33,12 @@ class FleetGauges:
 def fleet_gauges(
     batch: WindowBatch, estimate: WindowEstimate, params: ModelParameters | None = None
 ) -> FleetGauges:
-    """Gauges over the given windows, one per live node (its latest window)."""
-    del params  # the estimate already carries every parameter the gauges need
+    """Gauges over the given windows, one per live node (its latest window).
+
+    `params` is accepted for symmetry with the other entry points; the estimate already
+    carries every parameter the gauges need.
+    """
+    del params
     if len(estimate) != len(batch):
         raise ValueError(f"estimate: {len(estimate)} elements for a batch of {len(batch)}")
     dt = batch.duration_seconds

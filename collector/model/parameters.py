@@ -217,6 +217,28 @@ class ProfileArrays:
     pue: FloatArray
     grid_intensity_grams_per_kilowatt_hour: FloatArray
 
+    def __post_init__(self) -> None:
+        n = int(np.shape(self.kind)[0])
+        for name in (
+            "min_watts_per_vcpu",
+            "max_watts_per_vcpu",
+            "curve_logical_cpus",
+            "pue",
+            "grid_intensity_grams_per_kilowatt_hour",
+        ):
+            if np.shape(getattr(self, name)) != (n,):
+                raise ValueError(f"{name}: shape {np.shape(getattr(self, name))}, expected ({n},)")
+        points = len(c.SPECPOWER_UTILISATION_POINTS)
+        if np.shape(self.curve_watts) != (n, points):
+            raise ValueError(
+                f"curve_watts: shape {np.shape(self.curve_watts)}, expected ({n}, {points})"
+            )
+        kinds = np.asarray(self.kind)
+        if ((kinds < KIND_CLOUD) | (kinds > KIND_DEFAULT)).any():
+            raise ValueError(f"kind: codes must be {KIND_CLOUD}..{KIND_DEFAULT}")
+        if not (np.asarray(self.curve_logical_cpus) > 0).all():
+            raise ValueError("curve_logical_cpus: must be > 0")
+
     def __len__(self) -> int:
         return int(self.kind.shape[0])
 

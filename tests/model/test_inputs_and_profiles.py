@@ -222,3 +222,14 @@ def test_hourly_intensity_parses_and_looks_up_by_hour():
 def test_hourly_intensity_errors_name_the_line(text, message):
     with pytest.raises(ValueError, match=message):
         parse_hourly_intensity(text)
+
+
+def test_profile_arrays_refuse_mismatched_shapes_and_unknown_kinds():
+    good = ProfileArrays.from_profiles([DEFAULT_PROFILE, make_profile("aws")])
+    fields = {name: getattr(good, name) for name in good.__dataclass_fields__}
+    with pytest.raises(ValueError, match=r"pue: shape \(1,\), expected \(2,\)"):
+        ProfileArrays(**{**fields, "pue": fields["pue"][:1]})
+    with pytest.raises(ValueError, match=r"curve_watts: shape \(2, 10\)"):
+        ProfileArrays(**{**fields, "curve_watts": fields["curve_watts"][:, :10]})
+    with pytest.raises(ValueError, match=r"kind: codes must be 0\.\.2"):
+        ProfileArrays(**{**fields, "kind": np.array([0, 7], dtype=np.int8)})
