@@ -242,7 +242,8 @@ def estimate_windows(
     embodied = actual_servers * embodied_grams_per_server_second * dt
 
     u_b = params.baseline_utilisation
-    demand_cpus = batch.busy_seconds / dt
+    # busy time beyond capacity is counter skew, not work: use the clipped utilisation
+    demand_cpus = utilisation * cpus
     baseline_servers = demand_cpus / (ref.logical_cpus * u_b)
     baseline_power_per_server = float(curve_watts_at(ref.watts, u_b))
     baseline_energy = baseline_servers * baseline_power_per_server * dt

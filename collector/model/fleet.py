@@ -42,7 +42,7 @@ def fleet_gauges(
     if len(estimate) != len(batch):
         raise ValueError(f"estimate: {len(estimate)} elements for a batch of {len(batch)}")
     dt = batch.duration_seconds
-    demand = float(np.sum(batch.busy_seconds / dt))
+    demand = float(np.sum(estimate.utilisation * batch.logical_cpus))
     logical = float(np.sum(batch.logical_cpus))
     baseline = float(np.sum(estimate.baseline_servers))
     actual = float(np.sum(estimate.actual_servers))
@@ -120,7 +120,7 @@ class FleetTotals:
         if len(estimate) != len(batch):
             raise ValueError(f"estimate: {len(estimate)} elements for a batch of {len(batch)}")
         hours = c.SECONDS_PER_HOUR / batch.duration_seconds
-        busy = batch.busy_seconds * hours
+        busy = estimate.utilisation * batch.logical_cpus * c.SECONDS_PER_HOUR
         energy = estimate.energy_joules * hours
         measured = estimate.power_source == SOURCE_RAPL
         pue_b = estimate.pue if params.baseline_pue is None else params.baseline_pue

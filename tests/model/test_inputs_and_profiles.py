@@ -19,6 +19,7 @@ from collector.model import (
     WindowBatch,
     attribute_pods,
     estimate_windows,
+    fleet_gauges,
     group_totals,
     make_profile,
     parse_hourly_intensity,
@@ -83,6 +84,9 @@ def test_busy_seconds_above_capacity_are_clipped_to_full_load():
     estimate = estimate_windows(batch, ProfileArrays.from_profiles([make_profile("baremetal")]))
     assert estimate.utilisation[0] == 1.0
     assert estimate.power_watts[0] == pytest.approx(457.0)
+    # nor does the skew count as work the baseline would have needed servers for
+    assert estimate.baseline_servers[0] == pytest.approx(112 / (112 * 0.15))
+    assert fleet_gauges(batch, estimate).fleet_cpu_usage_ratio == 1.0
 
 
 def test_zero_busy_window_is_all_idle_and_attributes_nothing():
