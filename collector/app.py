@@ -119,7 +119,6 @@ def create_app(
     )
     exposition = Exposition(state, metadata.status)
     counters = state.collector
-    expected_authorization = b"Bearer " + token if token is not None else None
 
     def reject(exc: IngestError) -> web.Response:
         counters.rejected_by_status[exc.status] = counters.rejected_by_status.get(exc.status, 0) + 1
@@ -127,9 +126,12 @@ def create_app(
 
     async def post_reports(request: web.Request) -> web.Response:
         try:
-            if expected_authorization is not None:
-                given = request.headers.get("Authorization", "").encode("utf-8", "replace")
-                if not hmac.compare_digest(given, expected_authorization):
+            if token is not None:
+                scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+                # compare_digest: the time taken must not reveal how much of the token matched
+                if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    given.strip().encode("utf-8", "replace"), token
+                ):
                     raise IngestError(401, "Authorization", "missing or wrong bearer token")
             raw = await _read_capped(request, settings.limits.max_body_bytes)
             body = decode_body(

@@ -21,8 +21,9 @@ import orjson
 from collector.settings import IngestLimits
 
 SCHEMA_VERSION = 1
-# Kubernetes node names are DNS-1123 subdomains: lowercase labels joined by dots, <= 253 chars.
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Kubernetes node names are DNS-1123 subdomains: dot-joined lowercase labels of at most
+# 63 characters each, 253 in all (maxLength below).
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 # Upper bounds keep every number finite and far from float precision trouble;
 # the cross-field checks below are the tight ones.

@@ -1,0 +1,257 @@
+"""Reports through the real HTTP API produce the numbers DESIGN's formulas give in /metrics.
+
+Expected values are worked out here by hand from DESIGN's formulas and default
+coefficients, not by calling the model, so a wrong wiring shows up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from collector_testkit import (
+    JSON,
+    T0,
+    body_of,
+    gzipped,
+    make_report,
+    metadata_for_tests,
+    samples,
+    value,
+)
+
+from collector.app import create_app
+from collector.settings import ExportSettings, Settings
+
+NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
+        "power_source": "cloud_linear"}
+SECONDS_PER_YEAR = 365 * 24 * 3600
+# DESIGN: AWS 0.74 / 3.5 W per vCPU, 0.392 W per GB of memory, PUE 1.135, us-east-1 379.1 g/kWh
+WATTS_AT_HALF = 16 * (0.74 + 0.5 * (3.5 - 0.74)) + 64 * 0.392  # 59.008 W
+IDLE_WATTS = 16 * 0.74 + 64 * 0.392
+GRAMS_PER_JOULE = 1.135 * 379.1 / 3.6e6
+EMBODIED_GRAMS_PER_SERVER_SECOND = 1313e3 / (4 * SECONDS_PER_YEAR)
+BASELINE_SERVERS = (120 / 15) / (112 * 0.15)  # 8 busy CPUs on R740s at 15 %
+ACTUAL_SERVERS = 16 / 112
+R740_AT_15_PERCENT = (129.0 + 147.0) / 2  # halfway between the 10 % and 20 % points
+
+
+@pytest.fixture
+async def client(aiohttp_client, clock):
+    app = create_app(metadata=metadata_for_tests(), clock=clock, status_page=False)
+    return await aiohttp_client(app)
+
+
+async def metrics_text(client) -> str:
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return await response.text()
+
+
+async def test_one_aws_report_gives_design_numbers(client):
+    response = await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    assert response.status == 200
+    assert await response.json() == {"accepted": 1, "duplicates": 0}
+    text = await metrics_text(client)
+
+    energy = WATTS_AT_HALF * 15
+    assert value(text, "kubecarbon_node_cpu_usage_ratio", **NODE) == pytest.approx(0.5)
+    assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(59.008)
+    assert value(text, "kubecarbon_node_energy_joules_total", **NODE) == pytest.approx(energy)
+    assert value(text, "kubecarbon_node_idle_energy_joules_total", **NODE) == pytest.approx(
+        IDLE_WATTS * 15)
+    assert value(text, "kubecarbon_node_co2e_grams_total", **NODE) == pytest.approx(
+        energy * GRAMS_PER_JOULE)
+    assert value(text, "kubecarbon_node_embodied_co2e_grams_total", **NODE) == pytest.approx(
+        ACTUAL_SERVERS * EMBODIED_GRAMS_PER_SERVER_SECOND * 15)
+    assert value(text, "kubecarbon_node_logical_cpus", **NODE) == 16
+    assert value(text, "kubecarbon_node_pods", **NODE) == 2
+    assert value(text, "kubecarbon_node_containers", **NODE) == 3
+    assert value(text, "kubecarbon_node_last_report_timestamp_seconds", **NODE) == T0
+
+    # dynamic energy split by CPU share: web 60 of 120 busy seconds, db 40
+    dynamic = (WATTS_AT_HALF - IDLE_WATTS) * 15
+    assert value(text, "kubecarbon_namespace_energy_joules_total", namespace="shop") == (
+        pytest.approx(dynamic * 100 / 120))
+    assert value(text, "kubecarbon_namespace_cpu_seconds_total", namespace="shop") == 100
+    assert value(text, "kubecarbon_workload_energy_joules_total", namespace="shop",
+                 workload_kind="Deployment", workload="web") == pytest.approx(dynamic * 60 / 120)
+    assert value(text, "kubecarbon_workload_co2e_grams_total", namespace="shop",
+                 workload_kind="StatefulSet", workload="db") == pytest.approx(
+        dynamic * 40 / 120 * GRAMS_PER_JOULE)
+
+    # the non-elastic baseline
+    baseline_energy = BASELINE_SERVERS * R740_AT_15_PERCENT * 15
+    assert value(text, "kubecarbon_fleet_cpu_usage_ratio") == pytest.approx(0.5)
+    assert value(text, "kubecarbon_baseline_servers") == pytest.approx(BASELINE_SERVERS)
+    assert value(text, "kubecarbon_actual_servers") == pytest.approx(ACTUAL_SERVERS)
+    assert value(text, "kubecarbon_avoided_servers") == pytest.approx(
+        BASELINE_SERVERS - ACTUAL_SERVERS)
+    assert value(text, "kubecarbon_baseline_energy_joules_total") == pytest.approx(
+        baseline_energy)
+    assert value(text, "kubecarbon_avoided_energy_joules_total") == pytest.approx(
+        baseline_energy - energy)
+    assert value(text, "kubecarbon_avoided_co2e_grams_total", scope="operational") == (
+        pytest.approx((baseline_energy - energy) * GRAMS_PER_JOULE))
+    assert value(text, "kubecarbon_avoided_co2e_grams_total", scope="embodied") == pytest.approx(
+        (BASELINE_SERVERS - ACTUAL_SERVERS) * EMBODIED_GRAMS_PER_SERVER_SECOND * 15)
+    p05, p50, p95 = (value(text, "kubecarbon_avoided_co2e_grams_per_hour", quantile=q)
+                     for q in ("0.05", "0.5", "0.95"))
+    assert p05 <= p50 <= p95
+    assert value(text, "kubecarbon_grid_carbon_intensity_grams_per_kilowatt_hour",
+                 region="us-east-1") == 379.1
+    assert value(text, "kubecarbon_collector_reports_total", result="accepted") == 1
+    assert value(text, "kubecarbon_collector_default_profile_nodes") == 0
+
+
+async def test_gzip_body_is_accepted(client):
+    response = await client.post(
+        "/api/v1/reports", data=gzipped(body_of(make_report())),
+        headers={**JSON, "Content-Encoding": "gzip"},
+    )
+    assert response.status == 200
+    assert await response.json() == {"accepted": 1, "duplicates": 0}
+
+
+async def test_replayed_report_counts_once(client):
+    first = make_report(seq=7)
+    assert (await client.post("/api/v1/reports", data=body_of(first), headers=JSON)).status == 200
+    before = samples(await metrics_text(client))
+    # the same report again, and a batch holding it twice next to a new one
+    again = await client.post("/api/v1/reports", data=body_of(first), headers=JSON)
+    assert await again.json() == {"accepted": 0, "duplicates": 1}
+    new = make_report(seq=8, start=T0)
+    mixed = await client.post("/api/v1/reports", data=body_of(first, new, new), headers=JSON)
+    assert await mixed.json() == {"accepted": 1, "duplicates": 2}
+    after = samples(await metrics_text(client))
+    key = ("kubecarbon_node_energy_joules_total", tuple(sorted(NODE.items())))
+    assert after[key] == pytest.approx(2 * before[key])
+    assert after[("kubecarbon_collector_reports_total", (("result", "duplicate"),))] == 3
+
+
+async def test_unknown_node_and_pods_fall_back_and_are_counted(client):
+    report = make_report(node="rack1-node7", pods=[
+        {"uid": "never-seen", "cpu_seconds": 10.0, "containers": 1}])
+    assert (await client.post("/api/v1/reports", data=body_of(report), headers=JSON)).status == 200
+    text = await metrics_text(client)
+    node = {"node": "rack1-node7", "region": "unknown", "instance_type": "unknown",
+            "power_source": "default_profile"}
+    # DESIGN: unknown node = the reference curve scaled by logical_cpus / ref_cpus
+    r740_at_half = 224.0
+    assert value(text, "kubecarbon_node_power_watts", **node) == pytest.approx(
+        r740_at_half * 16 / 112)
+    assert value(text, "kubecarbon_collector_default_profile_nodes") == 1
+    assert value(text, "kubecarbon_collector_default_profile_reports_total") == 1
+    assert value(text, "kubecarbon_namespace_cpu_seconds_total", namespace="unknown") == 10
+    assert value(text, "kubecarbon_workload_cpu_seconds_total", namespace="unknown",
+                 workload_kind="unknown", workload="unknown") == 10
+
+
+async def test_silent_nodes_leave_gauges_but_keep_counters(client, clock):
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    clock.now += 60
+    await client.post("/api/v1/reports", data=body_of(make_report(
+        node="ip-10-0-1-18", agent_id="agent-b", busy_seconds=24.0)), headers=JSON)
+    clock.now += 300 - 59  # node 17 last seen 301 s ago, node 18 241 s ago
+    text = await metrics_text(client)
+    found = samples(text)
+    assert not any(name == "kubecarbon_node_power_watts" and ("node", "ip-10-0-1-17") in labels
+                   for name, labels in found)
+    assert ("kubecarbon_node_energy_joules_total", tuple(sorted(NODE.items()))) in found
+    assert value(text, "kubecarbon_collector_stale_nodes") == 1
+    assert value(text, "kubecarbon_collector_live_nodes") == 1
+    # the fleet gauges follow the live node only: 24 busy seconds of 16 * 15
+    assert value(text, "kubecarbon_fleet_cpu_usage_ratio") == pytest.approx(0.1)
+
+
+async def test_replayed_older_window_adds_energy_without_rolling_gauges_back(client):
+    newer = make_report(seq=2, start=T0, busy_seconds=240.0)  # 100 %
+    older = make_report(seq=1, start=T0 - 15, busy_seconds=24.0)  # 10 %, arrives late
+    for report in (newer, older):
+        response = await client.post("/api/v1/reports", data=body_of(report), headers=JSON)
+        assert response.status == 200
+    text = await metrics_text(client)
+    assert value(text, "kubecarbon_node_cpu_usage_ratio", **NODE) == 1.0
+
+
+async def test_per_pod_series_when_enabled(aiohttp_client, clock):
+    settings = Settings(export=dataclasses.replace(ExportSettings(), per_pod_series=True))
+    app = create_app(settings, metadata=metadata_for_tests(), clock=clock, status_page=False)
+    client = await aiohttp_client(app)
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    text = await metrics_text(client)
+    assert value(text, "kubecarbon_pod_cpu_seconds_total", namespace="shop", pod="db-0") == 40
+
+
+async def test_per_pod_series_off_by_default(client):
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    assert "kubecarbon_pod_" not in await metrics_text(client)
+
+
+async def test_workload_cap_folds_into_other(aiohttp_client, clock):
+    settings = Settings(export=dataclasses.replace(ExportSettings(), max_workload_series=1))
+    app = create_app(settings, metadata=metadata_for_tests(), clock=clock, status_page=False)
+    client = await aiohttp_client(app)
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    text = await metrics_text(client)
+    workloads = {labels for name, labels in samples(text)
+                 if name == "kubecarbon_workload_cpu_seconds_total"}
+    assert workloads == {
+        (("namespace", "shop"), ("workload", "web"), ("workload_kind", "Deployment")),
+        (("namespace", "shop"), ("workload", "other"), ("workload_kind", "other")),
+    }
+    assert value(text, "kubecarbon_collector_series_capped_pod_rows_total",
+                 series="workload") == 1
+
+
+async def test_bearer_token(aiohttp_client, clock):
+    app = create_app(metadata=metadata_for_tests(), clock=clock, token=b"s3cret",
+                     status_page=False)
+    client = await aiohttp_client(app)
+    body = body_of(make_report())
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"},
+                    {"Authorization": "Basic s3cret"}, {"Authorization": "Bearer s3cret2"}):
+        response = await client.post("/api/v1/reports", data=body, headers={**JSON, **headers})
+        assert response.status == 401
+        assert (await response.json())["error"].startswith("Authorization:")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    ok = await client.post("/api/v1/reports", data=body,
+                           headers={**JSON, "Authorization": "bearer s3cret"})
+    assert ok.status == 200
+    text = await metrics_text(client)
+    assert value(text, "kubecarbon_collector_rejected_requests_total", code="401") == 5
+    assert value(text, "kubecarbon_collector_reports_total", result="accepted") == 1
+
+
+async def test_health_and_readiness(client):
+    health = await client.get("/healthz")
+    assert health.status == 200
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    detail = await ready.json()
+    assert detail["metadata"] == {"source": "static", "synced": True, "connected": True,
+                                  "detail": ""}
+    assert detail["ready"] is True
+
+
+async def test_readiness_fails_while_metadata_is_not_synced(aiohttp_client, clock):
+    from collector.metadata import ProviderStatus
+
+    class Syncing:
+        def node(self, name):
+            return None
+
+        def pod(self, uid):
+            return None
+
+        def status(self):
+            return ProviderStatus("kubernetes", synced=False, connected=False,
+                                  detail="nodes: listing")
+
+    client = await aiohttp_client(create_app(metadata=Syncing(), clock=clock, status_page=False))
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["metadata"]["detail"] == "nodes: listing"
+    text = await metrics_text(client)
+    assert value(text, "kubecarbon_collector_metadata_synced", source="kubernetes") == 0
