@@ -6,7 +6,7 @@ Goal (issue 3): one model pass over 10,000 nodes with a 1,000-draw uncertainty b
 in under 50 ms. Machines are shared and noisy, so next to each median time the script
 prints its ratio to a reference measured in the same run, interleaved with the model:
 `np.sort` along the last axis of a (nodes, 11) float64 array, the shape of the per-node
-power-curve table, the largest array the model touches. A sort is plain, compiled
+power-curve table, the largest per-node array the model touches. A sort is plain, compiled
 numpy work of the same size whose speed follows the machine's (cache, memory, CPU
 frequency) the way the model's does, so the ratio stays comparable between runs where
 the milliseconds do not.
