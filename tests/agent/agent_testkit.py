@@ -32,3 +32,62 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.wall += seconds
         self.mono += seconds
+
+
+class Sink:
+    """A stand-in collector endpoint: refuses, hangs or rejects on demand; records what it took."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.mode = "accept"  # accept | unavailable | hang | unauthorized
+        self.reject_node: str | None = None  # 400 for any batch holding a report of this node
+        self.accepted: list[dict] = []
+        self.batches: list[list[int]] = []  # seqs of each accepted batch
+        self.requests = 0
+        self.headers: list[dict[str, str]] = []
+        self.hanging = 0
+        self.release = asyncio.Event()
+
+    def app(self):
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/api/v1/reports", self.handle)
+        return app
+
+    async def handle(self, request):
+        import orjson
+        from aiohttp import web
+
+        self.requests += 1
+        self.headers.append(dict(request.headers))
+        body = await request.read()  # aiohttp decodes Content-Encoding: gzip, as the collector
+        if self.mode == "hang":
+            self.hanging += 1
+            await self.release.wait()
+            return web.json_response({"error": "released"}, status=503)
+        if self.mode == "unavailable":
+            return web.json_response({"error": "starting up"}, status=503)
+        if self.mode == "unauthorized":
+            return web.json_response({"error": "invalid bearer token"}, status=401)
+        reports = orjson.loads(body)["reports"]
+        for index, report in enumerate(reports):
+            if report.get("node") == self.reject_node:
+                return web.json_response(
+                    {"error": f"reports[{index}].node: {report['node']!r} is rejected"}, status=400
+                )
+        self.accepted.extend(reports)
+        self.batches.append([report["seq"] for report in reports])
+        return web.json_response({"accepted": len(reports), "duplicates": 0})
+
+
+async def until(predicate, timeout_seconds: float = 30.0, step_seconds: float = 0.01) -> None:
+    """Wait for a condition; the generous timeout only stops a broken test from hanging."""
+    import asyncio
+
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110  # the predicates read other objects' state
+            await asyncio.sleep(step_seconds)
+
+    await asyncio.wait_for(poll(), timeout_seconds)

@@ -1,0 +1,228 @@
+"""Delivery over real HTTP: buffer bounds, outages, 4xx, retries, token and gzip."""
+
+import asyncio
+import logging
+import random
+
+import pytest
+from agent_testkit import Sink, until
+from prometheus_client import CollectorRegistry
+
+from agent.metrics import AgentMetrics
+from agent.publisher import PendingReport, Publisher, ReportBuffer, batch_body
+from agent.settings import DeliverySettings
+
+
+def window(index: int, node: str = "ip-10-0-1-17") -> dict:
+    return {"schema": 1, "node": node, "start": 100.0 + 15 * index, "end": 115.0 + 15 * index}
+
+
+def make_publisher(url: str, registry: CollectorRegistry, **overrides) -> Publisher:
+    fast_retries = {
+        "backoff_initial_seconds": 0.01,
+        "backoff_max_seconds": 0.05,
+        "request_timeout_seconds": 5.0,
+    }
+    settings = DeliverySettings(collector_url=url, **{**fast_retries, **overrides})
+    return Publisher(settings, AgentMetrics(registry), agent_id="a1", rng=random.Random(7))
+
+
+def metric(registry: CollectorRegistry, name: str) -> float:
+    value = registry.get_sample_value(name)
+    assert value is not None, name
+    return value
+
+
+@pytest.fixture
+def sink():
+    return Sink()
+
+
+async def test_outage_then_recovery_delivers_every_seq_once_in_order(
+    sink, aiohttp_server, unused_tcp_port
+):
+    port = unused_tcp_port
+    registry = CollectorRegistry()
+    publisher = make_publisher(f"http://127.0.0.1:{port}", registry)
+    for index in range(3):  # nothing listens yet: connections are refused
+        publisher.publish(window(index))
+    assert await publisher.drain(0.2) == 3
+    assert metric(registry, "kubecarbon_agent_reports_buffered") == 3
+    sink.mode = "unavailable"
+    server = await aiohttp_server(sink.app(), port=port)
+    for index in range(3, 6):
+        publisher.publish(window(index))
+    assert await publisher.drain(0.2) == 6
+    assert sink.requests > 0 and not sink.accepted
+    sink.mode = "accept"
+    assert await publisher.drain(10) == 0
+    assert [report["seq"] for report in sink.accepted] == [1, 2, 3, 4, 5, 6]
+    assert sink.batches == [[1, 2, 3, 4, 5, 6]]  # the backlog is replayed in one batch
+    assert {report["agent_id"] for report in sink.accepted} == {"a1"}
+    assert metric(registry, "kubecarbon_agent_reports_sent_total") == 6
+    assert metric(registry, "kubecarbon_agent_reports_buffered") == 0
+    assert metric(registry, "kubecarbon_agent_reports_dropped_total") == 0
+    await publisher.close()
+    await server.close()
+
+
+async def test_full_buffer_drops_the_oldest_and_counts_exactly(sink, aiohttp_server):
+    server = await aiohttp_server(sink.app())
+    registry = CollectorRegistry()
+    publisher = make_publisher(str(server.make_url("/")), registry, buffer_max_reports=5)
+    for index in range(12):
+        publisher.publish(window(index))
+    assert metric(registry, "kubecarbon_agent_reports_dropped_total") == 7
+    assert metric(registry, "kubecarbon_agent_reports_buffered") == 5
+    assert await publisher.drain(10) == 0
+    assert [report["seq"] for report in sink.accepted] == [8, 9, 10, 11, 12]
+    assert metric(registry, "kubecarbon_agent_reports_sent_total") == 5
+    await publisher.close()
+
+
+def test_byte_bound_drops_the_oldest_too():
+    buffer = ReportBuffer(max_reports=100, max_bytes=250)
+    dropped = [buffer.add(PendingReport(seq, b"x" * 100)) for seq in range(1, 6)]
+    assert dropped == [0, 0, 1, 1, 1]
+    assert (len(buffer), buffer.total_bytes) == (2, 200)
+    assert [item.seq for item in buffer.take_batch(10, 10_000)] == [4, 5]
+
+
+def test_reports_in_flight_are_not_dropped_and_go_back_in_front():
+    buffer = ReportBuffer(max_reports=3, max_bytes=10_000)
+    for seq in (1, 2):
+        buffer.add(PendingReport(seq, b"{}"))
+    assert [item.seq for item in buffer.take_batch(10, 10_000)] == [1, 2]
+    assert buffer.add(PendingReport(3, b"{}")) == 0
+    assert buffer.add(PendingReport(4, b"{}")) == 1  # drops 3, the oldest not in flight
+    assert buffer.give_back() == 0
+    assert [item.seq for item in buffer.take_batch(10, 10_000)] == [1, 2, 4]
+
+
+def test_batches_respect_the_count_and_body_limits():
+    buffer = ReportBuffer(max_reports=1000, max_bytes=10**6)
+    for seq in range(1, 11):
+        buffer.add(PendingReport(seq, b"y" * 100))
+    # prefix + suffix are 14 bytes, each report 100 plus a comma
+    assert len(buffer.take_batch(500, 14 + 100 * 3 + 2)) == 3
+    buffer.give_back()
+    batch = buffer.take_batch(4, 10**6)
+    assert len(batch) == 4
+    assert batch_body(batch) == b'{"reports":[' + b",".join([b"y" * 100] * 4) + b"]}"
+
+
+async def test_a_rejected_report_is_dropped_alone_and_counted(sink, aiohttp_server, caplog):
+    server = await aiohttp_server(sink.app())
+    registry = CollectorRegistry()
+    publisher = make_publisher(str(server.make_url("/")), registry)
+    sink.reject_node = "bad-node"
+    for index in range(7):
+        publisher.publish(window(index, node="bad-node" if index == 4 else "ip-10-0-1-17"))
+    with caplog.at_level(logging.ERROR, logger="agent.publisher"):
+        assert await publisher.drain(10) == 0
+    assert [report["seq"] for report in sink.accepted] == [1, 2, 3, 4, 6, 7]
+    assert metric(registry, "kubecarbon_agent_reports_failed_total") == 1
+    assert metric(registry, "kubecarbon_agent_reports_sent_total") == 6
+    assert "HTTP 400: reports[0].node: 'bad-node' is rejected" in caplog.text
+    await publisher.close()
+
+
+async def test_unauthorized_batch_is_dropped_not_retried(sink, aiohttp_server, caplog):
+    server = await aiohttp_server(sink.app())
+    registry = CollectorRegistry()
+    publisher = make_publisher(str(server.make_url("/")), registry)
+    sink.mode = "unauthorized"
+    for index in range(3):
+        publisher.publish(window(index))
+    assert await publisher.drain(10) == 0
+    assert sink.requests == 1
+    assert metric(registry, "kubecarbon_agent_reports_failed_total") == 3
+    assert "HTTP 401: invalid bearer token; dropped" in caplog.text
+    await publisher.close()
+
+
+async def test_a_request_that_times_out_is_retried(sink, aiohttp_server):
+    server = await aiohttp_server(sink.app())
+    registry = CollectorRegistry()
+    publisher = make_publisher(str(server.make_url("/")), registry, request_timeout_seconds=0.2)
+    sink.mode = "hang"
+    publisher.publish(window(0))
+    assert await publisher.drain(0.5) == 1
+    assert sink.hanging >= 1
+    sink.mode = "accept"
+    sink.release.set()
+    assert await publisher.drain(10) == 0
+    assert [report["seq"] for report in sink.accepted] == [1]
+    await publisher.close()
+
+
+async def test_sampling_never_waits_for_a_hanging_collector(sink, aiohttp_server):
+    server = await aiohttp_server(sink.app())
+    registry = CollectorRegistry()
+    publisher = make_publisher(str(server.make_url("/")), registry, request_timeout_seconds=60)
+    sink.mode = "hang"
+    sender = asyncio.create_task(publisher.run())
+    publisher.publish(window(0))
+    await until(lambda: sink.hanging == 1)
+    for index in range(1, 50):  # publish() returns at once while the request hangs
+        publisher.publish(window(index))
+    assert sink.hanging == 1 and not sender.done()
+    assert metric(registry, "kubecarbon_agent_reports_buffered") == 50
+    sender.cancel()
+    await asyncio.gather(sender, return_exceptions=True)
+    assert len(publisher.buffer) == 50  # the cancelled request's batch went back
+    sink.release.set()
+    await publisher.close()
+
+
+async def test_token_is_sent_and_reread_and_gzip_bodies_decode(sink, aiohttp_server, tmp_path):
+    server = await aiohttp_server(sink.app())
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    registry = CollectorRegistry()
+    publisher = make_publisher(str(server.make_url("/")), registry, token_file=token, gzip=True)
+    publisher.publish(window(0))
+    assert await publisher.drain(10) == 0
+    token.write_text("rotated-token\n")
+    publisher.publish(window(1))
+    assert await publisher.drain(10) == 0
+    assert [h["Authorization"] for h in sink.headers] == [
+        "Bearer first-token",
+        "Bearer rotated-token",
+    ]
+    assert {h["Content-Encoding"] for h in sink.headers} == {"gzip"}
+    assert {h["Content-Type"] for h in sink.headers} == {"application/json"}
+    assert [report["seq"] for report in sink.accepted] == [1, 2]
+    await publisher.close()
+
+
+def test_backoff_grows_exponentially_to_its_cap_with_full_jitter():
+    class Highest(random.Random):
+        def uniform(self, a, b):
+            self.calls.append((a, b))
+            return b
+
+    rng = Highest()
+    rng.calls = []
+    settings = DeliverySettings(backoff_initial_seconds=1.0, backoff_max_seconds=60.0)
+    publisher = Publisher(settings, AgentMetrics(CollectorRegistry()), rng=rng)
+    waits = [publisher._backoff_seconds() for _ in range(9)]
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert {low for low, _ in rng.calls} == {0}  # full jitter: anywhere from zero
+
+
+def test_a_report_larger_than_the_body_limit_is_failed_at_once():
+    registry = CollectorRegistry()
+    settings = DeliverySettings(batch_max_bytes=1024)
+    publisher = Publisher(settings, AgentMetrics(registry))
+    publisher.publish({**window(0), "pods": [{"uid": "x" * 36}] * 40})
+    assert len(publisher.buffer) == 0
+    assert registry.get_sample_value("kubecarbon_agent_reports_failed_total") == 1
+
+
+def test_agent_id_is_random_per_start_and_seq_counts_from_one():
+    first, second = (Publisher(DeliverySettings(), AgentMetrics(CollectorRegistry())) for _ in "12")
+    assert first.agent_id != second.agent_id and len(first.agent_id) == 32
+    for index in range(3):
+        first.publish(window(index))
+    assert [item.seq for item in first.buffer.take_batch(10, 10**6)] == [1, 2, 3]
