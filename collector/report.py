@@ -254,7 +254,7 @@ class ReportBuilder:
         self.progress = progress
 
     async def build(self) -> ReportData:
-        await self._probe()
+        """Everything the report shows; call probe() first for a clear "no data" error."""
         counters = {key: await self._counter(metric, labels, signed)
                     for key, (metric, labels, signed) in COUNTERS.items()}
         seconds = max(1, math.ceil(self.end - self.start))
@@ -269,7 +269,7 @@ class ReportBuilder:
         return ReportData(self.start, self.end, self.step, self.client.base_url, counters,
                           intensity, gauge_means, band, assumptions, versions)
 
-    async def _probe(self) -> None:
+    async def probe(self) -> None:
         seconds = max(1, math.ceil(self.end - self.start))
         found = await self.client.instant(DATA_PROBE.format(range=seconds), self.end)
         if not found or float(found[0]["value"][1]) == 0:
@@ -612,7 +612,8 @@ def build_parser() -> configargparse.ArgumentParser:
         help="sample spacing (default: about 2,000 samples over the range, at least 1 s)")
     add("--timeout", type=float, default=60.0, metavar="SECONDS", help="per-query timeout")
     add("--progress", choices=("auto", "always", "never"), default="auto",
-        help="progress bar on stderr: auto shows it when the range needs several queries")
+        help="progress bar on stderr: auto shows it on a terminal when the range needs "
+        "several queries per metric")
     return parser
 
 
@@ -621,8 +622,10 @@ async def fetch(prometheus: str, start: float, end: float, step: float,
     client_timeout = aiohttp.ClientTimeout(total=query_timeout_seconds)
     async with aiohttp.ClientSession(timeout=client_timeout) as session:
         builder = ReportBuilder(PrometheusClient(session, prometheus), start, end, step)
+        await builder.probe()
         queries = len(builder.windows) * (len(COUNTERS) + len(GAUGES) + 1)
-        show = progress == "always" or (progress == "auto" and len(builder.windows) > 1)
+        show = progress == "always" or (
+            progress == "auto" and len(builder.windows) > 1 and sys.stderr.isatty())
         if not show:
             return await builder.build()
         from tqdm import tqdm
