@@ -1,0 +1,484 @@
+"""The Helm chart, through the real Helm engine (helm-python-sdk) and kubernetes-validate."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import kubernetes_validate.utils as kv_utils
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = REPO_ROOT / "helm" / "kubecarbon"
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+# One render per values flag, plus everything at once.
+FLAG_VALUES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "rapl": {"agent": {"rapl": {"enabled": True}}},
+    "host-network": {"agent": {"hostNetwork": True}},
+    "replicas": {"collector": {"replicas": 3}},
+    "persistence": {"collector": {"persistence": {"enabled": True, "storageClassName": "fast"}}},
+    "existing-claim": {"collector": {"persistence": {"enabled": True, "existingClaim": "mine"}}},
+    "kubernetes-off": {"collector": {"kubernetes": "off"}},
+    "collector-config": {"collector": {"config": {"default_profile": {"provider": "baremetal"}}}},
+    "token-value": {"token": {"value": "s3cret-token-0123456789"}},
+    "token-existing": {"token": {"existingSecret": "my-token"}},
+    "network-policy": {"networkPolicy": {"enabled": True}},
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+    "pod-monitor": {"podMonitor": {"enabled": True}},
+    "prometheus-rule": {"prometheusRule": {"enabled": True}},
+    "dashboards": {"dashboards": {"enabled": True, "annotations": {"grafana_folder": "Carbon"}}},
+    "everything": {
+        "agent": {"rapl": {"enabled": True}, "hostNetwork": True,
+                  "extraEnv": [{"name": "KUBECARBON_LOG_LEVEL", "value": "debug"}]},
+        "collector": {"replicas": 2, "config": {"model": {}}},
+        "networkPolicy": {"enabled": True,
+                          "additionalFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
+        "serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True},
+        "imagePullSecrets": [{"name": "regcred"}],
+    },
+}
+
+
+def newest_kubernetes_versions(count: int = 3) -> list[str]:
+    minors = sorted({kv_utils.major_minor(v) for v in kv_utils.all_versions()},
+                    key=lambda v: tuple(map(int, v.split("."))))
+    return minors[-count:]
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    matches = [o for o in objects
+               if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    (only,) = pod_spec(workload)["containers"]
+    return only
+
+
+def env_of(workload: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(workload)["env"]}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def test_chart_loads_and_matches_the_package_version():
+    with helm.Chart.load(CHART_DIR) as chart:
+        assert chart.name == "kubecarbon"
+        assert chart.metadata["appVersion"] == version("kubecarbon")
+        assert chart.schema is not None and chart.schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("flag", ["defaults", "everything"])
+def test_lint_is_clean(flag):
+    report = helm.lint(CHART_DIR, FLAG_VALUES[flag], strict=True, namespace="kubecarbon")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == []
+
+
+@pytest.mark.parametrize("flag", sorted(FLAG_VALUES))
+def test_every_render_validates_on_the_newest_kubernetes_versions(flag, render_objects):
+    objects = render_objects(FLAG_VALUES[flag])
+    versions = newest_kubernetes_versions()
+    assert len(versions) == 3
+    validated = 0
+    for obj in objects:
+        if obj["kind"] in CRD_KINDS:
+            continue  # kubernetes-validate has no operator CRD schemas; checked below
+        for kube_version in versions:
+            try:
+                kubernetes_validate.validate(obj, kube_version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(map(str, exc.path))
+                pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} on {kube_version}: "
+                            f"{path}: {exc.message}")
+        validated += 1
+    assert validated >= 6  # two accounts, Secret, Service, DaemonSet, Deployment at least
+
+
+def test_strict_validation_catches_a_broken_object(render_objects):
+    daemonset = find(render_objects({}), "DaemonSet")
+    daemonset["spec"]["template"]["spec"]["hostPid"] = False  # misspelt field
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(daemonset, newest_kubernetes_versions()[-1], strict=True)
+
+
+def test_flags_add_exactly_their_objects(render_objects):
+    base = {(o["kind"], o["metadata"]["name"]) for o in render_objects({})}
+    assert ("Secret", "kubecarbon-token") in base
+    assert not {kind for kind, _ in base} & (CRD_KINDS | {"NetworkPolicy", "PodDisruptionBudget",
+                                                          "PersistentVolumeClaim", "ConfigMap"})
+    expected_extra = {
+        "network-policy": {("NetworkPolicy", "kubecarbon-collector")},
+        "service-monitor": {("ServiceMonitor", "kubecarbon-collector")},
+        "pod-monitor": {("PodMonitor", "kubecarbon-agent")},
+        "prometheus-rule": {("PrometheusRule", "kubecarbon")},
+        "replicas": {("PodDisruptionBudget", "kubecarbon-collector")},
+        "persistence": {("PersistentVolumeClaim", "kubecarbon-collector")},
+        "existing-claim": set(),
+        "collector-config": {("ConfigMap", "kubecarbon-collector")},
+        "dashboards": {("ConfigMap", f"kubecarbon-dashboard-kubecarbon-{name}")
+                       for name in ("fleet", "node", "namespaces")},
+    }
+    for flag, extra in expected_extra.items():
+        rendered = {(o["kind"], o["metadata"]["name"]) for o in render_objects(FLAG_VALUES[flag])}
+        assert rendered - base == extra, flag
+
+
+# --- the agent DaemonSet ------------------------------------------------------------------
+
+
+def test_agent_is_unprivileged_and_reads_host_proc_and_sys_read_only(render_objects):
+    objects = render_objects({})
+    daemonset = find(objects, "DaemonSet")
+    spec = pod_spec(daemonset)
+    assert spec["automountServiceAccountToken"] is False
+    account = find(objects, "ServiceAccount", "kubecarbon-agent")
+    assert account["automountServiceAccountToken"] is False
+    assert spec["hostPID"] is False and spec["hostNetwork"] is False and spec["hostIPC"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] != 0
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    security = container(daemonset)["securityContext"]
+    assert security["privileged"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    assert sorted(host_paths.values()) == ["/proc", "/sys"]
+    mounts = {m["name"]: m for m in container(daemonset)["volumeMounts"]}
+    for volume_name in host_paths:
+        assert mounts[volume_name]["readOnly"] is True
+    env = env_of(daemonset)
+    assert env["KUBECARBON_HOST_PROC"] == mounts["host-proc"]["mountPath"]
+    assert env["KUBECARBON_HOST_SYS"] == mounts["host-sys"]["mountPath"]
+
+
+def test_agent_node_name_comes_from_the_downward_api(render_objects):
+    env = env_of(find(render_objects({}), "DaemonSet"))
+    assert env["KUBECARBON_NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
+def test_agent_posts_to_the_collector_service(render_objects):
+    objects = render_objects({})
+    service = find(objects, "Service")
+    url = env_of(find(objects, "DaemonSet"))["KUBECARBON_COLLECTOR_URL"]
+    port = service["spec"]["ports"][0]["port"]
+    assert url == f"http://{service['metadata']['name']}.kubecarbon.svc:{port}"
+    assert selects(service["spec"]["selector"],
+                   find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
+
+
+def test_agent_resources_come_from_values_and_tolerations_cover_every_node(render_objects):
+    with helm.Chart.load(CHART_DIR) as chart:
+        defaults = chart.values
+    daemonset = find(render_objects({}), "DaemonSet")
+    resources = container(daemonset)["resources"]
+    assert resources == {"requests": {"cpu": "10m", "memory": "48Mi"},
+                         "limits": {"cpu": "100m", "memory": "96Mi"}}
+    assert resources == defaults["agent"]["resources"]
+    assert pod_spec(daemonset)["tolerations"] == [{"operator": "Exists"}]
+    narrowed = find(render_objects({"agent": {"tolerations": [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]}}), "DaemonSet")
+    assert pod_spec(narrowed)["tolerations"] == [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert "tolerations" not in pod_spec(find(render_objects({"agent": {"tolerations": []}}),
+                                              "DaemonSet"))
+
+
+def _differences(left: Any, right: Any, path: str = "") -> set[str]:
+    if isinstance(left, dict) and isinstance(right, dict):
+        return {d for key in left.keys() | right.keys()
+                for d in _differences(left.get(key), right.get(key), f"{path}.{key}")}
+    if isinstance(left, list) and isinstance(right, list) and len(left) == len(right):
+        return {d for i, (a, b) in enumerate(zip(left, right, strict=True))
+                for d in _differences(a, b, f"{path}[{i}]")}
+    return set() if left == right else {path}
+
+
+def test_rapl_opt_in_changes_only_the_user(render_objects):
+    plain = find(render_objects({}), "DaemonSet")
+    rapl = find(render_objects(FLAG_VALUES["rapl"]), "DaemonSet")
+    assert _differences(plain, rapl) == {
+        ".spec.template.spec.securityContext.runAsUser",
+        ".spec.template.spec.securityContext.runAsGroup",
+        ".spec.template.spec.securityContext.runAsNonRoot",
+    }
+    assert pod_spec(rapl)["securityContext"]["runAsUser"] == 0
+    assert container(rapl)["securityContext"]["privileged"] is False
+    assert container(rapl)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_host_network_only_when_asked(render_objects):
+    spec = pod_spec(find(render_objects(FLAG_VALUES["host-network"]), "DaemonSet"))
+    assert spec["hostNetwork"] is True
+    assert spec["dnsPolicy"] == "ClusterFirstWithHostNet"  # still resolves the Service name
+
+
+# --- the collector ------------------------------------------------------------------------
+
+
+def test_collector_is_non_root_read_only_and_probed(render_objects):
+    deployment = find(render_objects({}), "Deployment")
+    spec = pod_spec(deployment)
+    assert deployment["spec"]["replicas"] == 1
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    security = container(deployment)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    probes = container(deployment)
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    ports = {p["name"] for p in probes["ports"]}
+    assert probes["readinessProbe"]["httpGet"]["port"] in ports
+    resources = probes["resources"]
+    assert resources["requests"] and resources["limits"]
+
+
+def test_collector_cluster_role_is_read_only_on_nodes_and_pods(render_objects):
+    objects = render_objects({})
+    role = find(objects, "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes", "pods"],
+                              "verbs": ["get", "list", "watch"]}]
+    binding = find(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    (subject,) = binding["subjects"]
+    assert subject["name"] == pod_spec(find(objects, "Deployment"))["serviceAccountName"]
+    assert subject["namespace"] == "kubecarbon"
+
+
+def test_kubernetes_off_drops_the_role_and_the_api_token(render_objects):
+    objects = render_objects(FLAG_VALUES["kubernetes-off"])
+    assert not {"ClusterRole", "ClusterRoleBinding"} & {o["kind"] for o in objects}
+    deployment = find(objects, "Deployment")
+    assert pod_spec(deployment)["automountServiceAccountToken"] is False
+    assert env_of(deployment)["KUBECARBON_KUBERNETES"] == "off"
+
+
+def test_state_volume_is_empty_dir_by_default_and_a_claim_when_asked(render_objects):
+    def state_volume(values):
+        deployment = find(render_objects(values), "Deployment")
+        (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "state"]
+        mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "state")
+        assert env_of(deployment)["KUBECARBON_STATE_FILE"].startswith(mount["mountPath"] + "/")
+        return volume
+
+    assert "emptyDir" in state_volume({})
+    claimed = render_objects(FLAG_VALUES["persistence"])
+    pvc = find(claimed, "PersistentVolumeClaim")
+    assert pvc["spec"]["storageClassName"] == "fast"
+    assert state_volume(FLAG_VALUES["persistence"])["persistentVolumeClaim"]["claimName"] == (
+        pvc["metadata"]["name"])
+    assert find(claimed, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    existing = state_volume(FLAG_VALUES["existing-claim"])
+    assert existing["persistentVolumeClaim"]["claimName"] == "mine"
+
+
+def test_disruption_budget_only_with_several_replicas(render_objects):
+    objects = render_objects(FLAG_VALUES["replicas"])
+    assert find(objects, "Deployment")["spec"]["replicas"] == 3
+    budget = find(objects, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    assert selects(budget["spec"]["selector"]["matchLabels"],
+                   find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
+    assert "PodDisruptionBudget" not in {o["kind"] for o in render_objects({})}
+
+
+def test_collector_config_is_mounted_and_named_by_env(render_objects):
+    objects = render_objects(FLAG_VALUES["collector-config"])
+    config_map = find(objects, "ConfigMap", "kubecarbon-collector")
+    assert yaml.safe_load(config_map["data"]["config.yaml"]) == {
+        "default_profile": {"provider": "baremetal"}}
+    deployment = find(objects, "Deployment")
+    path = Path(env_of(deployment)["KUBECARBON_CONFIG"])
+    mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "config")
+    assert str(path.parent) == mount["mountPath"] and path.name in config_map["data"]
+
+
+# --- the token ----------------------------------------------------------------------------
+
+
+def _token(objects):
+    return base64.b64decode(find(objects, "Secret")["data"]["token"]).decode()
+
+
+def test_token_is_generated_and_mounted_into_agents_and_collector(render_objects):
+    objects = render_objects({})
+    first, second = _token(objects), _token(render_objects({}))
+    assert len(first) == 48 and first.isalnum()
+    assert first != second  # random per install; upgrades reuse it through `lookup`
+    secret_name = find(objects, "Secret")["metadata"]["name"]
+    for kind in ("DaemonSet", "Deployment"):
+        workload = find(objects, kind)
+        (volume,) = [v for v in pod_spec(workload)["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == secret_name
+        mount = next(m for m in container(workload)["volumeMounts"] if m["name"] == volume["name"])
+        assert mount["readOnly"] is True
+        assert env_of(workload)["KUBECARBON_TOKEN_FILE"] == mount["mountPath"] + "/token"
+        assert pod_spec(workload)["securityContext"]["fsGroup"] is not None  # file mode 0440
+        assert first not in json.dumps(workload)  # a file, never an environment variable
+
+
+def test_given_token_and_existing_secret_are_respected(render_objects):
+    assert _token(render_objects(FLAG_VALUES["token-value"])) == "s3cret-token-0123456789"
+    objects = render_objects(FLAG_VALUES["token-existing"])
+    assert "Secret" not in {o["kind"] for o in objects}
+    for kind in ("DaemonSet", "Deployment"):
+        (volume,) = [v for v in pod_spec(find(objects, kind))["volumes"] if "secret" in v]
+        assert volume["secret"]["secretName"] == "my-token"
+
+
+def test_token_template_reuses_the_installed_secret():
+    # Offline renders have no cluster, so `lookup` cannot be exercised here; this pins that the
+    # template asks the cluster for its own Secret before generating a new token.
+    template = (CHART_DIR / "templates" / "token-secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in template
+    assert "b64dec" in template and "randAlphaNum 48" in template
+
+
+# --- NetworkPolicy and prometheus-operator objects ---------------------------------------
+
+
+def test_network_policy_admits_only_agents_and_prometheus(render_objects):
+    objects = render_objects(FLAG_VALUES["network-policy"])
+    policy = find(objects, "NetworkPolicy")["spec"]
+    collector_labels = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    agent_labels = find(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
+    assert selects(policy["podSelector"]["matchLabels"], collector_labels)
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    agents, prometheus = rule["from"]
+    assert selects(agents["podSelector"]["matchLabels"], agent_labels)
+    assert not selects(agents["podSelector"]["matchLabels"], collector_labels)
+    assert prometheus["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    assert "namespaceSelector" in prometheus  # Prometheus usually lives in another namespace
+    extended = find(render_objects(FLAG_VALUES["everything"]), "NetworkPolicy")["spec"]
+    assert extended["ingress"][0]["from"][-1] == {"ipBlock": {"cidr": "10.0.0.0/16"}}
+
+
+def test_monitors_point_at_real_ports_and_labels(render_objects):
+    objects = render_objects(FLAG_VALUES["everything"])
+    service = find(objects, "Service")
+    monitor = find(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics" and DURATION.match(endpoint["interval"])
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kubecarbon"]}
+
+    pod_monitor = find(objects, "PodMonitor")
+    daemonset = find(objects, "DaemonSet")
+    assert selects(pod_monitor["spec"]["selector"]["matchLabels"],
+                   daemonset["spec"]["template"]["metadata"]["labels"])
+    (pod_endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert pod_endpoint["port"] in {p["name"] for p in container(daemonset)["ports"]}
+    assert DURATION.match(pod_endpoint["scrapeTimeout"])
+
+    labelled = find(render_objects(FLAG_VALUES["service-monitor"]), "ServiceMonitor")
+    assert labelled["metadata"]["labels"]["release"] == "kps"
+
+
+def test_prometheus_rule_carries_the_rule_file(render_objects, render_module):
+    rule = find(render_objects(FLAG_VALUES["prometheus-rule"]), "PrometheusRule")
+    plain = yaml.safe_load(render_module.RULES_PATH.read_text())
+    assert rule["spec"] == plain
+    for group in rule["spec"]["groups"]:
+        assert group["name"] and group["rules"]
+        for entry in group["rules"]:
+            assert ("record" in entry) != ("alert" in entry) and entry["expr"]
+            if "for" in entry:
+                assert DURATION.match(entry["for"])
+
+
+def test_dashboards_ship_as_sidecar_config_maps(render_objects):
+    objects = render_objects(FLAG_VALUES["dashboards"])
+    maps = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert len(maps) == 3
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert config_map["metadata"]["annotations"] == {"grafana_folder": "Carbon"}
+        ((file_name, text),) = config_map["data"].items()
+        assert json.loads(text) == json.loads((REPO_ROOT / "dashboards" / file_name).read_text())
+
+
+# --- values schema and NOTES --------------------------------------------------------------
+
+BAD_VALUES = [
+    ({"collector": {"replicas": 0}}, "/collector/replicas", "minimum"),
+    ({"collector": {"kubernetes": "yes"}}, "/collector/kubernetes", "'auto', 'off'"),
+    ({"agent": {"rapl": {"enabled": "true"}}}, "/agent/rapl/enabled", "want boolean"),
+    ({"agent": {"intervalSeconds": 0}}, "/agent/intervalSeconds", "minimum"),
+    ({"agent": {"port": 70000}}, "/agent/port", "maximum"),
+    ({"agent": {"resources": {"limits": {"memory": "lots"}}}}, "/agent/resources/limits/memory",
+     ""),
+    ({"agnet": {}}, "additional properties 'agnet' not allowed", ""),
+    ({"serviceMonitor": {"interval": "30 seconds"}}, "/serviceMonitor/interval", "pattern"),
+    ({"prometheusRule": {"thresholds": {"fleetUtilisationBelowRatio": 30}}},
+     "/prometheusRule/thresholds/fleetUtilisationBelowRatio", ""),
+    ({"token": {"value": "short"}}, "/token/value", "pattern"),
+    ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", ""),
+]
+
+
+@pytest.mark.parametrize(("values", "where", "why"), BAD_VALUES)
+def test_bad_values_are_refused_with_the_key_named(values, where, why):
+    with helm.Chart.load(CHART_DIR) as chart, pytest.raises(helm.HelmValuesError) as caught:
+        chart.render(values, name="kubecarbon", namespace="kubecarbon")
+    assert where in str(caught.value) and why in str(caught.value)
+
+
+def test_persistence_with_several_replicas_is_refused_with_a_reason():
+    values = {"collector": {"replicas": 2, "persistence": {"enabled": True}}}
+    with helm.Chart.load(CHART_DIR) as chart, pytest.raises(
+        helm.HelmRenderError, match=re.escape("needs collector.replicas: 1")
+    ):
+        chart.render(values, name="kubecarbon", namespace="kubecarbon")
+
+
+def _key_tree(node: Any) -> Any:
+    return {k: _key_tree(v) for k, v in node.items()} if isinstance(node, dict) else None
+
+
+def _schema_tree(schema: dict[str, Any], values: Any) -> Any:
+    """The schema's declared keys, following values where the schema closes an object."""
+    if schema.get("additionalProperties") is False and "properties" in schema:
+        return {k: _schema_tree(s, values.get(k) if isinstance(values, dict) else None)
+                for k, s in schema["properties"].items()}
+    return _key_tree(values) if isinstance(values, dict) else None
+
+
+def test_schema_and_values_declare_the_same_keys():
+    with helm.Chart.load(CHART_DIR) as chart:
+        values, schema = chart.values, chart.schema
+    assert _schema_tree(schema, values) == _key_tree(values)
+
+
+def test_notes_say_where_to_look_next(render_module):
+    plain = render_module.render_chart({})["kubecarbon/templates/NOTES.txt"]
+    assert "port-forward svc/kubecarbon-collector 9880" in plain
+    assert "docs/operations.md" in plain and "serviceMonitor.enabled is off" in plain
+    full = render_module.render_chart(FLAG_VALUES["everything"])["kubecarbon/templates/NOTES.txt"]
+    assert "a ServiceMonitor and a PodMonitor were created" in full
+    assert "PrometheusRule kubecarbon" in full and "grafana_dashboard=\"1\"" in full
+    assert "UID 0" in full
