@@ -267,7 +267,8 @@ def parse_profile_document(document: object) -> ProfileConfig:
         return ProfileConfig()
     if not isinstance(document, Mapping):
         raise ValueError("expected a YAML mapping at the top level")
-    raw_rules = document.get("profiles") or []
+    raw_rules = document.get("profiles")
+    raw_rules = [] if raw_rules is None else raw_rules
     if not isinstance(raw_rules, list):
         raise ValueError("profiles: expected a list of rules")
     rules = tuple(_rule(raw, f"profiles[{index}]") for index, raw in enumerate(raw_rules))

@@ -150,11 +150,11 @@ def build_parser() -> configargparse.ArgumentParser:
         description="Ingest agent reports, estimate power, energy and CO2e, serve /metrics.",
         config_file_parser_class=_StructuredYAMLParser,
         auto_env_var_prefix="KUBECARBON_",
-        args_for_setting_config_path=["--config"],
-        config_arg_help_message="YAML config file: any flag as a key, plus profiles/model",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
+    add("--config", is_config_file=True, metavar="FILE",
+        help="YAML config file: any flag as a key, plus profiles, default_profile and model")
     add("--listen", type=_listen_address, default="0.0.0.0:9880", help="HOST:PORT to serve on")
     add("--token-file", type=Path, help="file with the bearer token agents must send")
     add("--state-file", type=Path, help="counter snapshot path (restored at start)")
@@ -187,12 +187,19 @@ def build_parser() -> configargparse.ArgumentParser:
 def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Settings:
     """Parse flags, environment and config file into Settings; raises SettingsError."""
     parser = build_parser()
-    args = parser.parse_args(list(argv), env_vars=os.environ if env is None else env)
+    env = dict(os.environ) if env is None else env
+    argv = list(argv)
+    # ConfigArgParse reads every flag from the environment except the config file's path
+    if env.get("KUBECARBON_CONFIG") and not any(
+        arg == "--config" or arg.startswith("--config=") for arg in argv
+    ):
+        argv = ["--config", env["KUBECARBON_CONFIG"], *argv]
+    args = parser.parse_args(argv, env_vars=env)
     if args.min_window > args.max_window:
         raise SettingsError(
             f"argument --min-window: {args.min_window:g} is above --max-window {args.max_window:g}"
         )
-    config_path = Path(args.config) if getattr(args, "config", None) else None
+    config_path = Path(args.config) if args.config else None
     profiles = ProfileConfig()
     if config_path is not None:
         try:

@@ -1,0 +1,165 @@
+"""Flags, KUBECARBON_* variables and the YAML config file: precedence and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from collector.main import build_metadata_provider, main
+from collector.metadata import StaticMetadataProvider
+from collector.settings import Settings, SettingsError, parse_settings
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "collector.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_defaults_are_documented_values():
+    settings = parse_settings([], env={})
+    assert settings == Settings()
+    assert (settings.server.listen_host, settings.server.listen_port) == ("0.0.0.0", 9880)
+    assert settings.limits.max_body_bytes == 4 * 1024 * 1024
+    assert settings.limits.max_reports_per_batch == 500
+    assert settings.limits.max_pods_per_report == 2000
+    assert settings.export.per_pod_series is False
+    assert settings.kubernetes == "auto"
+
+
+def test_flag_beats_env_beats_file_beats_default(tmp_path):
+    config = write_config(tmp_path, """
+        stale-after: 100
+        snapshot-interval: 30
+        max-workload-series: 7
+    """)
+    env = {"KUBECARBON_STALE_AFTER": "200", "KUBECARBON_SNAPSHOT_INTERVAL": "40"}
+    settings = parse_settings(["--config", str(config), "--stale-after", "300"], env=env)
+    assert settings.export.stale_after_seconds == 300  # flag
+    assert settings.state.snapshot_interval_seconds == 40  # env over file
+    assert settings.export.max_workload_series == 7  # file over default
+    assert settings.export.max_pod_series == 10_000  # default
+
+
+def test_config_path_from_env_and_booleans(tmp_path):
+    config = write_config(tmp_path, "per-pod-series: true\nlisten: 127.0.0.1:0\n")
+    settings = parse_settings([], env={"KUBECARBON_CONFIG": str(config)})
+    assert settings.export.per_pod_series is True
+    assert (settings.server.listen_host, settings.server.listen_port) == ("127.0.0.1", 0)
+    settings = parse_settings([], env={"KUBECARBON_CONFIG": str(config),
+                                       "KUBECARBON_PER_POD_SERIES": "false"})
+    assert settings.export.per_pod_series is False
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    (["--stale-after", "soon"], {}, "--stale-after"),
+    (["--stale-after", "0"], {}, "--stale-after"),
+    (["--listen", "9880"], {}, "--listen"),
+    (["--listen", "0.0.0.0:70000"], {}, "--listen"),
+    (["--kubernetes", "maybe"], {}, "--kubernetes"),
+    (["--max-body-bytes", "10"], {}, "--max-body-bytes"),
+    (["--per-pod-series", "perhaps"], {}, "--per-pod-series"),
+    (["--min-window", "10", "--max-window", "5"], {}, "--min-window"),
+    (["--frobnicate"], {}, "--frobnicate"),
+    ([], {"KUBECARBON_STALE_AFTER": "-5"}, "--stale-after"),
+    ([], {"KUBECARBON_LOG_LEVEL": "loud"}, "--log-level"),
+])
+def test_bad_values_name_the_key(argv, env, named):
+    with pytest.raises(SettingsError) as bad:
+        parse_settings(argv, env=env)
+    assert named in str(bad.value)
+    assert "\n" not in str(bad.value)
+
+
+@pytest.mark.parametrize(("yaml_text", "named"), [
+    ("stale-after: never\n", "--stale-after"),
+    ("no-such-key: 1\n", "no-such-key"),
+    ("profiles: {}\n", "profiles"),
+    ("profiles:\n  - {provider: aws}\n", "profiles[0].match"),
+    ("profiles:\n  - {match: {node: a}, pue: 0.5}\n", "profiles[0].pue"),
+    ("profiles:\n  - {match: {node: a}, site: mars}\n", "profiles[0].site"),
+    ("profiles:\n  - {match: {node: a}, colour: red}\n", "profiles[0].colour"),
+    ("profiles:\n  - {match: {node: a}, power_curve: {watts: [1, 2], logical_cpus: 8}}\n",
+     "profiles[0].power_curve.watts"),
+    ("default_profile: {pue: high}\n", "default_profile.pue"),
+    ("model: {baseline_utilisation: 2}\n", "model.baseline_utilisation"),
+    ("model: {uncertainty: {pue_multiplier: [1.2, 0.8]}}\n", "model.uncertainty.pue_multiplier"),
+    ("model: {colour: red}\n", "model.colour"),
+    ("[not, a, mapping]\n", "mapping"),
+])
+def test_bad_config_file_names_the_key(tmp_path, yaml_text, named):
+    config = write_config(tmp_path, yaml_text)
+    with pytest.raises(SettingsError) as bad:
+        parse_settings(["--config", str(config)], env={})
+    assert named in str(bad.value)
+
+
+def test_config_file_sections_reach_the_model(tmp_path):
+    config = write_config(tmp_path, """
+        stale-after: 120
+        profiles:
+          - match: {node: "rack7-*"}
+            provider: baremetal
+            region: china-east
+            pue: 1.3
+            power_curve:
+              name: two-socket-48t
+              logical_cpus: 48
+              watts: [60, 90, 105, 120, 135, 150, 168, 186, 205, 226, 250]
+        default_profile: {region: china}
+        model:
+          baseline_utilisation: 0.12
+          uncertainty: {baseline_utilisation: [0.1, 0.14]}
+    """)
+    settings = parse_settings(["--config", str(config)], env={})
+    assert settings.profiles.model.baseline_utilisation == 0.12
+    assert settings.profiles.model.uncertainty.baseline_utilisation.high == 0.14
+    rule = settings.profiles.rules[0]
+    assert rule.node_pattern == "rack7-*"
+    assert rule.fields.power_curve is not None and rule.fields.power_curve.logical_cpus == 48
+    assert settings.profiles.default.region == "china"
+
+
+def test_main_exits_2_with_one_line(capsys):
+    assert main(["--stale-after", "soon"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("kubecarbon collector: error: argument --stale-after")
+
+
+def test_main_refuses_an_empty_token_file(tmp_path, capsys):
+    token = tmp_path / "token"
+    token.write_text("\n")
+    assert main(["--token-file", str(token), "--kubernetes", "off"]) == 2
+    assert "--token-file" in capsys.readouterr().err
+
+
+def test_help_runs_through_the_dispatcher():
+    done = subprocess.run([sys.executable, "-m", "collector.cli", "collector", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    for flag in ("--listen", "--config", "--state-file", "--token-file", "--kubernetes",
+                 "--stale-after", "--per-pod-series"):
+        assert flag in done.stdout
+
+
+def test_kubernetes_off_gives_the_static_provider():
+    from prometheus_client import CollectorRegistry
+
+    provider = build_metadata_provider(parse_settings(["--kubernetes", "off"], env={}),
+                                       CollectorRegistry())
+    assert isinstance(provider, StaticMetadataProvider)
+
+
+def test_kubernetes_auto_without_credentials_falls_back_to_static(monkeypatch, tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    provider = build_metadata_provider(parse_settings([], env={}), CollectorRegistry())
+    assert isinstance(provider, StaticMetadataProvider)
