@@ -116,9 +116,11 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "Avoided emissions against the baseline: scope=\"operational\" (energy * PUE_b * "
           "grid intensity) or scope=\"embodied\" (servers not built).",
           "Untyped for the same reason as avoided_energy_joules_total: it can go down."),
-    _spec("avoided_co2e_grams_per_hour", G, "grams CO2e per hour", ("quantile",),
+    _spec("avoided_co2e_grams_per_hour", U, "grams CO2e per hour", ("quantile",),
           "Avoided emission rate of the live fleet (operational + embodied) at quantiles "
-          "0.05, 0.5, 0.95 of the parameter uncertainty (1,000 draws)."),
+          "0.05, 0.5, 0.95 of the parameter uncertainty (1,000 draws).",
+          "A gauge in meaning; typed untyped because the Prometheus lint reserves the "
+          "quantile label for summaries, which this is not (no _sum or _count)."),
     _spec("grid_carbon_intensity_grams_per_kilowatt_hour", G, "grams CO2e per kWh",
           ("region",),
           "Grid carbon intensity applied to the live nodes of each region.",

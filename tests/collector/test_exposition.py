@@ -1,0 +1,159 @@
+"""The exposition against its documentation, a golden file and promtool.
+
+Regenerate the golden file and the docs after an intended change with
+
+    KUBECARBON_REGENERATE=1 .venv/bin/python -m pytest tests/collector/test_exposition.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from collector_testkit import T0, FakeClock, make_report
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.metadata import NodeInfo, PodInfo, ProviderStatus, StaticMetadataProvider
+from collector.metrics import CATALOGUE, Exposition, metrics_doc
+from collector.profiles import parse_profile_document
+from collector.settings import ExportSettings
+from collector.state import FleetState
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = Path(__file__).parent / "golden" / "metrics.txt"
+DOC = ROOT / "docs" / "metrics.md"
+REGENERATE = os.environ.get("KUBECARBON_REGENERATE") == "1"
+PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
+
+
+def golden_state() -> FleetState:
+    """A fixed fleet: AWS and GCP VMs, a bare-metal node with RAPL, a config-file bare-metal
+    node, an unknown node, one node gone stale; pods in two namespaces and one unknown."""
+    clock = FakeClock(T0)
+    metadata = StaticMetadataProvider(
+        nodes={
+            "aws-1": NodeInfo("aws-1", provider="aws", instance_type="m5.4xlarge",
+                              region="us-east-1"),
+            "gcp-1": NodeInfo("gcp-1", labels={
+                "node.kubernetes.io/instance-type": "n2-standard-16",
+                "topology.kubernetes.io/region": "europe-west1"}, provider="gcp"),
+            "metal-1": NodeInfo("metal-1", provider="baremetal", instance_type="r740",
+                                region="china-east"),
+        },
+        pods={
+            "p1": PodInfo("p1", "payments", "ledger-5d8-x1", "Deployment", "ledger"),
+            "p2": PodInfo("p2", "payments", "ledger-5d8-x2", "Deployment", "ledger"),
+            "p3": PodInfo("p3", "risk", "scoring-0", "StatefulSet", "scoring"),
+            "p4": PodInfo("p4", "risk", "nightly-29312-abc", "CronJob", "nightly"),
+        },
+    )
+    profiles = parse_profile_document({
+        "profiles": [{"match": {"node": "rack-*"}, "provider": "baremetal",
+                      "instance_type": "2x-xeon-48t", "region": "china-north", "pue": 1.4,
+                      "power_curve": {"name": "2x-xeon-48t", "logical_cpus": 48,
+                                      "watts": [60, 90, 105, 120, 135, 150, 168, 186, 205,
+                                                226, 250]}}],
+    })
+    state = FleetState(
+        profiles=profiles, metadata=metadata, clock=clock,
+        export=dataclasses.replace(ExportSettings(), per_pod_series=True),
+    )
+    pods = [{"uid": "p1", "cpu_seconds": 30.0, "containers": 2},
+            {"uid": "p2", "cpu_seconds": 20.0, "containers": 2},
+            {"uid": "p3", "cpu_seconds": 40.0, "containers": 1},
+            {"uid": "p4", "cpu_seconds": 5.0, "containers": 1},
+            {"uid": "ghost", "cpu_seconds": 1.0, "containers": 1}]
+    clock.now = T0 - 400  # this node stops reporting: stale at T0
+    state.ingest([make_report("old-1", 1, agent_id="old", start=T0 - 415, busy_seconds=30.0)])
+    clock.now = T0
+    state.ingest([
+        make_report("aws-1", 1, agent_id="a1", busy_seconds=120.0, pods=pods[:2]),
+        make_report("gcp-1", 1, agent_id="g1", busy_seconds=60.0, pods=pods[2:3]),
+        make_report("metal-1", 1, agent_id="m1", logical_cpus=112, busy_seconds=800.0,
+                    memory_total_bytes=384 * 2**30, pods=pods[3:],
+                    rapl={"package_joules": 3000.0, "dram_joules": 400.0}),
+        make_report("rack-7", 1, agent_id="r7", logical_cpus=48, busy_seconds=300.0, pods=[]),
+        make_report("mystery-1", 1, agent_id="x1", logical_cpus=8, busy_seconds=12.0, pods=[]),
+    ])
+    state.ingest([make_report("aws-1", 1, agent_id="a1")])  # a duplicate
+    state.collector.rejected_by_status = {401: 2, 422: 1}
+    return state
+
+
+def golden_text() -> str:
+    state = golden_state()
+    status = ProviderStatus(source="static", synced=True, connected=True)
+    return Exposition(state, lambda: status, version_="0.0.0-golden").render(now=T0)
+
+
+def test_golden_exposition_matches():
+    text = golden_text()
+    if REGENERATE:
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text(), "run with KUBECARBON_REGENERATE=1 after an intended change"
+
+
+def test_golden_file_passes_promtool():
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=GOLDEN.read_bytes(),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_catches_a_broken_exposition():
+    broken = GOLDEN.read_text().replace("# TYPE kubecarbon_node_energy_joules_total counter",
+                                        "# TYPE kubecarbon_node_energy_joules_total gauge")
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=broken.encode(),
+                          capture_output=True, timeout=60)
+    assert done.returncode != 0
+
+
+def test_exposition_families_are_exactly_the_catalogue():
+    families = {family.name: family for family in text_string_to_metric_families(golden_text())}
+    # prometheus_client's parser drops the _total of counter families
+    exposed = {name + ("_total" if family.type == "counter" else ""): family.type
+               for name, family in families.items()}
+    documented = {spec.full_name: spec.kind.replace("untyped", "unknown") for spec in CATALOGUE}
+    assert exposed == documented
+    for spec in CATALOGUE:
+        family = families[spec.full_name.removesuffix("_total") if spec.kind == "counter"
+                          else spec.full_name]
+        for sample in family.samples:
+            assert tuple(sample.labels) == spec.labels, spec.name
+        assert family.samples, f"{spec.name} has no sample in the golden fleet"
+
+
+def test_docs_are_generated_from_the_catalogue():
+    if REGENERATE:
+        DOC.write_text(metrics_doc())
+    assert DOC.read_text() == metrics_doc(), "regenerate: python -m collector.metrics"
+
+
+def test_docs_table_agrees_with_the_exposition():
+    rows = re.findall(r"^\| `(kubecarbon_\w+)` \| (\w+) \| [^|]+ \| ([^|]+) \|", DOC.read_text(),
+                      flags=re.MULTILINE)
+    documented = {name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels
+                  in rows}
+    exposed = {}
+    for family in text_string_to_metric_families(golden_text()):
+        kind = {"unknown": "untyped"}.get(family.type, family.type)
+        name = family.name + ("_total" if kind == "counter" else "")
+        exposed[name] = (kind, tuple(family.samples[0].labels) if family.samples else ())
+    assert documented == exposed
+
+
+@pytest.mark.parametrize("name", ["node_power_watts", "avoided_co2e_grams_total",
+                                  "namespace_co2e_grams_total"])
+def test_design_names_are_present(name):
+    assert f"kubecarbon_{name}" in {spec.full_name for spec in CATALOGUE}
+
+
+def test_stale_node_keeps_counters_only():
+    text = golden_text()
+    assert 'kubecarbon_node_energy_joules_total{node="old-1"' in text
+    assert 'kubecarbon_node_power_watts{node="old-1"' not in text
