@@ -221,7 +221,9 @@ def test_rapl_opt_in_changes_only_the_user(render_objects):
         ".spec.template.spec.securityContext.runAsUser",
         ".spec.template.spec.securityContext.runAsGroup",
         ".spec.template.spec.securityContext.runAsNonRoot",
+        ".spec.template.spec.containers[0].env",
     }
+    assert env_of(rapl)["KUBECARBON_RAPL"] == "true" and "KUBECARBON_RAPL" not in env_of(plain)
     assert pod_spec(rapl)["securityContext"]["runAsUser"] == 0
     assert container(rapl)["securityContext"]["privileged"] is False
     assert container(rapl)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
@@ -250,6 +252,8 @@ def test_collector_is_non_root_read_only_and_probed(render_objects):
     assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = {p["name"] for p in probes["ports"]}
     assert probes["readinessProbe"]["httpGet"]["port"] in ports
+    agent = container(find(render_objects({}), "DaemonSet"))
+    assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     resources = probes["resources"]
     assert resources["requests"] and resources["limits"]
 
