@@ -3,8 +3,11 @@
 The page needs history that /metrics does not keep, so the collector takes a
 snapshot of its fleet state once per interval into a bounded ring buffer
 (default: 4 hours). Snapshots read the same FleetState view /metrics renders,
-so the page and /metrics cannot disagree. Power over time is the rate of the energy
-counters between snapshots, for the fleet and for its baseline alike.
+so the page and /metrics cannot disagree. Baseline power is a gauge like the
+fleet's: baseline_servers times the reference server's power at u_b, the same
+product the model integrates into baseline_energy_joules_total. Namespace totals
+are kept far more coarsely (one mark per `namespace_mark_seconds`), enough to
+show which namespaces emitted most over the kept hours at any cluster size.
 
 Register on an aiohttp app with `add_status_routes(app, state)`.
 """
@@ -16,13 +19,14 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from collector.model.estimate import curve_watts_at
 from collector.state import FleetState
 
 TOP_NAMESPACES = 8
@@ -35,15 +39,20 @@ class StatusSettings:
     interval_seconds: float = 15.0  # one snapshot per interval
     history_seconds: float = 4 * 3600.0  # the ring buffer covers this much time
     refresh_seconds: float = 5.0  # how often the page asks for new data
+    namespace_mark_seconds: float = 600.0  # spacing of the namespace-totals marks
 
     @property
     def capacity(self) -> int:
         return max(2, int(self.history_seconds / self.interval_seconds) + 1)
 
+    @property
+    def namespace_marks(self) -> int:
+        return max(2, int(self.history_seconds / self.namespace_mark_seconds) + 1)
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The fleet at one moment, from the collector's own metrics."""
+    """The fleet at one moment, from the collector's own state."""
 
     timestamp: float
     nodes: int
@@ -52,23 +61,21 @@ class Snapshot:
     actual_servers: float
     avoided_servers: float
     power_watts: float  # sum of node_power_watts over live nodes
+    baseline_power_watts: float  # baseline_servers * reference power at u_b
     avoided_co2e_grams_per_hour: dict[str, float]  # quantile ("0.05", "0.5", "0.95") -> g/h
     energy_joules: float  # counter totals since the collector started (or its snapshot)
     baseline_energy_joules: float
     co2e_grams: float
     avoided_co2e_grams: float
-    namespace_co2e_grams: dict[str, float] = field(default_factory=dict)
-    # Rates between this snapshot and the previous one (None for the first).
-    power_rate_watts: float | None = None
-    baseline_power_rate_watts: float | None = None
-    namespace_co2e_grams_per_hour: dict[str, float] = field(default_factory=dict)
 
 
 def read_snapshot(state: FleetState, now: float) -> Snapshot:
-    """The fleet as /metrics shows it at `now` (no rates yet)."""
+    """The fleet as /metrics shows it at `now`."""
     view = state.fleet_view(now)
-    gauges, fleet = view.gauges, state.fleet
+    gauges, fleet, params = view.gauges, state.fleet, state.params
     quantiles = view.avoided_quantiles
+    watts_per_baseline_server = float(
+        curve_watts_at(params.reference_curve.watts, params.baseline_utilisation))
     return Snapshot(
         timestamp=now,
         nodes=len(view.live),
@@ -77,6 +84,7 @@ def read_snapshot(state: FleetState, now: float) -> Snapshot:
         actual_servers=gauges.actual_servers,
         avoided_servers=gauges.avoided_servers,
         power_watts=sum(node.power_watts for node in view.live),
+        baseline_power_watts=gauges.baseline_servers * watts_per_baseline_server,
         avoided_co2e_grams_per_hour={} if quantiles is None else {
             "0.05": quantiles.p05, "0.5": quantiles.p50, "0.95": quantiles.p95},
         energy_joules=sum(c.energy_joules for c in state.nodes.values()),
@@ -84,46 +92,23 @@ def read_snapshot(state: FleetState, now: float) -> Snapshot:
         co2e_grams=sum(c.co2e_grams for c in state.nodes.values()),
         avoided_co2e_grams=fleet.avoided_operational_co2e_grams
         + fleet.avoided_embodied_co2e_grams,
-        namespace_co2e_grams={ns: c.co2e_grams for ns, c in state.namespaces.items()},
     )
 
 
-def with_rates(current: Snapshot, previous: Snapshot | None) -> Snapshot:
-    """The snapshot with power and namespace rates since `previous`."""
-    if previous is None or current.timestamp <= previous.timestamp:
-        return current
-    seconds = current.timestamp - previous.timestamp
-
-    def rate(now: float, before: float) -> float:
-        # after a counter reset the rise since the reset is all we know
-        return (now - before if now >= before else now) / seconds
-
-    namespace_rates = {
-        ns: rate(grams, previous.namespace_co2e_grams.get(ns, 0.0)) * 3600.0
-        for ns, grams in current.namespace_co2e_grams.items()
-    }
-    top = dict(sorted(namespace_rates.items(), key=lambda kv: -kv[1])[:TOP_NAMESPACES])
-    return Snapshot(
-        **{
-            **asdict(current),
-            "power_rate_watts": rate(current.energy_joules, previous.energy_joules),
-            "baseline_power_rate_watts": rate(
-                current.baseline_energy_joules, previous.baseline_energy_joules
-            ),
-            "namespace_co2e_grams_per_hour": top,
-        }
-    )
+def namespace_totals(state: FleetState) -> dict[str, float]:
+    return {namespace: c.co2e_grams for namespace, c in state.namespaces.items()}
 
 
-def _compact(snapshot: Snapshot) -> dict[str, Any]:
-    """A history point: what the charts draw, without the per-namespace totals."""
-    point = asdict(snapshot)
-    del point["namespace_co2e_grams"]
-    return point
+def top_namespaces(now: dict[str, float], before: dict[str, float],
+                   count: int = TOP_NAMESPACES) -> list[tuple[str, float]]:
+    """The namespaces that emitted most between two sets of totals, largest first."""
+    grown = {ns: grams - before.get(ns, 0.0) if grams >= before.get(ns, 0.0) else grams
+             for ns, grams in now.items()}
+    return sorted(grown.items(), key=lambda kv: (-kv[1], kv[0]))[:count]
 
 
 class StatusHistory:
-    """A bounded ring buffer of snapshots, one per interval."""
+    """A bounded ring buffer of snapshots, one per interval, plus coarse namespace marks."""
 
     def __init__(self, state: FleetState, settings: StatusSettings | None = None,
                  clock: Callable[[], float] = time.time) -> None:
@@ -131,27 +116,28 @@ class StatusHistory:
         self.settings = settings or StatusSettings()
         self.clock = clock
         self.points: deque[Snapshot] = deque(maxlen=self.settings.capacity)
+        self.marks: deque[tuple[float, dict[str, float]]] = deque(
+            maxlen=self.settings.namespace_marks)
 
     def sample(self) -> Snapshot:
-        previous = self.points[-1] if self.points else None
-        snapshot = with_rates(read_snapshot(self.state, self.clock()), previous)
+        snapshot = read_snapshot(self.state, self.clock())
         self.points.append(snapshot)
+        if not self.marks or (snapshot.timestamp - self.marks[-1][0]
+                              >= self.settings.namespace_mark_seconds):
+            self.marks.append((snapshot.timestamp, namespace_totals(self.state)))
         return snapshot
 
     def summary(self) -> dict[str, Any]:
-        """What the page shows: the registry now, with rates since the last point, and history."""
-        previous = self.points[-1] if self.points else None
+        """What the page shows: the state now, the history, and the top namespaces."""
         current = read_snapshot(self.state, self.clock())
-        if previous is not None and current.timestamp - previous.timestamp < 1.0:
-            current = Snapshot(**{**asdict(current), **{
-                key: getattr(previous, key) for key in
-                ("power_rate_watts", "baseline_power_rate_watts", "namespace_co2e_grams_per_hour")
-            }})
-        else:
-            current = with_rates(current, previous)
+        since, before = self.marks[0] if self.marks else (None, {})
         return {
             "current": asdict(current),
-            "history": [_compact(point) for point in self.points],
+            "history": [asdict(point) for point in self.points],
+            "top_namespaces": {
+                "since": since,
+                "co2e_grams": top_namespaces(namespace_totals(self.state), before),
+            },
             "interval_seconds": self.settings.interval_seconds,
             "refresh_seconds": self.settings.refresh_seconds,
         }

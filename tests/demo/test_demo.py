@@ -126,6 +126,7 @@ def test_summary_line_and_node_name():
     snapshot = Snapshot(
         timestamp=0.0, nodes=301, fleet_cpu_usage_ratio=0.4321, baseline_servers=160.25,
         actual_servers=55.1, avoided_servers=105.15, power_watts=48_300.0,
+        baseline_power_watts=70_000.0,
         avoided_co2e_grams_per_hour={"0.05": 20_100.0, "0.5": 39_100.0, "0.95": 60_300.0},
         energy_joules=0.0, baseline_energy_joules=0.0, co2e_grams=0.0, avoided_co2e_grams=0.0,
     )

@@ -68,24 +68,36 @@ def test_summary_numbers_are_the_metrics_numbers():
     assert band["0.05"] < band["0.5"] < band["0.95"]
 
 
-def test_rates_between_snapshots_are_counter_differences_over_time():
+def test_baseline_power_is_the_rate_at_which_baseline_energy_is_counted():
     clock = Clock(T0)
     state, fleet = fed_state(clock)
-    history = StatusHistory(state, StatusSettings(interval_seconds=15), clock=clock)
-    first = history.sample()
-    assert first.power_rate_watts is None
+    before = state.fleet.baseline_energy_joules
     clock.now += 15
-    state.ingest(fleet.reports())
-    second = history.sample()
-    assert second.power_rate_watts == pytest.approx(
-        (second.energy_joules - first.energy_joules) / 15)
-    assert second.baseline_power_rate_watts == pytest.approx(
-        (second.baseline_energy_joules - first.baseline_energy_joules) / 15)
-    # every report of the second round covers exactly those 15 s, so the rate is the fleet power
-    assert second.power_rate_watts == pytest.approx(second.power_watts, rel=1e-9)
-    namespaces = second.namespace_co2e_grams_per_hour
-    assert 0 < len(namespaces) <= 8
-    assert list(namespaces.values()) == sorted(namespaces.values(), reverse=True)
+    state.ingest(fleet.reports())  # every node reports exactly the last 15 s
+    snapshot = StatusHistory(state, clock=clock).sample()
+    counted = state.fleet.baseline_energy_joules - before
+    assert snapshot.baseline_power_watts * 15 == pytest.approx(counted, rel=1e-9)
+    assert snapshot.baseline_power_watts > snapshot.power_watts > 0  # this fleet beats u_b
+
+
+def test_top_namespaces_are_what_each_emitted_since_the_oldest_mark():
+    clock = Clock(T0)
+    state, fleet = fed_state(clock)
+    history = StatusHistory(state, StatusSettings(interval_seconds=15,
+                                                  namespace_mark_seconds=30), clock=clock)
+    history.sample()
+    at_mark = {ns: c.co2e_grams for ns, c in state.namespaces.items()}
+    for _ in range(3):
+        clock.now += 15
+        state.ingest(fleet.reports())
+        history.sample()
+    assert [t for t, _ in history.marks] == [T0, T0 + 30]
+    top = history.summary()["top_namespaces"]
+    assert top["since"] == T0
+    expected = sorted(((ns, c.co2e_grams - at_mark[ns]) for ns, c in state.namespaces.items()),
+                      key=lambda kv: -kv[1])[:8]
+    assert [ns for ns, _ in top["co2e_grams"]] == [ns for ns, _ in expected]
+    assert [g for _, g in top["co2e_grams"]] == pytest.approx([g for _, g in expected])
 
 
 def test_history_is_a_bounded_ring():
@@ -99,7 +111,6 @@ def test_history_is_a_bounded_ring():
     assert len(history.points) == settings.capacity == 7
     summary = history.summary()
     assert [p["timestamp"] for p in summary["history"]] == [T0 + 10 * k for k in range(44, 51)]
-    assert "namespace_co2e_grams" not in summary["history"][0]
 
 
 async def test_routes_serve_the_page_and_sample_while_the_app_runs(aiohttp_client):
