@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import socket
 import sys
@@ -681,9 +682,10 @@ class KubernetesUnavailable(Exception):
 
 
 def load_api_client(
-    kubeconfig: str | None = None, context: str | None = None
+    kubeconfig: str | None = None, *, environ: Mapping[str, str] = os.environ
 ) -> tuple[client.ApiClient, ConnectionChoice]:
-    """An API client from an explicit kubeconfig, else in-cluster config, else $KUBECONFIG.
+    """An API client from an explicit kubeconfig, else in-cluster config, else the kubeconfig
+    that $KUBECONFIG names (colon-separated files are merged) or ~/.kube/config.
 
     Raises KubernetesUnavailable (one clear line) when none of them works.
     """
@@ -694,16 +696,15 @@ def load_api_client(
             return client.ApiClient(configuration), ConnectionChoice(source="in-cluster")
         except config.ConfigException as exc:
             in_cluster_error = str(exc)
+        # Read here, not at import: the client's own default is fixed when it is imported.
+        kubeconfig = environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     else:
         in_cluster_error = "not tried: a kubeconfig was given"
     try:
-        config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     except (config.ConfigException, OSError, TypeError) as exc:
         raise KubernetesUnavailable(
-            f"no Kubernetes credentials: in-cluster: {in_cluster_error}; kubeconfig: {exc}"
+            f"no Kubernetes credentials: in-cluster: {in_cluster_error}; "
+            f"kubeconfig {kubeconfig}: {exc}"
         ) from None
-    return client.ApiClient(configuration), ConnectionChoice(
-        source="kubeconfig", detail=kubeconfig or "$KUBECONFIG or ~/.kube/config"
-    )
+    return client.ApiClient(configuration), ConnectionChoice(source="kubeconfig", detail=kubeconfig)

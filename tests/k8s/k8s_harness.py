@@ -15,8 +15,10 @@ cut every connection on demand: a network partition without stopping anything.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import inspect
 import os
 import selectors
 import shutil
@@ -405,6 +407,22 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout_seconds: float = W
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_seconds:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+async def wait_for_async(
+    predicate: Callable[[], Any], what: str, timeout_seconds: float = WAIT_SECONDS
+) -> Any:
+    """`wait_for` for async tests: the predicate may return an awaitable; never blocks the loop."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_seconds:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 def unique(prefix: str) -> str:

@@ -1,0 +1,269 @@
+"""The collector service with Kubernetes metadata from the real API server.
+
+Agents' reports go in over real HTTP (aiohttp test server); what the watch
+learnt about nodes and pods must come out of /metrics as node instance_type and
+region labels and as namespace and workload series, and keep doing so while
+the API server is down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from k8s_harness import FAST_WATCH, ClusterObjects, LocalCluster, wait_for_async
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from collector.app import create_app
+from collector.kubernetes import (
+    KubernetesMetadataProvider,
+    KubernetesWatchMetrics,
+    load_api_client,
+)
+from collector.main import build_metadata_provider
+from collector.metadata import ProviderStatus, StaticMetadataProvider
+from collector.settings import Settings
+
+# Deleted pods stay attributable for this long (the production default)
+RETAINING_WATCH = dataclasses.replace(FAST_WATCH, deleted_pod_retention_seconds=600.0)
+
+
+class Agent:
+    """Sends reports for one node, the way the agent does (one window per call)."""
+
+    def __init__(self, client: Any, node: str) -> None:
+        self.client = client
+        self.node = node
+        self.agent_id = uuid.uuid4().hex
+        self.seq = 0
+
+    async def report(self, pods: dict[str, float], busy_seconds: float = 60.0) -> None:
+        self.seq += 1
+        end = time.time()
+        report = {
+            "schema": 1,
+            "node": self.node,
+            "agent_id": self.agent_id,
+            "seq": self.seq,
+            "start": end - 15.0,
+            "end": end,
+            "cpu": {"logical_cpus": 8, "busy_seconds": busy_seconds},
+            "memory": {"total_bytes": 32 * 2**30, "used_bytes": 8 * 2**30},
+            "containers_running": len(pods),
+            "pods": [
+                {"uid": uid, "cpu_seconds": cpu, "containers": 1} for uid, cpu in pods.items()
+            ],
+        }
+        response = await self.client.post("/api/v1/reports", json={"reports": [report]})
+        assert response.status == 200, await response.text()
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """{sorted label pairs: value} of one metric in a Prometheus text exposition."""
+    found: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def labelled(**labels: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+async def metrics(client: Any) -> str:
+    response = await client.get("/metrics")
+    assert response.status == 200
+    return str(await response.text())
+
+
+async def readiness(client: Any) -> tuple[int, dict[str, Any]]:
+    response = await client.get("/readyz")
+    return response.status, await response.json()
+
+
+AppFactory = Callable[[KubernetesMetadataProvider], Awaitable[Any]]
+
+
+@pytest.fixture
+def collector_client(aiohttp_client: Any) -> AppFactory:
+    async def start(provider: KubernetesMetadataProvider) -> Any:
+        registry = CollectorRegistry()
+        registry.register(KubernetesWatchMetrics(provider))
+        # The app starts the provider with itself and stops it on shutdown.
+        return await aiohttp_client(
+            create_app(Settings(), metadata=provider, registry=registry, status_page=False)
+        )
+
+    return start
+
+
+def _provider(kubeconfig: Any, settings: Any = RETAINING_WATCH) -> KubernetesMetadataProvider:
+    api_client, _ = load_api_client(str(kubeconfig))
+    return KubernetesMetadataProvider(api_client, settings)
+
+
+async def test_watched_nodes_and_pods_label_the_collector_metrics(
+    cluster: Any, objects: ClusterObjects, collector_client: AppFactory
+) -> None:
+    namespace = objects.namespace()
+    node = objects.node(
+        labels={
+            "node.kubernetes.io/instance-type": "m5.2xlarge",
+            "topology.kubernetes.io/region": "eu-west-1",
+        },
+        provider_id="aws:///eu-west-1a/i-0abc",
+        capacity={"cpu": "8", "memory": "32Gi"},
+    )
+    web = objects.pod(
+        namespace, node, labels={"pod-template-hash": "6f7c9"}, owner=("ReplicaSet", "web-6f7c9")
+    )
+    db = objects.pod(namespace, node, name="db-0", owner=("StatefulSet", "db"))
+    provider = _provider(cluster.admin.kubeconfig)
+    client = await collector_client(provider)
+    await wait_for_async(lambda: _ready(client), "/readyz 200 once both lists are done")
+
+    agent = Agent(client, node)
+    await agent.report({web: 30.0, db: 20.0, "uid-never-seen": 10.0})
+    text = await metrics(client)
+    node_energy = samples(text, "kubecarbon_node_energy_joules_total")
+    assert set(node_energy) == {
+        labelled(
+            node=node, region="eu-west-1", instance_type="m5.2xlarge", power_source="cloud_linear"
+        )
+    }
+    workloads = samples(text, "kubecarbon_workload_cpu_seconds_total")
+    assert (
+        workloads[labelled(namespace=namespace, workload_kind="Deployment", workload="web")] == 30
+    )
+    assert (
+        workloads[labelled(namespace=namespace, workload_kind="StatefulSet", workload="db")] == 20
+    )
+    namespaces = samples(text, "kubecarbon_namespace_cpu_seconds_total")
+    assert namespaces[labelled(namespace=namespace)] == 50
+    assert namespaces[labelled(namespace="unknown")] == 10
+    assert samples(text, "kubecarbon_kubernetes_watch_up") == {
+        labelled(resource="nodes"): 1.0,
+        labelled(resource="pods"): 1.0,
+    }
+    assert samples(text, "kubecarbon_collector_metadata_synced") == {
+        labelled(source="kubernetes"): 1.0
+    }
+
+    # While the collector runs: a new pod, a relabelled node, a deleted pod.
+    batch = objects.pod(
+        namespace,
+        node,
+        labels={"job-name": "report-29401830"},
+        owner=("Job", "report-29401830"),
+    )
+    objects.core.patch_node(
+        node, {"metadata": {"labels": {"node.kubernetes.io/instance-type": "m6i.2xlarge"}}}
+    )
+    pods_before = provider.reflector_states()[1].objects
+    objects.delete_pod(namespace, "db-0")
+    await wait_for_async(
+        lambda: (
+            provider.pod(batch) is not None
+            and getattr(provider.node(node), "instance_type", None) == "m6i.2xlarge"
+            and provider.reflector_states()[1].objects == pods_before
+        ),  # one added, one deleted
+        "the new pod, the relabel and the delete",
+    )
+    await agent.report({batch: 12.0, db: 3.0})
+    text = await metrics(client)
+    workloads = samples(text, "kubecarbon_workload_cpu_seconds_total")
+    assert (
+        workloads[labelled(namespace=namespace, workload_kind="CronJob", workload="report")] == 12
+    )
+    # db-0 is gone from the API, but its last window still goes to its StatefulSet
+    assert (
+        workloads[labelled(namespace=namespace, workload_kind="StatefulSet", workload="db")] == 23
+    )
+    node_series = {
+        dict(labels)["instance_type"]
+        for labels in samples(text, "kubecarbon_node_energy_joules_total")
+    }
+    assert node_series == {"m5.2xlarge", "m6i.2xlarge"}
+
+
+async def _ready(client: Any) -> bool:
+    status, _ = await readiness(client)
+    return status == 200
+
+
+async def test_collector_keeps_attributing_while_the_api_server_is_down(
+    local: LocalCluster, objects: ClusterObjects, collector_client: AppFactory
+) -> None:
+    namespace = objects.namespace()
+    node = objects.node(labels={"topology.kubernetes.io/region": "cn-east-1"})
+    worker = objects.pod(namespace, node, owner=("DaemonSet", "log-shipper"))
+    provider = _provider(local.admin.kubeconfig)
+    client = await collector_client(provider)
+    await wait_for_async(lambda: _ready(client), "/readyz 200")
+    agent = Agent(client, node)
+
+    local.stop_apiserver()
+    try:
+        await wait_for_async(lambda: not provider.status().connected, "the outage to be noticed")
+        status, body = await readiness(client)
+        # Still ready: it serves its last known state, and says so.
+        assert status == 200 and body["metadata"]["connected"] is False
+        assert "API unreachable" in body["metadata"]["detail"]
+        await agent.report({worker: 40.0})
+        text = await metrics(client)
+        assert samples(text, "kubecarbon_kubernetes_watch_up")[labelled(resource="pods")] == 0
+        assert samples(text, "kubecarbon_collector_metadata_connected") == {
+            labelled(source="kubernetes"): 0.0
+        }
+        workloads = samples(text, "kubecarbon_workload_cpu_seconds_total")
+        key = labelled(namespace=namespace, workload_kind="DaemonSet", workload="log-shipper")
+        assert workloads[key] == 40
+        regions = {dict(k)["region"] for k in samples(text, "kubecarbon_node_energy_joules_total")}
+        assert regions == {"cn-east-1"}
+    finally:
+        local.start_apiserver()
+
+    await wait_for_async(lambda: provider.status().connected, "the reconnect")
+    later = objects.pod(namespace, node, owner=("StatefulSet", "after"))
+    await wait_for_async(lambda: provider.pod(later) is not None, "a pod created after the restart")
+    await agent.report({later: 5.0})
+    text = await metrics(client)
+    workloads = samples(text, "kubecarbon_workload_cpu_seconds_total")
+    assert (
+        workloads[labelled(namespace=namespace, workload_kind="StatefulSet", workload="after")] == 5
+    )
+    assert samples(text, "kubecarbon_kubernetes_watch_up")[labelled(resource="pods")] == 1
+
+
+def test_kubernetes_auto_uses_the_kubeconfig_and_off_does_not(
+    cluster: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod
+    monkeypatch.setenv("KUBECONFIG", str(cluster.admin.kubeconfig))
+    registry = CollectorRegistry()
+    provider = build_metadata_provider(Settings(kubernetes="auto"), registry)
+    assert isinstance(provider, KubernetesMetadataProvider)
+    status = provider.status()  # not started: nothing listed yet
+    assert status == ProviderStatus(
+        "kubernetes", synced=False, connected=False, detail=status.detail
+    )
+    # its health metrics are on the registry the app serves
+    assert registry.get_sample_value("kubecarbon_kubernetes_synced", {"resource": "pods"}) == 0
+    provider.stop()
+
+    off = build_metadata_provider(Settings(kubernetes="off"), CollectorRegistry())
+    assert isinstance(off, StaticMetadataProvider)
+
+    monkeypatch.setenv("KUBECONFIG", str(cluster.admin.kubeconfig) + ".missing")
+    with caplog.at_level(logging.INFO, logger="collector"):
+        fallback = build_metadata_provider(Settings(kubernetes="auto"), CollectorRegistry())
+    assert isinstance(fallback, StaticMetadataProvider)
+    assert "no Kubernetes credentials" in caplog.text
