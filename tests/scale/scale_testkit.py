@@ -1,0 +1,276 @@
+"""Real processes for the scale and fault tests and for bench/soak.py.
+
+Collectors run as `python -m collector` subprocesses and Prometheus as the real
+/usr/bin/prometheus, both told to listen on port 0 (loopback): the kernel picks a
+free port and psutil reads it back from the process's listening socket, so there is
+no window in which another test could take the port first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import yaml
+from aiohttp import web
+
+from collector.simulate import SimulatedFleet
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+REPORTS_PATH = "/api/v1/reports"
+
+
+def listening_port(pid: int, process: subprocess.Popen[bytes], timeout_seconds: float) -> int:
+    """The TCP port the process listens on, once it does (it was started with port 0)."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"pid {pid} exited with {process.returncode} before listening")
+        ports = [
+            conn.laddr.port
+            for conn in psutil.Process(pid).net_connections("inet")
+            if conn.status == psutil.CONN_LISTEN
+        ]
+        if ports:
+            return int(ports[0])
+        time.sleep(0.05)
+    raise TimeoutError(f"pid {pid} did not listen within {timeout_seconds} s")
+
+
+def wait_for_http(url: str, timeout_seconds: float) -> None:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout_seconds} s")
+        time.sleep(0.05)
+
+
+def fleet_profiles(fleet: SimulatedFleet) -> dict[str, Any]:
+    """Config-file profiles that give every simulated node its provider, type and region.
+
+    A collector subprocess has no Kubernetes API to ask, so the config file says what
+    the simulated node labels would have said.
+    """
+    return {
+        "profiles": [
+            {
+                "match": {"node": node.name},
+                "provider": node.machine.provider,
+                "instance_type": node.machine.instance_type,
+                "region": node.region,
+            }
+            for node in fleet.nodes
+        ]
+    }
+
+
+class CollectorProcess:
+    """`python -m collector` on 127.0.0.1 with a kernel-chosen port; restartable."""
+
+    def __init__(self, workdir: Path, args: Sequence[str] = (),
+                 config: Mapping[str, Any] | None = None) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.args = list(args)
+        if config is not None:
+            config_path = workdir / "collector.yaml"
+            config_path.write_text(yaml.safe_dump(dict(config)))
+            self.args += ["--config", str(config_path)]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self, timeout_seconds: float = 60.0) -> CollectorProcess:
+        self.starts += 1
+        log_path = self.workdir / f"collector-{self.starts}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBECARBON_")}
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "collector", "--listen", "127.0.0.1:0",
+                 "--kubernetes", "off", "--log-level", "warning", *self.args],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
+            )
+        try:
+            self.port = listening_port(self.process.pid, self.process, timeout_seconds)
+            wait_for_http(f"{self.url}/healthz", timeout_seconds)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n{log_path.read_text()[-3000:]}") from None
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handler runs, no last snapshot is written."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self, grace_seconds: float = 15.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=30) as response:
+            return response.read().decode()
+
+
+class PrometheusProcess:
+    """The real Prometheus with its own config and TSDB dir; can be stopped and restarted."""
+
+    def __init__(self, workdir: Path, jobs: Mapping[str, Sequence[str]],
+                 scrape_interval_seconds: float = 1.0) -> None:
+        if not Path(PROMETHEUS).exists():
+            raise RuntimeError("prometheus is not installed: run `make apt-deps`")
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        interval = f"{round(scrape_interval_seconds * 1000)}ms"
+        config = {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval,
+                       "scrape_timeout": interval},
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+                for job, targets in jobs.items()
+            ],
+        }
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_seconds: float = 60.0) -> PrometheusProcess:
+        self.starts += 1
+        log_path = self.workdir / f"prometheus-{self.starts}.log"
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [PROMETHEUS, f"--config.file={self.workdir / 'prometheus.yml'}",
+                 f"--storage.tsdb.path={self.workdir / 'data'}",
+                 "--web.listen-address=127.0.0.1:0", "--log.level=warn"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+            )
+        try:
+            self.port = listening_port(self.process.pid, self.process, timeout_seconds)
+            wait_for_http(f"{self.url}/-/ready", timeout_seconds)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n{log_path.read_text()[-3000:]}") from None
+        return self
+
+    def stop(self, grace_seconds: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()  # SIGTERM: Prometheus closes its TSDB head cleanly
+        try:
+            self.process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = repr(at)
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            document = json.loads(response.read())
+        if document.get("status") != "success":
+            raise RuntimeError(f"query {expr!r} failed: {document}")
+        return list(document["data"]["result"])
+
+    def scalar_by(self, expr: str, label: str) -> dict[str, float]:
+        """{value of `label`: sample value} of an instant vector query."""
+        return {row["metric"].get(label, ""): float(row["value"][1]) for row in self.query(expr)}
+
+    def scrapes(self, job: str) -> int:
+        """Successful scrapes of every target of the job, in the last hour."""
+        rows = self.query(f'sum(sum_over_time(up{{job="{job}"}}[1h]))')
+        return int(float(rows[0]["value"][1])) if rows else 0
+
+    def wait_for_scrapes(self, job: str, count: int, timeout_seconds: float = 60.0) -> None:
+        """Until `count` more successful scrapes of the job than now have happened."""
+        target = self.scrapes(job) + count
+        deadline = time.monotonic() + timeout_seconds
+        while self.scrapes(job) < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Prometheus did not scrape job {job} {count} more times")
+            time.sleep(0.2)
+
+
+class RoundRobinProxy:
+    """A tiny reverse proxy for POST /api/v1/reports: request i goes to upstream i mod n.
+
+    Stands in for a Kubernetes Service in front of collector replicas (kube-proxy
+    spreads connections; this spreads every request, the harder case). An upstream
+    that cannot be reached answers 502, which agents retry.
+    """
+
+    def __init__(self, upstreams: Sequence[str]) -> None:
+        self.upstreams = list(upstreams)
+        self._next = itertools.count()
+        self.forwarded: list[int] = [0] * len(self.upstreams)
+        self._session: aiohttp.ClientSession | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(handler_args={"auto_decompress": False})
+        app.router.add_post(REPORTS_PATH, self._forward)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        index = next(self._next) % len(self.upstreams)
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() in ("content-type", "content-encoding", "authorization")}
+        try:
+            async with self._session.post(self.upstreams[index] + REPORTS_PATH, data=body,
+                                          headers=headers) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+                content_type = upstream.headers.get("Content-Type", "application/json")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return web.json_response({"error": f"upstream: {exc}"}, status=502)
+        self.forwarded[index] += 1
+        return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
+
+    async def _close(self, app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
