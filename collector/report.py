@@ -40,6 +40,12 @@ import aiohttp
 import configargparse
 import orjson
 
+from collector.model.coefficients import SECONDS_PER_YEAR, SPECPOWER_DELL_R740
+from collector.model.estimate import curve_watts_at
+from collector.model.fleet import FleetTotals, avoided_co2e_quantiles
+from collector.model.parameters import ModelParameters
+from collector.state import UNCERTAINTY_DRAWS, UNCERTAINTY_SEED
+
 JOULES_PER_KILOWATT_HOUR = 3.6e6
 GRAMS_PER_TONNE = 1e6
 SECONDS_PER_HOUR = 3600.0
@@ -144,7 +150,8 @@ def _series_key(metric: dict[str, str]) -> tuple[tuple[str, str], ...]:
 # reset-aware; "signed" totals (typed untyped: they fall when the fleet does worse than
 # the baseline) are the difference between the last value and the one before the period.
 COUNTERS: dict[str, tuple[str, tuple[str, ...], bool]] = {
-    "it_energy_joules": ("kubecarbon_node_energy_joules_total", ("region",), False),
+    "it_energy_joules": ("kubecarbon_node_energy_joules_total", ("region", "power_source"),
+                         False),
     "operational_co2e_grams": ("kubecarbon_node_co2e_grams_total", ("region",), False),
     "embodied_co2e_grams": ("kubecarbon_node_embodied_co2e_grams_total", ("region",), False),
     "namespace_cpu_seconds": ("kubecarbon_namespace_cpu_seconds_total", ("namespace",), False),
@@ -179,6 +186,13 @@ class CounterTotals:
     def total(self) -> float:
         return sum(self.by_group.values())
 
+    def by_label(self, position: int) -> dict[str, float]:
+        """Totals by one of the group labels, summed over the others."""
+        out: dict[str, float] = defaultdict(float)
+        for group, value in self.by_group.items():
+            out[group[position]] += value
+        return dict(out)
+
 
 @dataclass
 class ReportData:
@@ -189,7 +203,7 @@ class ReportData:
     counters: dict[str, CounterTotals]
     grid_intensity_by_region: dict[str, float]  # g/kWh, the last value in the period
     gauge_means: dict[str, float | None]
-    band_grams: dict[str, float]  # quantile -> grams over the period
+    band_grams: dict[str, float]  # quantile -> grams, the rate gauges integrated over the period
     assumptions: list[dict[str, str]]
     versions: list[str]
 
@@ -351,9 +365,81 @@ def _tonnes(grams: float) -> float:
     return grams / GRAMS_PER_TONNE
 
 
+def period_band(data: ReportData) -> tuple[dict[str, float], str] | None:
+    """p05/p50/p95 grams from the model's own period uncertainty function.
+
+    FleetTotals needs the period's busy and logical CPU-seconds and the grams per joule
+    of each term, which the counters hold implicitly: baseline energy is baseline
+    server-seconds times the reference power at u_b; embodied CO2e is actual
+    server-seconds times EMB / LIFE; operational CO2e per IT joule is the fleet's
+    PUE x intensity; and with PUE_b = each node's PUE (the default), operational plus
+    avoided operational CO2e is the baseline energy times its own PUE x intensity.
+    None when the assumptions are not ones this can invert (several model_info
+    series, a reference server other than the built-in curve, a fixed baseline PUE).
+    """
+    if len(data.assumptions) != 1:
+        return None
+    labels = data.assumptions[0]
+    if labels.get("reference_server") != SPECPOWER_DELL_R740.name:
+        return None
+    if labels.get("baseline_pue") != "node":
+        return None
+    try:
+        params = ModelParameters(
+            baseline_utilisation=float(labels["baseline_utilisation"]),
+            embodied_kilograms_per_server=float(labels["embodied_kilograms_per_server"]),
+            server_lifetime_years=float(labels["server_lifetime_years"]),
+        )
+    except (KeyError, ValueError):
+        return None
+    c = data.counters
+    energy = c["it_energy_joules"].by_label(1)
+    it_joules = sum(energy.values())
+    measured_joules = energy.get("rapl", 0.0)
+    operational_grams = c["operational_co2e_grams"].total
+    avoided_operational_grams = c["avoided_co2e_grams"].by_group.get(("operational",), 0.0)
+    baseline_joules = c["baseline_energy_joules"].total
+    reference = params.reference_curve
+    watts_per_baseline_server = float(
+        curve_watts_at(reference.watts, params.baseline_utilisation))
+    baseline_server_seconds = baseline_joules / watts_per_baseline_server
+    embodied_grams_per_server_second = (
+        params.embodied_kilograms_per_server * 1000.0
+        / (params.server_lifetime_years * SECONDS_PER_YEAR))
+    actual_server_seconds = c["embodied_co2e_grams"].total / embodied_grams_per_server_second
+    if it_joules <= 0 or baseline_server_seconds <= 0:
+        return None
+    actual_grams_per_joule = operational_grams / it_joules
+    totals = FleetTotals(
+        busy_cpu_seconds=baseline_server_seconds * reference.logical_cpus
+        * params.baseline_utilisation,
+        logical_cpu_seconds=actual_server_seconds * reference.logical_cpus,
+        modelled_energy_joules=it_joules - measured_joules,
+        measured_energy_joules=measured_joules,
+        baseline_grams_per_joule=(operational_grams + avoided_operational_grams)
+        / baseline_joules,
+        modelled_grams_per_joule=actual_grams_per_joule,
+        measured_grams_per_joule=actual_grams_per_joule,
+    )
+    quantiles = avoided_co2e_quantiles(totals, params, draws=UNCERTAINTY_DRAWS,
+                                       seed=UNCERTAINTY_SEED)
+    method = (
+        "the model's period uncertainty (collector.model.fleet.avoided_co2e_quantiles, "
+        f"{UNCERTAINTY_DRAWS} draws) over the period's FleetTotals, recovered from the "
+        "counters: CPU-seconds from the baseline energy and embodied CO2e, PUE x intensity "
+        "from operational and avoided operational CO2e"
+    )
+    return {"0.05": quantiles.p05, "0.5": quantiles.p50, "0.95": quantiles.p95}, method
+
+
+def _band_tonnes(grams: dict[str, float]) -> dict[str, float]:
+    return {f"p{round(float(q) * 100):02d}": _tonnes(g) for q, g in grams.items()}
+
+
 def report_document(data: ReportData) -> dict[str, Any]:
     """The report as plain data: what JSON prints and CSV/HTML render."""
     c = data.counters
+    it_energy_by_region = c["it_energy_joules"].by_label(0)
     regions = sorted({g[0] for key in ("it_energy_joules", "operational_co2e_grams",
                                        "embodied_co2e_grams")
                       for g in c[key].by_group})
@@ -368,7 +454,7 @@ def report_document(data: ReportData) -> dict[str, Any]:
     by_region: list[dict[str, Any]] = [
         {
             "region": region,
-            "it_energy_kwh": _kwh(c["it_energy_joules"].by_group.get((region,), 0.0)),
+            "it_energy_kwh": _kwh(it_energy_by_region.get(region, 0.0)),
             "facility_energy_kwh": facility_kwh(region),
             "operational_tco2e": _tonnes(c["operational_co2e_grams"].by_group.get((region,), 0.0)),
             "embodied_tco2e": _tonnes(c["embodied_co2e_grams"].by_group.get((region,), 0.0)),
@@ -401,8 +487,15 @@ def report_document(data: ReportData) -> dict[str, Any]:
         "embodied_tco2e": _tonnes(c["embodied_co2e_grams"].total),
         "cpu_core_hours": c["namespace_cpu_seconds"].total / SECONDS_PER_HOUR,
     }
-    band = {f"p{round(float(q) * 100):02d}": _tonnes(grams)
-            for q, grams in data.band_grams.items()}
+    gauge_band = _band_tonnes(data.band_grams)
+    gauge_method = (
+        "p05/p50/p95 of kubecarbon_avoided_co2e_grams_per_hour (the collector's draws over "
+        "the live fleet), each integrated over the period with trapezoids at step_seconds")
+    model_band = period_band(data)
+    if model_band is None:
+        band, band_method = gauge_band, gauge_method
+    else:
+        band, band_method = _band_tonnes(model_band[0]), model_band[1]
     return {
         "report": "kubecarbon period report",
         "period": {
@@ -424,9 +517,8 @@ def report_document(data: ReportData) -> dict[str, Any]:
             "avoided_embodied_tco2e": _tonnes(embodied),
             "avoided_tco2e": _tonnes(operational + embodied),
             "avoided_tco2e_band": band,
-            "band_method": "p05/p50/p95 of kubecarbon_avoided_co2e_grams_per_hour, each "
-            "integrated over the period (trapezoids at step_seconds); the collector draws "
-            "the model's parameter ranges to produce them",
+            "band_method": band_method,
+            "avoided_tco2e_band_from_rate_gauges": gauge_band,
             "mean_baseline_servers": data.gauge_means["baseline_servers"],
             "mean_actual_servers": data.gauge_means["actual_servers"],
             "mean_avoided_servers": data.gauge_means["avoided_servers"],
@@ -462,9 +554,9 @@ def csv_rows(document: dict[str, Any]) -> list[list[str]]:
         rows += [["namespace", row["namespace"], k, _cell(v)]
                  for k, v in row.items() if k != "namespace"]
     for key, value in document["baseline"].items():
-        if key == "avoided_tco2e_band":
-            rows += [["baseline", "fleet", f"avoided_tco2e_{p}", _cell(v)]
-                     for p, v in value.items()]
+        if key in ("avoided_tco2e_band", "avoided_tco2e_band_from_rate_gauges"):
+            prefix = key.removesuffix("_band").replace("_band_", "_")
+            rows += [["baseline", "fleet", f"{prefix}_{p}", _cell(v)] for p, v in value.items()]
         else:
             rows.append(["baseline", "fleet", key, _cell(value)])
     for index, labels in enumerate(document["assumptions"]):
@@ -552,6 +644,9 @@ def render_html(document: dict[str, Any]) -> str:
             ["avoided tCO2e, p05", _number(band.get("p05"), 4)],
             ["avoided tCO2e, p50", _number(band.get("p50"), 4)],
             ["avoided tCO2e, p95", _number(band.get("p95"), 4)],
+            ["avoided tCO2e from the rate gauges, p05 / p50 / p95",
+             " / ".join(_number(base["avoided_tco2e_band_from_rate_gauges"].get(p), 4)
+                        for p in ("p05", "p50", "p95"))],
             ["mean fleet CPU utilisation", _number(base["mean_fleet_cpu_usage_ratio"], 3)],
         ],
     )

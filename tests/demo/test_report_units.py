@@ -5,16 +5,21 @@ import io
 import itertools
 import re
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_windows
+from collector.model.fleet import avoided_co2e_rate_quantiles
+from collector.model.parameters import ModelParameters, ProfileArrays, make_profile
 from collector.report import (
     CounterTotals,
     ReportData,
     chunks,
     parse_time,
+    period_band,
     render_csv,
     render_html,
     render_json,
@@ -109,7 +114,8 @@ def sample_data() -> ReportData:
     return ReportData(
         start=NOW - 86400, end=NOW, step_seconds=43.2, prometheus_url="http://prom:9090",
         counters={
-            "it_energy_joules": totals(**{"china-east": 10 * kwh, "us-east-1": 5 * kwh}),
+            "it_energy_joules": totals(**{"china-east|specpower_curve": 10 * kwh,
+                                          "us-east-1|cloud_linear": 5 * kwh}),
             "operational_co2e_grams": totals(**{"china-east": 8000.0, "us-east-1": 2000.0}),
             "embodied_co2e_grams": totals(**{"china-east": 1000.0}),
             "namespace_cpu_seconds": totals(risk=7200.0, web=3600.0),
@@ -144,8 +150,10 @@ def test_document_converts_units_and_sums():
     assert partial["totals"]["facility_energy_kwh"] is None
     assert [r["namespace"] for r in doc["by_namespace"]] == ["risk", "web"]  # largest first
     assert doc["baseline"]["avoided_tco2e"] == pytest.approx(0.025)
+    # assumptions the report cannot invert: the band comes from the rate gauges
     assert doc["baseline"]["avoided_tco2e_band"] == pytest.approx(
         {"p05": 0.015, "p50": 0.024, "p95": 0.033})
+    assert "integrated over the period" in doc["baseline"]["band_method"]
     assert doc["methodology"] == "docs/methodology.md"
 
 
@@ -171,3 +179,86 @@ def test_html_is_self_contained_and_escapes_labels():
     assert "&lt;script&gt;" in page
     assert not re.search(r"(src|href)\s*=", page)
     assert "http://" not in page.replace("http://prom:9090", "")
+
+
+def test_period_band_is_the_models_band_for_an_hour_of_a_steady_fleet():
+    """An hour of identical windows: the report's band from its counters must equal the
+    model's own band for one hour at that fleet's rate (avoided_co2e_rate_quantiles)."""
+    params = ModelParameters()
+    profiles = ProfileArrays.from_profiles(
+        [make_profile("aws", "eu-west-1"), make_profile("baremetal", "china-east")] * 10, params)
+    window = WindowBatch.of(duration_seconds=15.0, logical_cpus=[16.0, 112.0] * 10,
+                            busy_seconds=[16 * 15 * 0.45, 112 * 15 * 0.55] * 10,
+                            memory_total_bytes=[64 * 2**30, 384 * 2**30] * 10)
+    estimate = estimate_windows(window, profiles, params)
+    per_window = 3600 / 15  # windows in the hour, every one like this one
+
+    def total(array) -> float:
+        return float(np.sum(array)) * per_window
+
+    sources = [POWER_SOURCES[int(k)] for k in estimate.power_source]
+    energy: dict[str, float] = {}
+    for source, joules in zip(sources, estimate.energy_joules, strict=True):
+        energy[f"r|{source}"] = energy.get(f"r|{source}", 0.0) + float(joules) * per_window
+    data = sample_data()
+    data.counters.update({
+        "it_energy_joules": CounterTotals({tuple(k.split("|")): v for k, v in energy.items()}),
+        "operational_co2e_grams": CounterTotals({("r",): total(estimate.operational_co2e_grams)}),
+        "embodied_co2e_grams": CounterTotals({("r",): total(estimate.embodied_co2e_grams)}),
+        "baseline_energy_joules": CounterTotals({(): total(estimate.baseline_energy_joules)}),
+        "avoided_co2e_grams": CounterTotals({
+            ("operational",): total(estimate.avoided_operational_co2e_grams),
+            ("embodied",): total(estimate.avoided_embodied_co2e_grams)}),
+    })
+    data.assumptions = [{
+        "reference_server": params.reference_curve.name,
+        "baseline_utilisation": repr(params.baseline_utilisation),
+        "baseline_pue": "node",
+        "embodied_kilograms_per_server": repr(params.embodied_kilograms_per_server),
+        "server_lifetime_years": repr(params.server_lifetime_years),
+    }]
+    band, method = period_band(data)
+    expected = avoided_co2e_rate_quantiles(window, estimate, params, draws=1000, seed=0)
+    # without RAPL every weight is recovered exactly, even for mixed regions and PUEs
+    assert [band["0.05"], band["0.5"], band["0.95"]] == pytest.approx(
+        [expected.p05, expected.p50, expected.p95], rel=1e-9)
+    assert band["0.05"] < band["0.5"] < band["0.95"]
+    assert "period uncertainty" in method
+    doc = report_document(data)
+    assert doc["baseline"]["avoided_tco2e_band"]["p50"] == pytest.approx(band["0.5"] / 1e6)
+    assert doc["baseline"]["avoided_tco2e_band_from_rate_gauges"]["p50"] == pytest.approx(0.024)
+
+
+def test_period_band_for_a_single_region_fleet_is_exact():
+    params = ModelParameters()
+    profiles = ProfileArrays.repeat(make_profile("baremetal", "china-north"), 5, params)
+    window = WindowBatch.of(duration_seconds=60.0, logical_cpus=112.0,
+                            busy_seconds=[112 * 60 * u for u in (0.3, 0.4, 0.5, 0.6, 0.7)])
+    estimate = estimate_windows(window, profiles, params)
+    per_window = 60.0  # an hour
+    data = sample_data()
+    data.counters.update({
+        "it_energy_joules": CounterTotals(
+            {("china-north", "specpower_curve"): float(estimate.energy_joules.sum()) * per_window}),
+        "operational_co2e_grams": CounterTotals(
+            {("china-north",): float(estimate.operational_co2e_grams.sum()) * per_window}),
+        "embodied_co2e_grams": CounterTotals(
+            {("china-north",): float(estimate.embodied_co2e_grams.sum()) * per_window}),
+        "baseline_energy_joules": CounterTotals(
+            {(): float(estimate.baseline_energy_joules.sum()) * per_window}),
+        "avoided_co2e_grams": CounterTotals({
+            ("operational",): float(estimate.avoided_operational_co2e_grams.sum()) * per_window,
+            ("embodied",): float(estimate.avoided_embodied_co2e_grams.sum()) * per_window}),
+    })
+    data.assumptions = [{
+        "reference_server": params.reference_curve.name, "baseline_utilisation": "0.15",
+        "baseline_pue": "node", "embodied_kilograms_per_server": "1313.0",
+        "server_lifetime_years": "4.0",
+    }]
+    band, _ = period_band(data)
+    expected = avoided_co2e_rate_quantiles(window, estimate, params, draws=1000, seed=0)
+    assert [band["0.05"], band["0.5"], band["0.95"]] == pytest.approx(
+        [expected.p05, expected.p50, expected.p95], rel=1e-9)
+    point = float((estimate.avoided_operational_co2e_grams
+                   + estimate.avoided_embodied_co2e_grams).sum()) * per_window
+    assert band["0.05"] < point < band["0.95"]
