@@ -159,7 +159,7 @@ class Demo:
         metadata = StaticMetadataProvider(nodes=self.fleet.node_infos(),
                                           pods=self.fleet.pod_infos())
         # Nodes drop out of gauges after three silent intervals, so a stopped agent shows.
-        settings = Settings(kubernetes="off",
+        settings = Settings(kubernetes="off", profiles=self.fleet.profile_config(),
                             export=ExportSettings(stale_after_seconds=3 * s.interval_seconds))
         app = create_app(settings, metadata=metadata, status_page=False)
         self.history = add_status_routes(app, app[STATE_KEY], StatusSettings(

@@ -9,6 +9,7 @@ pod uids and every busy second come from seeded numpy generators.
     metadata = fleet.metadata()            # StaticMetadataProvider: nodes and pods resolve
     reports = fleet.reports()              # one window per node, up to clock()
     fleet.load_scale = 0.2                 # "collapse": utilisation drops to a fifth
+    fleet.config_document()                # collector config: a profile rule per node
 
 Each simulated node has its own agent_id; seq rises by one per report and each
 window starts where the node's previous one ended.
@@ -27,6 +28,7 @@ import numpy as np
 import orjson
 
 from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider
+from collector.profiles import ProfileConfig, parse_profile_document
 
 GIBIBYTE = 1024**3
 SECONDS_PER_HOUR = 3600.0
@@ -73,6 +75,7 @@ DEFAULT_NAMESPACES: dict[str, tuple[float, tuple[str, ...]]] = {
     "monitoring": (0.6, ("prometheus", "grafana")),
 }
 SYSTEM_NAMESPACE = "kube-system"
+CHINA_DATA_CENTRE_SITE = "china-average-2021"  # PUE 1.49 in the model's site table
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,31 @@ class SimulatedFleet:
 
     def metadata(self) -> StaticMetadataProvider:
         return StaticMetadataProvider(nodes=self.node_infos(), pods=self.pod_infos())
+
+    def config_document(self) -> dict[str, Any]:
+        """The collector config-file sections (as YAML would load them) for this fleet.
+
+        One profile rule per node, so a collector run as its own process (which cannot
+        be handed `metadata()`) prices every node as the metadata would; bare metal on
+        China's grids sits in an average Chinese data centre. Pods stay unknown there:
+        namespaces need `metadata()` or Kubernetes.
+        """
+        rules = []
+        for node in self.nodes:
+            rule: dict[str, Any] = {
+                "match": {"node": node.name},
+                "provider": node.machine.provider,
+                "instance_type": node.machine.instance_type,
+                "region": node.region,
+            }
+            if node.machine.provider == "baremetal" and node.region.startswith("china"):
+                rule["site"] = CHINA_DATA_CENTRE_SITE
+            rules.append(rule)
+        return {"profiles": rules}
+
+    def profile_config(self) -> ProfileConfig:
+        """`config_document()` parsed, for an in-process collector (Settings.profiles)."""
+        return parse_profile_document(self.config_document())
 
     # -- reports -----------------------------------------------------------------------
 

@@ -7,9 +7,12 @@ from collections import Counter
 
 import orjson
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector.model.coefficients import GRID_INTENSITY_BY_REGION, PUE_BY_SITE
+from collector.profiles import resolve_node
 from collector.simulate import (
     FleetSettings,
     SimulatedFleet,
@@ -181,3 +184,21 @@ def test_batches_keep_every_report_within_the_batch_limit():
     bodies = list(batches(reports, 500))
     assert [len(b["reports"]) for b in bodies] == [500, 500, 203]
     assert [r for b in bodies for r in b["reports"]] == reports
+
+
+def test_every_node_resolves_to_a_known_profile_through_metadata_or_config_alone():
+    fleet = SimulatedFleet(FleetSettings(nodes=200, seed=9), clock=FakeClock(0.0))
+    config = fleet.profile_config()
+    metadata = fleet.metadata()
+    assert len(config.rules) == 200
+    assert yaml.safe_load(yaml.safe_dump(fleet.config_document())) == fleet.config_document()
+    for node in fleet.nodes:
+        assert node.region in GRID_INTENSITY_BY_REGION
+        via_metadata = resolve_node(config, node.name, metadata.node(node.name))
+        via_config = resolve_node(config, node.name, None)
+        for resolved in (via_metadata, via_config):
+            assert not resolved.on_default_profile
+            assert resolved.profile.region == node.region
+            assert resolved.profile.provider == node.machine.provider
+        if node.machine.provider == "baremetal" and node.region.startswith("china"):
+            assert via_config.profile.pue == PUE_BY_SITE["china-average-2021"]
