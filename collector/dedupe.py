@@ -31,7 +31,6 @@ class SeqTracker:
         self.seq_window = seq_window
         self._agents: OrderedDict[str, _AgentSeqs] = OrderedDict()
         self.evictions = 0  # agent ids forgotten because of max_agents
-        self.expired = 0  # seqs refused because they were older than the window
 
     def __len__(self) -> int:
         return len(self._agents)
@@ -45,10 +44,6 @@ class SeqTracker:
         if behind >= self.seq_window:
             return True
         return bool(state.recent >> behind & 1)
-
-    def is_expired(self, agent_id: str, seq: int) -> bool:
-        state = self._agents.get(agent_id)
-        return state is not None and state.highest - seq >= self.seq_window
 
     def mark(self, agent_id: str, seq: int) -> None:
         """Record (agent_id, seq) as applied; call only after `seen` said False."""

@@ -44,11 +44,10 @@ _SCHEMA = {
         "written_at": _non_negative,
         "state": {
             "type": "object",
-            "required": ["nodes", "namespaces", "workloads", "pods", "fleet", "reports", "seqs"],
+            "required": ["nodes", "groups", "pods", "fleet", "reports", "seqs"],
             "properties": {
                 "nodes": {"type": "array", "items": _row(4, [_non_negative] * 4)},
-                "namespaces": {"type": "array", "items": _row(1, [_non_negative] * 3)},
-                "workloads": {"type": "array", "items": _row(3, [_non_negative] * 3)},
+                "groups": {"type": "array", "items": _row(3, [_non_negative] * 3)},
                 "pods": {"type": "array", "items": _row(2, [_non_negative] * 3)},
                 "fleet": {"type": "array", "items": _finite, "minItems": 4, "maxItems": 4},
                 "reports": {"type": "array", "items": {"type": "integer", "minimum": 0},

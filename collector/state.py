@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from collector.dedupe import SeqTracker
-from collector.metadata import MetadataProvider, NodeInfo, PodInfo, StaticMetadataProvider
+from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider
 from collector.model.attribution import attribute_pods
 from collector.model.estimate import POWER_SOURCES, WindowBatch, WindowEstimate, estimate_windows
 from collector.model.fleet import FleetGauges, Quantiles, avoided_co2e_rate_quantiles, fleet_gauges
@@ -138,12 +139,19 @@ class FleetState:
         self.clock = clock
         self.nodes: dict[NodeLabels, NodeCounters] = {}
         self.latest: dict[str, NodeLatest] = {}
-        self.namespaces: dict[str, UsageCounters] = {}
-        self.workloads: dict[WorkloadKey, UsageCounters] = {}
         self.pods: dict[PodKey, UsageCounters] = {}
         self.fleet = FleetCounters()
         self.collector = CollectorCounters()
         self._resolved: dict[str, tuple[NodeInfo | None, ResolvedNode]] = {}
+        # Pod usage is summed per group, (namespace, workload key or None when workload series
+        # are off), in one array: a batch adds to it with a few numpy calls, whatever the
+        # number of pods. Namespace and workload totals are sums over groups.
+        self._group_of_uid: dict[str, int] = {}  # known pods only
+        self._groups: list[tuple[str, WorkloadKey | None]] = []
+        self._group_ids: dict[tuple[str, WorkloadKey | None], int] = {}
+        self._group_sums = np.zeros((3, 64))  # cpu_seconds, energy_joules, co2e_grams
+        self._capped_groups: list[int] = []  # groups that are a workload "other"
+        self._admitted_workloads: set[WorkloadKey] = set()  # under --max-workload-series
         self._latest_version = 0
         self._view_cache: tuple[tuple[int, int], FleetView] | None = None
 
@@ -161,20 +169,32 @@ class FleetState:
 
     def ingest(self, reports: list[dict[str, Any]]) -> IngestResult:
         """Apply a validated batch; duplicates are acknowledged and skipped."""
+        return self.ingest_batches([reports])[0]
+
+    def ingest_batches(self, batches: list[list[dict[str, Any]]]) -> list[IngestResult]:
+        """Apply several validated batches with one model run; one result per batch.
+
+        A report repeated within or across the batches counts once, for the first batch
+        that holds it. If the model fails, nothing is applied.
+        """
         fresh: list[dict[str, Any]] = []
-        in_batch: set[tuple[str, int]] = set()
-        for report in reports:
-            key = (report["agent_id"], int(report["seq"]))
-            if key in in_batch or self.seqs.seen(*key):
-                continue
-            in_batch.add(key)
-            fresh.append(report)
-        duplicates = len(reports) - len(fresh)
+        in_run: set[tuple[str, int]] = set()
+        results = []
+        for reports in batches:
+            accepted = 0
+            for report in reports:
+                key = (report["agent_id"], int(report["seq"]))
+                if key in in_run or self.seqs.seen(*key):
+                    continue
+                in_run.add(key)
+                fresh.append(report)
+                accepted += 1
+            results.append(IngestResult(accepted=accepted, duplicates=len(reports) - accepted))
         if fresh:
             self._apply(fresh)
         self.collector.reports_accepted += len(fresh)
-        self.collector.reports_duplicate += duplicates
-        return IngestResult(accepted=len(fresh), duplicates=duplicates)
+        self.collector.reports_duplicate += sum(r.duplicates for r in results)
+        return results
 
     def _apply(self, reports: list[dict[str, Any]]) -> None:
         # Everything that can fail happens before the first change to the state.
@@ -190,22 +210,20 @@ class FleetState:
         )
         profile_arrays = ProfileArrays.from_profiles([n.profile for n in resolved], self.params)
         estimate = estimate_windows(batch, profile_arrays, self.params)
-        pod_rows = [(i, pod) for i, r in enumerate(reports) for pod in r["pods"]]
+        pod_counts = [len(r["pods"]) for r in reports]
+        pod_uids = [pod["uid"] for r in reports for pod in r["pods"]]
+        pod_cpu = np.array([pod["cpu_seconds"] for r in reports for pod in r["pods"]],
+                           dtype=np.float64)
         attribution = attribute_pods(
-            batch,
-            estimate,
-            np.fromiter((i for i, _ in pod_rows), dtype=np.intp, count=len(pod_rows)),
-            np.fromiter((p["cpu_seconds"] for _, p in pod_rows), dtype=np.float64,
-                        count=len(pod_rows)),
+            batch, estimate, np.repeat(np.arange(len(reports)), pod_counts), pod_cpu
         )
         now = self.clock()
         for i, report in enumerate(reports):
             self.seqs.mark(report["agent_id"], int(report["seq"]))
             self._apply_node(report, resolved[i], batch, estimate, i, now)
         self._apply_pods(
-            pod_rows,
-            attribution.pod_energy_joules.tolist(),
-            attribution.pod_operational_co2e_grams.tolist(),
+            pod_uids, pod_cpu, attribution.pod_energy_joules,
+            attribution.pod_operational_co2e_grams,
         )
         fleet = self.fleet
         fleet.baseline_energy_joules += float(estimate.baseline_energy_joules.sum())
@@ -264,45 +282,89 @@ class FleetState:
 
     def _apply_pods(
         self,
-        pod_rows: list[tuple[int, dict[str, Any]]],
-        energy: list[float],
-        co2e: list[float],
+        uids: list[str],
+        cpu: npt.NDArray[np.float64],
+        energy: npt.NDArray[np.float64],
+        co2e: npt.NDArray[np.float64],
     ) -> None:
-        lookup = self.metadata.pod
-        per_pod = self.export.per_pod_series
-        for k, (_, pod) in enumerate(pod_rows):
-            info = lookup(pod["uid"])
-            cpu = pod["cpu_seconds"]
-            namespace = info.namespace if info is not None else UNKNOWN
-            _add(self.namespaces, namespace, cpu, energy[k], co2e[k])
-            workload = self._capped_workload(namespace, info)
-            if workload is not None:
-                _add(self.workloads, workload, cpu, energy[k], co2e[k])
-            if per_pod:
-                pod_key = self._capped_pod(namespace, info, pod["uid"])
-                if pod_key is not None:
-                    _add(self.pods, pod_key, cpu, energy[k], co2e[k])
+        # Sum pod rows per (namespace, workload) group with numpy, then touch each group's
+        # counters once: a batch has many pods but few groups.
+        group_of_uid = self._group_of_uid
+        groups = np.fromiter(
+            (group_of_uid.get(uid, -1) for uid in uids), dtype=np.intp, count=len(uids)
+        )
+        for k in np.flatnonzero(groups < 0).tolist():
+            groups[k] = self._group_for(uids[k])
+        count = len(self._groups)
+        if count > self._group_sums.shape[1]:
+            grown = np.zeros((3, max(count, 2 * self._group_sums.shape[1])))
+            grown[:, : self._group_sums.shape[1]] = self._group_sums
+            self._group_sums = grown
+        for row, weights in enumerate((cpu, energy, co2e)):
+            self._group_sums[row, :count] += np.bincount(groups, weights=weights, minlength=count)
+        if self._capped_groups:
+            rows = np.bincount(groups, minlength=count)
+            self.collector.capped_pod_rows["workload"] += int(rows[self._capped_groups].sum())
+        if self.export.per_pod_series:
+            self._apply_pod_series(uids, cpu.tolist(), energy.tolist(), co2e.tolist())
 
-    def _capped_workload(self, namespace: str, info: PodInfo | None) -> WorkloadKey | None:
+    def _group_for(self, uid: str) -> int:
+        """Group id of a pod uid; remembered only once the metadata provider knows the pod."""
+        info = self.metadata.pod(uid)
+        namespace = info.namespace if info is not None else UNKNOWN
+        workload: WorkloadKey | None = None
         cap = self.export.max_workload_series
-        if cap <= 0:
-            return None
-        key = (namespace, info.workload_kind, info.workload_name) if info else (
-            UNKNOWN, UNKNOWN, UNKNOWN)
-        if key in self.workloads or len(self.workloads) < cap:
-            return key
-        self.collector.capped_pod_rows["workload"] += 1
-        return (namespace, OTHER, OTHER)
+        if cap > 0:
+            key = (namespace, info.workload_kind, info.workload_name) if info else (
+                UNKNOWN, UNKNOWN, UNKNOWN)
+            if key in self._admitted_workloads or len(self._admitted_workloads) < cap:
+                self._admitted_workloads.add(key)
+                workload = key
+            else:
+                workload = (namespace, OTHER, OTHER)
+        group_id = self._group_id((namespace, workload))
+        if info is not None:
+            self._group_of_uid[uid] = group_id
+        return group_id
 
-    def _capped_pod(self, namespace: str, info: PodInfo | None, uid: str) -> PodKey | None:
+    def _group_id(self, group: tuple[str, WorkloadKey | None]) -> int:
+        group_id = self._group_ids.get(group)
+        if group_id is None:
+            group_id = self._group_ids[group] = len(self._groups)
+            self._groups.append(group)
+            if group[1] is not None and group[1][1] == OTHER:
+                self._capped_groups.append(group_id)
+        return group_id
+
+    @property
+    def namespaces(self) -> dict[str, UsageCounters]:
+        """Usage by namespace (pods with unknown uids under "unknown")."""
+        totals: dict[str, UsageCounters] = {}
+        for group_id, (namespace, _) in enumerate(self._groups):
+            _add(totals, namespace, *self._group_sums[:, group_id].tolist())
+        return totals
+
+    @property
+    def workloads(self) -> dict[WorkloadKey, UsageCounters]:
+        """Usage by (namespace, workload_kind, workload), within --max-workload-series."""
+        totals: dict[WorkloadKey, UsageCounters] = {}
+        for group_id, (_, workload) in enumerate(self._groups):
+            if workload is not None:
+                _add(totals, workload, *self._group_sums[:, group_id].tolist())
+        return totals
+
+    def _apply_pod_series(
+        self, uids: list[str], cpu: list[float], energy: list[float], co2e: list[float]
+    ) -> None:
         cap = self.export.max_pod_series
-        if cap <= 0:
-            return None
-        key = (namespace, info.name if info is not None else uid)
-        if key in self.pods or len(self.pods) < cap:
-            return key
-        self.collector.capped_pod_rows["pod"] += 1
-        return (namespace, OTHER)
+        for k, uid in enumerate(uids):
+            info = self.metadata.pod(uid)
+            namespace = info.namespace if info is not None else UNKNOWN
+            key = (namespace, info.name if info is not None else uid)
+            if key not in self.pods and len(self.pods) >= cap:
+                self.collector.capped_pod_rows["pod"] += 1
+                key = (namespace, OTHER)
+            _add(self.pods, key, cpu[k], energy[k], co2e[k])
 
     # --- scrape-time views ------------------------------------------------------------
 
@@ -355,8 +417,12 @@ class FleetState:
         collector = self.collector
         return {
             "nodes": [[*labels, *c.as_list()] for labels, c in self.nodes.items()],
-            "namespaces": [[ns, *c.as_list()] for ns, c in self.namespaces.items()],
-            "workloads": [[*key, *c.as_list()] for key, c in self.workloads.items()],
+            # namespace, workload_kind, workload ("" when workload series were off), sums
+            "groups": [
+                [namespace, *(workload[1:] if workload else ("", "")),
+                 *self._group_sums[:, group_id].tolist()]
+                for group_id, (namespace, workload) in enumerate(self._groups)
+            ],
             "pods": [[*key, *c.as_list()] for key, c in self.pods.items()],
             "fleet": [
                 self.fleet.baseline_energy_joules,
@@ -371,14 +437,18 @@ class FleetState:
     def restore_snapshot(self, data: Mapping[str, Any]) -> None:
         """Load `to_snapshot` output (already schema-checked); replaces all counters."""
         nodes = {tuple(row[:4]): NodeCounters(*row[4:]) for row in data["nodes"]}
-        namespaces = {row[0]: UsageCounters(*row[1:]) for row in data["namespaces"]}
-        workloads = {tuple(row[:3]): UsageCounters(*row[3:]) for row in data["workloads"]}
         pods = {tuple(row[:2]): UsageCounters(*row[2:]) for row in data["pods"]}
         self.seqs.restore(data["seqs"])
         self.nodes = nodes
-        self.namespaces = namespaces
-        self.workloads = workloads
         self.pods = pods
+        self._group_of_uid, self._groups, self._group_ids, self._capped_groups = {}, [], {}, []
+        self._group_sums = np.zeros((3, max(64, len(data["groups"]))))
+        for namespace, kind, name, *sums in data["groups"]:
+            workload = (namespace, kind, name) if kind or name else None
+            self._group_sums[:, self._group_id((namespace, workload))] += sums
+        self._admitted_workloads = {
+            w for _, w in self._groups if w is not None and w[1] != OTHER
+        }
         self.fleet = FleetCounters(*data["fleet"])
         self.collector.reports_accepted, self.collector.reports_duplicate = data["reports"]
 

@@ -1,0 +1,288 @@
+"""Collector benchmarks: ingest throughput and latency, /metrics render time, fleet view.
+
+    .venv/bin/python bench/collector_ingest.py            # all three, a few minutes
+    .venv/bin/python bench/collector_ingest.py --quick    # smaller runs
+
+1. Ingest: the real collector app and a bare aiohttp endpoint that only parses the
+   body with orjson each run in their own process pinned to one core (CPU 0); the
+   load generator runs on the other core and posts the same 100-pod reports (one
+   report per request, then 50 per request) over keep-alive connections. Prints
+   reports/s, p50/p99 latency and collector/bare ratios. Goals: >= 0.5 of the bare
+   rate and >= 2,000 reports/s on one core.
+2. /metrics at 10,000 nodes: our text renderer against prometheus_client's
+   generate_latest over the same samples (same run). Goal < 1 s.
+3. Fleet view at 10,000 live nodes: model over every node's latest window plus
+   1,000 uncertainty draws, against drawing the same 10,000 x 1,000 random numbers.
+
+Machines are shared and noisy: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider  # noqa: E402
+
+PODS_PER_REPORT = 100
+NAMESPACES = ("payments", "lending", "risk", "web", "data-pipeline", "monitoring")
+
+
+def fleet_metadata(nodes: int) -> StaticMetadataProvider:
+    providers = ("aws", "gcp", "azure", "baremetal")
+    regions = {"aws": "us-east-1", "gcp": "europe-west1", "azure": "eastus",
+               "baremetal": "china-east"}
+    node_infos = {}
+    pod_infos = {}
+    for n in range(nodes):
+        provider = providers[n % len(providers)]
+        name = f"node-{n:05d}"
+        node_infos[name] = NodeInfo(name, provider=provider, instance_type=f"{provider}-16",
+                                    region=regions[provider])
+        for p in range(PODS_PER_REPORT):
+            uid = f"{n:05d}-{p:03d}"
+            namespace = NAMESPACES[p % len(NAMESPACES)]
+            pod_infos[uid] = PodInfo(uid, namespace, f"app{p % 20}-{uid}", "Deployment",
+                                     f"app{p % 20}")
+    return StaticMetadataProvider(node_infos, pod_infos)
+
+
+def make_report(node: int, seq: int, start: float, rng: np.random.Generator) -> dict:
+    busy = float(rng.uniform(20, 200))
+    pod_cpu = (busy * 0.9 * rng.dirichlet(np.ones(PODS_PER_REPORT))).tolist()
+    return {
+        "schema": 1, "node": f"node-{node:05d}", "agent_id": f"agent-{node:05d}", "seq": seq,
+        "start": start, "end": start + 15.0,
+        "cpu": {"logical_cpus": 16, "busy_seconds": busy},
+        "memory": {"total_bytes": 64 * 2**30, "used_bytes": 32 * 2**30},
+        "containers_running": 150,
+        "pods": [{"uid": f"{node:05d}-{p:03d}", "cpu_seconds": cpu, "containers": 1 + p % 3}
+                 for p, cpu in enumerate(pod_cpu)],
+    }
+
+
+def make_bodies(nodes: int, reports: int, per_request: int, first_seq: int = 1) -> list[bytes]:
+    """Request bodies; every report has a new (agent_id, seq), so none is a duplicate."""
+    rng = np.random.default_rng(42 + first_seq)
+    all_reports = [
+        make_report(i % nodes, first_seq + i // nodes, 1.764e9 + 15 * (first_seq + i // nodes), rng)
+        for i in range(reports)
+    ]
+    return [orjson.dumps({"reports": all_reports[i:i + per_request]})
+            for i in range(0, reports, per_request)]
+
+
+# --- servers (run in a child process, pinned to one core) ---------------------------------
+
+def serve(kind: str, port: int, nodes: int) -> None:
+    from aiohttp import web
+
+    if kind == "collector":
+        from prometheus_client import CollectorRegistry
+
+        from collector.app import create_app
+
+        app = create_app(metadata=fleet_metadata(nodes), registry=CollectorRegistry(),
+                         status_page=False)
+    else:
+        async def parse_only(request: web.Request) -> web.Response:
+            document = orjson.loads(await request.read())
+            return web.Response(body=orjson.dumps({"accepted": len(document["reports"]),
+                                                   "duplicates": 0}),
+                                content_type="application/json")
+
+        app = web.Application(client_max_size=8 * 2**20)
+        app.router.add_post("/api/v1/reports", parse_only)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(kind: str, nodes: int) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port), "--nodes", str(nodes)],
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+    )
+    url = f"http://127.0.0.1:{port}/api/v1/reports"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, url
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{kind} server did not start")
+
+
+async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
+    import aiohttp
+
+    latencies: list[float] = []
+    queue = list(reversed(bodies))
+    headers = {"Content-Type": "application/json"}
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while queue:
+            body = queue.pop()
+            began = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}: {await response.text()}")
+            latencies.append(time.perf_counter() - began)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    return elapsed, latencies
+
+
+def run_ingest(kind: str, warm_up: list[bytes], bodies: list[bytes], reports: int, nodes: int,
+               concurrency: int) -> tuple[float, float, float]:
+    process, url = start_server(kind, nodes)
+    try:
+        os.sched_setaffinity(0, {1})  # the load generator stays off the server's core
+        asyncio.run(load(url, warm_up, concurrency))
+        elapsed, latencies = asyncio.run(load(url, bodies, concurrency))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    quantiles = np.quantile(latencies, [0.5, 0.99])
+    return reports / elapsed, float(quantiles[0]) * 1e3, float(quantiles[1]) * 1e3
+
+
+def bench_ingest(nodes: int, reports: int, per_request: int, concurrency: int,
+                 rounds: int) -> None:
+    warm_up = make_bodies(nodes, max(per_request, reports // 10), per_request, first_seq=10**6)
+    bodies = make_bodies(nodes, reports, per_request)
+    print(f"\ningest: {reports} reports of {PODS_PER_REPORT} pods, {per_request} per request, "
+          f"{concurrency} connections, server pinned to CPU 0, {rounds} alternating rounds")
+    runs: dict[str, list[tuple[float, float, float]]] = {"bare": [], "collector": []}
+    ratios = []
+    for _ in range(rounds):
+        for kind in ("bare", "collector"):  # alternate: noise from neighbours hits both
+            runs[kind].append(run_ingest(kind, warm_up, bodies, reports, nodes, concurrency))
+        ratios.append(runs["collector"][-1][0] / runs["bare"][-1][0])
+    for kind, results in runs.items():
+        rate, p50, p99 = (statistics.median(r[i] for r in results) for i in range(3))
+        print(f"  {kind:<9} {rate:9.0f} reports/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms"
+              "   (medians)")
+    collector_rate = statistics.median(r[0] for r in runs["collector"])
+    print(f"  collector/bare throughput ratio: median {statistics.median(ratios):.2f}, "
+          f"per round {', '.join(f'{r:.2f}' for r in ratios)} (goal >= 0.5); "
+          f"collector {collector_rate:.0f} reports/s/core (goal >= 2,000)")
+
+
+# --- /metrics render and fleet view (in process) ----------------------------------------
+
+def timed(function: Callable[[], object], repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        function()
+        runs.append(time.perf_counter() - began)
+    return statistics.median(runs)
+
+
+def big_state(nodes: int):  # type: ignore[no-untyped-def]
+    from collector.state import FleetState
+
+    state = FleetState(metadata=fleet_metadata(nodes))
+    rng = np.random.default_rng(7)
+    reports = [make_report(n, 1, time.time() - 15, rng) for n in range(nodes)]
+    for offset in range(0, nodes, 500):
+        state.ingest(reports[offset:offset + 500])
+    return state
+
+
+def bench_render(nodes: int, repeat: int) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
+
+    from collector.metadata import ProviderStatus
+    from collector.metrics import Exposition
+
+    state = big_state(nodes)
+    status = ProviderStatus("static", True, True)
+    exposition = Exposition(state, lambda: status)
+    exposition.render()  # fills the fleet-view cache and the label cache, as a scrape would
+    families = list(exposition.families())
+    kinds = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily,
+             "untyped": UnknownMetricFamily}
+
+    class Reference:
+        def collect(self):  # type: ignore[no-untyped-def]
+            for spec, rows in families:
+                family = kinds[spec.kind](spec.full_name, spec.help, labels=spec.labels)
+                for values, value in rows:
+                    family.add_metric(values, value)
+                yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Reference())
+    samples = sum(len(list(rows)) for _, rows in families)
+    ours = timed(lambda: exposition.render().encode(), repeat)
+    reference = timed(lambda: generate_latest(registry), repeat)
+    size = len(exposition.render().encode())
+    print(f"\n/metrics at {nodes} nodes ({samples} samples, {size / 2**20:.1f} MiB), "
+          f"median of {repeat}:")
+    print(f"  kubecarbon renderer       {ours * 1e3:8.1f} ms (goal < 1000 ms)")
+    print(f"  prometheus_client render  {reference * 1e3:8.1f} ms (reference, same samples)")
+    print(f"  ratio reference/ours: {reference / ours:.1f}x faster")
+
+    def fresh_view() -> None:
+        state._view_cache = None
+        state.fleet_view()
+
+    view = timed(fresh_view, repeat)
+    rng = np.random.default_rng(0)
+    draws = timed(lambda: rng.uniform(size=(1000, nodes)).sum(), repeat)
+    print(f"\nfleet view at {nodes} live nodes (model over latest windows + 1,000 draws), "
+          f"median of {repeat}:")
+    print(f"  fleet view                {view * 1e3:8.1f} ms")
+    print(f"  reference: draw and sum {nodes} x 1,000 uniforms {draws * 1e3:6.1f} ms; "
+          f"ratio {view / draws:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", choices=("collector", "bare"))
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.nodes)
+        return
+    reports = 3000 if args.quick else 12000
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    rounds = 1 if args.quick else 3
+    bench_ingest(nodes=200, reports=reports, per_request=1, concurrency=16, rounds=rounds)
+    bench_ingest(nodes=200, reports=reports * 2, per_request=50, concurrency=4, rounds=rounds)
+    bench_render(nodes=2000 if args.quick else 10_000, repeat=3 if args.quick else 5)
+
+
+if __name__ == "__main__":
+    main()
