@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -163,3 +164,23 @@ def test_kubernetes_auto_without_credentials_falls_back_to_static(monkeypatch, t
     monkeypatch.setenv("HOME", str(tmp_path))
     provider = build_metadata_provider(parse_settings([], env={}), CollectorRegistry())
     assert isinstance(provider, StaticMetadataProvider)
+
+
+def test_the_documented_example_config_is_valid(tmp_path):
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", doc, flags=re.DOTALL)
+    assert example is not None
+    config = tmp_path / "collector.yaml"
+    config.write_text(example.group(1))
+    settings = parse_settings(["--config", str(config)], env={})
+    assert settings.state.state_file == Path("/var/lib/kubecarbon/state.json")
+    assert settings.export.max_workload_series == 5000
+    from collector.profiles import resolve_node
+
+    rack = resolve_node(settings.profiles, "rack7-12", None)
+    assert (rack.profile.kind, rack.profile.pue, rack.profile.region) == (
+        "baremetal", 1.3, "china-east")
+    other = resolve_node(settings.profiles, "somewhere-else", None)
+    assert (other.profile.kind, other.profile.region, other.profile.pue) == (
+        "default", "china", 1.49)
+    assert other.on_default_profile
