@@ -183,7 +183,11 @@ def create_app(
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="kubecarbon"'
             return response
-        result = await ingest_queue.submit(reports)
+        try:
+            result = await ingest_queue.submit(reports)
+        except Exception as exc:  # logged by the queue; nothing was applied
+            return web.Response(status=500, body=orjson.dumps({"error": f"internal: {exc}"}),
+                                content_type="application/json")
         return web.Response(
             body=orjson.dumps({"accepted": result.accepted, "duplicates": result.duplicates}),
             content_type="application/json",

@@ -7,6 +7,7 @@ coefficients, not by calling the model, so a wrong wiring shows up.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 from collector_testkit import (
@@ -255,3 +256,71 @@ async def test_readiness_fails_while_metadata_is_not_synced(aiohttp_client, cloc
     assert (await ready.json())["metadata"]["detail"] == "nodes: listing"
     text = await metrics_text(client)
     assert value(text, "kubecarbon_collector_metadata_synced", source="kubernetes") == 0
+
+
+async def test_a_model_failure_is_a_500_and_applies_nothing(aiohttp_client, clock, monkeypatch):
+    app = create_app(metadata=metadata_for_tests(), clock=clock, status_page=False)
+    client = await aiohttp_client(app)
+    from collector.app import STATE_KEY
+
+    def broken(*args, **kwargs):
+        raise ValueError("model exploded")
+
+    monkeypatch.setattr("collector.state.estimate_windows", broken)
+    response = await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    assert response.status == 500
+    assert (await response.json())["error"] == "internal: model exploded"
+    state = app[STATE_KEY]
+    assert state.nodes == {} and state.collector.reports_accepted == 0
+    assert not state.seqs.seen("agent-a", 1)  # a retry will be applied
+
+
+async def test_simulated_fleet_sums_match_the_reports(aiohttp_client, clock):
+    """A 60-node mixed fleet over 4 windows: fleet gauges and attribution from the reports."""
+    from collections import defaultdict
+
+    from collector.simulate import FleetSettings, SimulatedFleet, batches
+
+    fleet = SimulatedFleet(FleetSettings(nodes=60, seed=11), clock=clock)
+    client = await aiohttp_client(create_app(metadata=fleet.metadata(), clock=clock,
+                                             status_page=False))
+    all_reports = []
+    for _ in range(4):
+        clock.now += 15
+        reports = fleet.reports()
+        all_reports += reports
+        for body in batches(reports, size=25):
+            response = await client.post("/api/v1/reports", data=json.dumps(body), headers=JSON)
+            assert response.status == 200, await response.text()
+    text = await metrics_text(client)
+
+    latest = {r["node"]: r for r in all_reports}  # one window per node per round, in order
+    busy_cpus = sum(r["cpu"]["busy_seconds"] / (r["end"] - r["start"]) for r in latest.values())
+    cpus = sum(r["cpu"]["logical_cpus"] for r in latest.values())
+    assert value(text, "kubecarbon_fleet_cpu_usage_ratio") == pytest.approx(busy_cpus / cpus)
+    assert value(text, "kubecarbon_baseline_servers") == pytest.approx(busy_cpus / (112 * 0.15))
+    assert value(text, "kubecarbon_actual_servers") == pytest.approx(cpus / 112)
+    assert value(text, "kubecarbon_collector_live_nodes") == 60
+    assert value(text, "kubecarbon_collector_reports_total", result="accepted") == 240
+
+    namespace_of = {uid: info.namespace for uid, info in fleet.pod_infos().items()}
+    expected_cpu: dict[str, float] = defaultdict(float)
+    for report in all_reports:
+        for pod in report["pods"]:
+            expected_cpu[namespace_of[pod["uid"]]] += pod["cpu_seconds"]
+    found = samples(text)
+    for namespace, seconds in expected_cpu.items():
+        assert found[("kubecarbon_namespace_cpu_seconds_total",
+                      (("namespace", namespace),))] == pytest.approx(seconds)
+    # attribution never hands out more than the nodes' dynamic energy
+    node_energy = sum(v for (name, _), v in found.items()
+                      if name == "kubecarbon_node_energy_joules_total")
+    idle_energy = sum(v for (name, _), v in found.items()
+                      if name == "kubecarbon_node_idle_energy_joules_total")
+    namespace_energy = sum(v for (name, _), v in found.items()
+                           if name == "kubecarbon_namespace_energy_joules_total")
+    assert 0 < namespace_energy <= node_energy - idle_energy + 1e-6
+    # every bare-metal node of the simulation sends RAPL
+    sources = {dict(labels)["power_source"] for (name, labels) in found
+               if name == "kubecarbon_node_power_watts"}
+    assert sources == {"cloud_linear", "rapl"}
