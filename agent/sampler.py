@@ -19,7 +19,6 @@ from agent.metrics import AgentMetrics
 from agent.sources import Source, SourceError
 from agent.sources.density import Density
 from agent.sources.meminfo import Memory
-from agent.sources.pod_cpu import PodCpu
 from agent.sources.proc_stat import CpuTimes
 from agent.sources.rapl import EnergyCounter
 
@@ -50,7 +49,7 @@ class Snapshot:
     timestamp: float
     cpu: CpuTimes | None = None
     memory: Memory | None = None
-    pod_cpu: dict[str, PodCpu] | None = None
+    pod_cpu: dict[str, int] | None = None  # uid -> CPU nanoseconds
     density: Density | None = None
     rapl: dict[str, EnergyCounter] | None = None
 
@@ -59,7 +58,7 @@ class Snapshot:
 class Sources:
     cpu: Source[CpuTimes]
     memory: Source[Memory]
-    pod_cpu: Source[dict[str, PodCpu]]
+    pod_cpu: Source[dict[str, int]]
     density: Source[Density]
     rapl: Source[dict[str, EnergyCounter]] | None = None  # opt-in
 
@@ -104,8 +103,10 @@ def _cpu_section(previous: CpuTimes, current: CpuTimes, window: float, user_hz: 
     return {"logical_cpus": current.logical_cpus, "busy_seconds": busy_seconds}
 
 
-def _pod_section(previous: dict[str, PodCpu], current: dict[str, PodCpu]) -> list[Report]:
-    """CPU seconds per pod in the window.
+def _pod_section(
+    previous: dict[str, int], current: dict[str, int], density: Density | None
+) -> list[Report]:
+    """CPU seconds per pod in the window, with its containers when density is known.
 
     A pod absent from the previous (successful) listing was created inside the
     window, so its whole counter belongs to this window. A counter that went
@@ -113,15 +114,16 @@ def _pod_section(previous: dict[str, PodCpu], current: dict[str, PodCpu]) -> lis
     since. Pods that vanished are left out: their cgroup, and what it counted
     since the previous sample, is gone.
     """
+    containers = density.containers_by_pod if density is not None else {}
     pods = []
     for uid in sorted(current):
         now = current[uid]
         before = previous.get(uid)
-        if before is None or now.usage_nanoseconds < before.usage_nanoseconds:
-            used = now.usage_nanoseconds
-        else:
-            used = now.usage_nanoseconds - before.usage_nanoseconds
-        pods.append({"uid": uid, "cpu_seconds": used / 1e9, "containers": now.containers})
+        used = now if before is None or now < before else now - before
+        pod: Report = {"uid": uid, "cpu_seconds": used / 1e9}
+        if uid in containers:
+            pod["containers"] = containers[uid]
+        pods.append(pod)
     return pods
 
 
@@ -164,7 +166,7 @@ def window_report(node_name: str, previous: Snapshot, current: Snapshot, user_hz
     if current.density is not None:
         report["containers_running"] = current.density.containers_running
     if previous.pod_cpu is not None and current.pod_cpu is not None:
-        report["pods"] = _pod_section(previous.pod_cpu, current.pod_cpu)
+        report["pods"] = _pod_section(previous.pod_cpu, current.pod_cpu, current.density)
     if previous.rapl is not None and current.rapl is not None:
         report["rapl"] = _rapl_section(previous.rapl, current.rapl)
     return report

@@ -2,6 +2,11 @@
 
 Counted from the directory structure of the kubepods cgroups alone, so density
 is still known when the CPU accounting files of the pods cannot be read.
+
+Listing a pod cgroup means reading its ~80 interface files too, which at 300
+pods costs more than the rest of a cycle. On cgroup v2 the pod's `cgroup.stat`
+holds `nr_descendants`, which changes whenever a container cgroup is created
+or removed, so a pod is listed again only when that number moved.
 """
 
 from __future__ import annotations
@@ -9,13 +14,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.sources import SourceError
 from agent.sources.kubepods import count_containers, find_kubepods, list_pod_cgroups
+from agent.sources.pod_cpu import read_small_file
+
+
+def parse_nr_descendants(data: bytes) -> int:
+    """`nr_descendants` of a cgroup v2 `cgroup.stat` (the first line)."""
+    for line in data.splitlines():
+        key, _, value = line.partition(b" ")
+        if key == b"nr_descendants":
+            try:
+                return int(value)
+            except ValueError as exc:
+                raise SourceError(f"malformed nr_descendants in cgroup.stat: {line!r}") from exc
+    raise SourceError("no nr_descendants line in cgroup.stat")
 
 
 @dataclass(frozen=True)
 class Density:
-    pods_running: int
-    containers_running: int  # pod sandboxes (pause containers) included, as the runtime runs them
+    # running containers per pod uid, pod sandboxes (pause containers) included
+    # where the runtime runs them as containers
+    containers_by_pod: dict[str, int]
+
+    @property
+    def pods_running(self) -> int:
+        return len(self.containers_by_pod)
+
+    @property
+    def containers_running(self) -> int:
+        return sum(self.containers_by_pod.values())
 
 
 class DensitySource:
@@ -23,14 +51,31 @@ class DensitySource:
 
     def __init__(self, host_sys: Path = Path("/sys")) -> None:
         self.cgroup_root = host_sys / "fs" / "cgroup"
+        # pod cgroup path -> (nr_descendants, containers) from the last cycle
+        self._known: dict[str, tuple[int, int]] = {}
 
     def sample(self) -> Density:
         kubepods = find_kubepods(self.cgroup_root)
-        pods = containers = 0
+        known, self._known = self._known, {}
+        containers_by_pod: dict[str, int] = {}
         for pod in list_pod_cgroups(kubepods.path):
-            count = count_containers(pod)
+            descendants = None
+            if kubepods.cgroup_version == 2:
+                stat_path = pod.path + "/cgroup.stat"
+                try:
+                    descendants = parse_nr_descendants(read_small_file(stat_path))
+                except FileNotFoundError:
+                    pass  # deleted since the listing (the listing below tells), or no v2 stat
+                except OSError as exc:
+                    raise SourceError(f"cannot read {stat_path}: {exc.strerror or exc}") from exc
+            previous = known.get(pod.path)
+            if previous is not None and descendants is not None and previous[0] == descendants:
+                count: int | None = previous[1]
+            else:
+                count = count_containers(pod)
             if count is None:
                 continue
-            pods += 1
-            containers += count
-        return Density(pods_running=pods, containers_running=containers)
+            containers_by_pod[pod.uid] = count
+            if descendants is not None:
+                self._known[pod.path] = (descendants, count)
+        return Density(containers_by_pod)

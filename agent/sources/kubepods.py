@@ -17,6 +17,7 @@ driver) or the bare 64-hex id / `crio-<id>` (cgroupfs driver). CRI-O's
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -55,9 +56,11 @@ class KubepodsLocation:
 class PodCgroup:
     uid: str  # as the API server spells it: dashes, lower case
     qos_class: str  # "guaranteed", "burstable" or "besteffort"
-    path: Path
+    path: str  # a str, not a Path: this runs for every pod in every cycle
 
 
+# Directory names repeat from one cycle to the next, so their parses are cached.
+@functools.lru_cache(maxsize=8192)
 def pod_uid_from_dir_name(name: str) -> str | None:
     """The pod uid in a pod cgroup's directory name, normalised to dashes, or None."""
     match = _POD_DIR.match(name)
@@ -66,6 +69,7 @@ def pod_uid_from_dir_name(name: str) -> str | None:
     return match["uid"].replace("_", "-").lower()
 
 
+@functools.lru_cache(maxsize=64)
 def qos_class_from_dir_name(name: str) -> str | None:
     match = _QOS_DIR.match(name)
     return match["qos"] if match else None
@@ -98,44 +102,55 @@ def find_kubepods(cgroup_root: Path) -> KubepodsLocation:
     )
 
 
-def _subdirectories(path: Path) -> list[os.DirEntry[str]]:
+def _subdirectory_names(path: str) -> list[str]:
     with os.scandir(path) as entries:
-        return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
+        return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
 
 
 def list_pod_cgroups(kubepods: Path) -> list[PodCgroup]:
     """Every pod cgroup under `kubepods`, across the three QoS classes."""
+    root = str(kubepods)
     try:
-        top = _subdirectories(kubepods)
+        top = _subdirectory_names(root)
     except OSError as exc:
-        raise SourceError(f"cannot list {kubepods}: {exc.strerror or exc}") from exc
+        raise SourceError(f"cannot list {root}: {exc.strerror or exc}") from exc
     pods: list[PodCgroup] = []
-    for entry in top:
-        uid = pod_uid_from_dir_name(entry.name)
+    for name in top:
+        uid = pod_uid_from_dir_name(name)
         if uid is not None:
-            pods.append(PodCgroup(uid, "guaranteed", Path(entry.path)))
+            pods.append(PodCgroup(uid, "guaranteed", f"{root}/{name}"))
             continue
-        qos = qos_class_from_dir_name(entry.name)
+        qos = qos_class_from_dir_name(name)
         if qos is None:
             continue
+        qos_path = f"{root}/{name}"
         try:
-            children = _subdirectories(Path(entry.path))
+            children = _subdirectory_names(qos_path)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise SourceError(f"cannot list {entry.path}: {exc.strerror or exc}") from exc
+            raise SourceError(f"cannot list {qos_path}: {exc.strerror or exc}") from exc
         for child in children:
-            uid = pod_uid_from_dir_name(child.name)
+            uid = pod_uid_from_dir_name(child)
             if uid is not None:
-                pods.append(PodCgroup(uid, qos, Path(child.path)))
+                pods.append(PodCgroup(uid, qos, f"{qos_path}/{child}"))
     return pods
 
 
 def count_containers(pod: PodCgroup) -> int | None:
-    """Running containers of a pod (the sandbox included), or None if the pod just vanished."""
+    """Running containers of a pod (the sandbox included), or None if the pod just vanished.
+
+    Every cgroup file has a dot in its name and none ends in ".scope", so a
+    cheap test on the name skips the interface files before the full match.
+    """
     try:
-        return sum(1 for entry in _subdirectories(pod.path) if is_container_dir_name(entry.name))
+        names = os.listdir(pod.path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise SourceError(f"cannot list {pod.path}: {exc.strerror or exc}") from exc
+    return sum(
+        1
+        for name in names
+        if ("." not in name or name.endswith(".scope")) and _CONTAINER_DIR.match(name)
+    )

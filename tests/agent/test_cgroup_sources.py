@@ -19,23 +19,22 @@ from agent.sources.kubepods import (
     qos_class_from_dir_name,
 )
 from agent.sources.pod_cpu import (
-    PodCpu,
     PodCpuSource,
     parse_cpu_stat_usage_nanoseconds,
     parse_cpuacct_usage_nanoseconds,
 )
 
 # cgroup v2 counts microseconds; v1 counts nanoseconds (the fixtures end in 417 ns)
-EXPECTED_POD_CPU = {
+EXPECTED_POD_CPU_NANOSECONDS = {
     2: {
-        UID_GUARANTEED: PodCpu(usage_nanoseconds=3_100_000_000, containers=2),
-        UID_BURSTABLE: PodCpu(usage_nanoseconds=13_238_000_000, containers=3),
-        UID_STATIC_BESTEFFORT: PodCpu(usage_nanoseconds=900_000_000, containers=2),
+        UID_GUARANTEED: 3_100_000_000,
+        UID_BURSTABLE: 13_238_000_000,
+        UID_STATIC_BESTEFFORT: 900_000_000,
     },
     1: {
-        UID_GUARANTEED: PodCpu(usage_nanoseconds=3_100_000_417, containers=2),
-        UID_BURSTABLE: PodCpu(usage_nanoseconds=13_238_000_417, containers=3),
-        UID_STATIC_BESTEFFORT: PodCpu(usage_nanoseconds=900_000_417, containers=2),
+        UID_GUARANTEED: 3_100_000_417,
+        UID_BURSTABLE: 13_238_000_417,
+        UID_STATIC_BESTEFFORT: 900_000_417,
     },
 }
 
@@ -43,15 +42,15 @@ EXPECTED_POD_CPU = {
 @pytest.mark.parametrize("tree", CGROUP_TREES)
 def test_pod_cpu_on_every_driver_and_cgroup_version(tree):
     version = int(tree[1])
-    assert PodCpuSource(FIXTURES / tree / "sys").sample() == EXPECTED_POD_CPU[version]
+    assert PodCpuSource(FIXTURES / tree / "sys").sample() == EXPECTED_POD_CPU_NANOSECONDS[version]
 
 
 @pytest.mark.parametrize("tree", CGROUP_TREES)
 def test_density_counts_pods_and_containers(tree):
     # CRI-O's conmon cgroups (v2-cgroupfs-crio) are monitors, not containers
-    assert DensitySource(FIXTURES / tree / "sys").sample() == Density(
-        pods_running=3, containers_running=7
-    )
+    density = DensitySource(FIXTURES / tree / "sys").sample()
+    assert density == Density({UID_GUARANTEED: 2, UID_BURSTABLE: 3, UID_STATIC_BESTEFFORT: 2})
+    assert (density.pods_running, density.containers_running) == (3, 7)
 
 
 @pytest.mark.parametrize(
@@ -83,7 +82,8 @@ def test_every_qos_class_is_found(tree):
 def test_node_without_pods_reports_zero_not_failure():
     sys_root = FIXTURES / "v2-no-pods" / "sys"
     assert PodCpuSource(sys_root).sample() == {}
-    assert DensitySource(sys_root).sample() == Density(pods_running=0, containers_running=0)
+    density = DensitySource(sys_root).sample()
+    assert (density.pods_running, density.containers_running) == (0, 0)
 
 
 def test_host_without_kubepods_says_why(tmp_path):
@@ -96,7 +96,7 @@ def test_unreadable_pod_counter_fails_pod_cpu_but_not_density():
     sys_root = FIXTURES / "broken" / "sys"
     with pytest.raises(SourceError, match=r"cannot read .*cpu\.stat: Is a directory"):
         PodCpuSource(sys_root).sample()
-    assert DensitySource(sys_root).sample() == Density(pods_running=1, containers_running=2)
+    assert DensitySource(sys_root).sample() == Density({UID_BURSTABLE: 2})
 
 
 def test_pod_deleted_between_listing_and_reading_is_skipped(node_copy):
@@ -167,9 +167,23 @@ def test_real_cpu_stat_formats():
         "core_sched.force_idle_usec 0\nnr_periods 10\nnr_throttled 1\nthrottled_usec 900\n"
         "nr_bursts 0\nburst_usec 0\n"
     )
-    assert parse_cpu_stat_usage_nanoseconds(text) == 1_234_567_000
-    assert parse_cpuacct_usage_nanoseconds("66360100695\n") == 66_360_100_695
+    assert parse_cpu_stat_usage_nanoseconds(text.encode()) == 1_234_567_000
+    assert parse_cpuacct_usage_nanoseconds(b"66360100695\n") == 66_360_100_695
     with pytest.raises(SourceError, match="no usage_usec"):
-        parse_cpu_stat_usage_nanoseconds("nr_periods 0\n")
+        parse_cpu_stat_usage_nanoseconds(b"nr_periods 0\n")
     with pytest.raises(SourceError, match=r"malformed cpuacct\.usage"):
-        parse_cpuacct_usage_nanoseconds("max\n")
+        parse_cpuacct_usage_nanoseconds(b"max\n")
+
+
+def test_density_lists_a_pod_again_only_when_its_descendants_change(node_copy):
+    root = node_copy("v2-systemd-containerd")
+    source = DensitySource(root / "sys")
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
+    pod = next((root / "sys/fs/cgroup/kubepods.slice").rglob("kubepods-burstable-pod*.slice"))
+    (pod / ("cri-containerd-" + "cd" * 32 + ".scope")).mkdir()
+    # the kernel bumps nr_descendants with every child cgroup; until it does, the
+    # listing of the last cycle stands
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
+    stat = (pod / "cgroup.stat").read_text()
+    (pod / "cgroup.stat").write_text(stat.replace("nr_descendants 3", "nr_descendants 4"))
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 4

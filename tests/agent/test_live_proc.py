@@ -19,13 +19,13 @@ def busy_and_total(times) -> tuple[float, float]:
 
 def test_node_utilisation_matches_psutil_over_the_same_window():
     sampler = Sampler("live", host_sources(SourceSettings()), AgentMetrics(CollectorRegistry()))
-    sampler.sample()
     before = busy_and_total(psutil.cpu_times())
-    deadline = time.perf_counter() + 1.5
+    sampler.sample()
+    deadline = time.perf_counter() + 2.0
     while time.perf_counter() < deadline:  # keep one CPU busy so the ratio is not ~0
         pass
-    report = sampler.sample()
     after = busy_and_total(psutil.cpu_times())
+    report = sampler.sample()
     cpu = report["cpu"]
     agent_utilisation = cpu["busy_seconds"] / (
         cpu["logical_cpus"] * (report["end"] - report["start"])
@@ -33,5 +33,7 @@ def test_node_utilisation_matches_psutil_over_the_same_window():
     psutil_utilisation = (after[0] - before[0]) / (after[1] - before[1])
     assert cpu["logical_cpus"] == os.cpu_count()
     assert agent_utilisation >= 0.9 / cpu["logical_cpus"]  # our own busy loop is in there
-    assert abs(agent_utilisation - psutil_utilisation) <= 0.03
+    # the two readings are microseconds apart at each end; a few percent covers a
+    # preemption between them on a loaded machine
+    assert abs(agent_utilisation - psutil_utilisation) <= 0.05
     assert report["memory"]["total_bytes"] == psutil.virtual_memory().total

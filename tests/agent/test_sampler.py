@@ -14,7 +14,7 @@ from agent.metrics import AgentMetrics
 from agent.runtime import host_sources
 from agent.sampler import Sampler, Snapshot, window_report
 from agent.settings import SourceSettings
-from agent.sources.pod_cpu import PodCpu
+from agent.sources.density import Density
 from agent.sources.proc_stat import CpuTimes
 
 KUBEPODS = "sys/fs/cgroup/kubepods.slice"
@@ -206,7 +206,7 @@ pod_events = st.lists(  # per window, at most one thing happens to each pod
 def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(history):
     counters: dict[str, int] = {"a": 5 * 10**9}  # "a" ran before the agent started
     counted_since_start = {"a": 0}
-    snapshots = [Snapshot(timestamp=0.0, pod_cpu={"a": PodCpu(counters["a"], 1)})]
+    snapshots = [Snapshot(timestamp=0.0, pod_cpu=dict(counters))]
     for step, events in enumerate(history, start=1):
         for uid, (kind, nanoseconds) in events.items():
             if kind == "delete":  # what it counted until the last sample was reported already
@@ -218,8 +218,7 @@ def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(histo
             else:
                 counters[uid] = counters.get(uid, 0) + nanoseconds
                 counted_since_start[uid] = counted_since_start.get(uid, 0) + nanoseconds
-        pod_cpu = {uid: PodCpu(value, 1) for uid, value in counters.items()}
-        snapshots.append(Snapshot(timestamp=15.0 * step, pod_cpu=pod_cpu))
+        snapshots.append(Snapshot(timestamp=15.0 * step, pod_cpu=dict(counters)))
     reported: dict[str, float] = {}
     for previous, current in itertools.pairwise(snapshots):
         for pod in window_report("n", previous, current, 100)["pods"]:
@@ -227,3 +226,14 @@ def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(histo
             reported[pod["uid"]] = reported.get(pod["uid"], 0.0) + pod["cpu_seconds"]
     for uid, nanoseconds in counted_since_start.items():
         assert abs(reported.get(uid, 0.0) - nanoseconds / 1e9) < 1e-6
+
+
+def test_pod_containers_come_from_density_and_are_absent_when_it_failed():
+    before = Snapshot(timestamp=0.0, pod_cpu={"p1": 10**9})
+    after = {"timestamp": 15.0, "pod_cpu": {"p1": 3 * 10**9}}
+    known = window_report("n", before, Snapshot(**after, density=Density({"p1": 4})), 100)
+    unknown = window_report("n", before, Snapshot(**after), 100)
+    assert known["pods"] == [{"uid": "p1", "cpu_seconds": 2.0, "containers": 4}]
+    assert known["containers_running"] == 4
+    assert unknown["pods"] == [{"uid": "p1", "cpu_seconds": 2.0}]
+    assert "containers_running" not in unknown
