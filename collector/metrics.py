@@ -54,9 +54,11 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec("node_cpu_usage_ratio", G, "ratio", NODE_LABELS,
           "Busy share of the node's logical CPUs in its latest window (0..1)."),
     _spec("node_logical_cpus", G, "CPUs", NODE_LABELS, "Logical CPUs of the node."),
-    _spec("node_pods", G, "pods", NODE_LABELS, "Pods the node reported in its latest window."),
+    _spec("node_pods", G, "pods", NODE_LABELS, "Pods the node reported in its latest window.",
+          "Absent for a node whose agent sends no pods section (a host outside Kubernetes)."),
     _spec("node_containers", G, "containers", NODE_LABELS,
-          "Running containers on the node in its latest window."),
+          "Running containers on the node in its latest window.",
+          "Absent when the agent does not report containers_running."),
     _spec("node_power_watts", G, "watts", NODE_LABELS,
           "Estimated IT power of the node, average over its latest window."),
     _spec("node_last_report_timestamp_seconds", G, "seconds", NODE_LABELS,
@@ -231,7 +233,7 @@ class Exposition:
         state = self.state
         view: FleetView = state.fleet_view(now)
         live = sorted(view.live, key=lambda n: n.labels)
-        per_node: dict[str, Callable[[NodeLatest], float]] = {
+        per_node: dict[str, Callable[[NodeLatest], float | None]] = {
             "node_cpu_usage_ratio": lambda n: n.utilisation,
             "node_logical_cpus": lambda n: n.logical_cpus,
             "node_pods": lambda n: n.pods,
@@ -240,7 +242,8 @@ class Exposition:
             "node_last_report_timestamp_seconds": lambda n: n.received_at,
         }
         for name, get in per_node.items():
-            yield SPECS[name], [(n.labels, get(n)) for n in live]
+            values = ((n.labels, get(n)) for n in live)
+            yield SPECS[name], [(labels, v) for labels, v in values if v is not None]
         nodes = iter_sorted(state.nodes)
         for index, name in enumerate(("node_energy_joules_total", "node_idle_energy_joules_total",
                                       "node_co2e_grams_total", "node_embodied_co2e_grams_total")):

@@ -98,8 +98,8 @@ class NodeLatest:
     rapl_joules: float  # NaN without RAPL
     utilisation: float
     power_watts: float
-    pods: int
-    containers: int
+    pods: int | None  # None: the report had no pods section (a host outside Kubernetes)
+    containers: int | None
 
 
 @dataclass(frozen=True)
@@ -210,9 +210,10 @@ class FleetState:
         )
         profile_arrays = ProfileArrays.from_profiles([n.profile for n in resolved], self.params)
         estimate = estimate_windows(batch, profile_arrays, self.params)
-        pod_counts = [len(r["pods"]) for r in reports]
-        pod_uids = [pod["uid"] for r in reports for pod in r["pods"]]
-        pod_cpu = np.array([pod["cpu_seconds"] for r in reports for pod in r["pods"]],
+        # a host outside Kubernetes reports no pods section
+        pod_counts = [len(r.get("pods", ())) for r in reports]
+        pod_uids = [pod["uid"] for r in reports for pod in r.get("pods", ())]
+        pod_cpu = np.array([pod["cpu_seconds"] for r in reports for pod in r.get("pods", ())],
                            dtype=np.float64)
         attribution = attribute_pods(
             batch, estimate, np.repeat(np.arange(len(reports)), pod_counts), pod_cpu
@@ -276,8 +277,8 @@ class FleetState:
             rapl_joules=float(batch.rapl_joules[i]),
             utilisation=float(estimate.utilisation[i]),
             power_watts=float(estimate.power_watts[i]),
-            pods=len(report["pods"]),
-            containers=report["containers_running"],
+            pods=len(report["pods"]) if "pods" in report else None,
+            containers=report.get("containers_running"),
         )
 
     def _apply_pods(

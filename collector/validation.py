@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,8 +106,8 @@ def batch_schema(limits: IngestLimits) -> dict[str, Any]:
             "rapl": _object({"package_joules": _number(), "dram_joules": _number()},
                             ["package_joules"]),
         },
-        ["schema", "node", "agent_id", "seq", "start", "end", "cpu", "memory",
-         "containers_running", "pods"],
+        # pods and containers_running are optional: a host outside Kubernetes has neither
+        ["schema", "node", "agent_id", "seq", "start", "end", "cpu", "memory"],
     )
     return _object(
         {"reports": {"type": "array", "minItems": 1,
@@ -214,7 +214,7 @@ class BatchValidator:
         memory = report["memory"]
         if memory["used_bytes"] > memory["total_bytes"]:
             raise IngestError(422, f"{where}.memory.used_bytes", "exceeds total_bytes")
-        pod_cpu_seconds = _check_pods(report["pods"], where)
+        pod_cpu_seconds = _check_pods(report.get("pods", ()), where)
         if pod_cpu_seconds > cpu_capacity_seconds:
             raise IngestError(
                 422,
@@ -231,7 +231,7 @@ class BatchValidator:
                 )
 
 
-def _check_pods(pods: list[Any], where: str) -> float:
+def _check_pods(pods: Sequence[Any], where: str) -> float:
     """POD_SCHEMA for every row, plus unique uids; returns the rows' CPU seconds sum."""
     seen: set[str] = set()
     total = 0.0

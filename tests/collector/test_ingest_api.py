@@ -324,3 +324,13 @@ async def test_simulated_fleet_sums_match_the_reports(aiohttp_client, clock):
     sources = {dict(labels)["power_source"] for (name, labels) in found
                if name == "kubecarbon_node_power_watts"}
     assert sources == {"cloud_linear", "rapl"}
+
+
+async def test_a_host_outside_kubernetes_reports_without_pods(client):
+    report = make_report()
+    del report["pods"], report["containers_running"]
+    response = await client.post("/api/v1/reports", data=body_of(report), headers=JSON)
+    assert response.status == 200
+    text = await metrics_text(client)
+    assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(59.008)
+    assert "kubecarbon_node_pods{" not in text and "kubecarbon_node_containers{" not in text
