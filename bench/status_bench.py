@@ -1,0 +1,123 @@
+"""Cost of the status page's history and of the simulated fleet, as ratios to /metrics.
+
+    .venv/bin/python bench/status_bench.py [--nodes 10000] [--repeats 15]
+
+The collector takes one status snapshot per interval and serves /api/v1/summary per
+page refresh; both must stay small next to what it already does per scrape, rendering
+/metrics. So the reference, measured in the same run and interleaved, is
+`Exposition.render()` of the same FleetState. For the simulator (used by the demo and
+the scale tests) the reference is serialising the reports it made with orjson, the
+least any sender does with them. Memory: the status ring at full capacity (4 h of
+15 s points) against the FleetState it describes, both measured with tracemalloc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import orjson
+
+from collector.metrics import Exposition
+from collector.simulate import FleetSettings, SimulatedFleet
+from collector.state import FleetState
+from collector.status import StatusHistory, StatusSettings
+
+T0 = 1_764_072_000.0
+
+
+def median_pair(work: Callable[[], object], reference: Callable[[], object],
+                repeats: int) -> tuple[float, float]:
+    """Medians of `work` and `reference`, run alternately so both see the same noise."""
+    work()
+    reference()
+    work_times, reference_times = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        work_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        reference()
+        reference_times.append(time.perf_counter() - start)
+    return statistics.median(work_times), statistics.median(reference_times)
+
+
+def allocated_bytes(build: Callable[[], object]) -> tuple[int, object]:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    built = build()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return after - before, built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=15)
+    args = parser.parse_args()
+
+    clock_now = [T0]
+    fleet = SimulatedFleet(FleetSettings(nodes=args.nodes, seed=1), clock=lambda: clock_now[0])
+    metadata = fleet.metadata()
+
+    def fed_state() -> FleetState:
+        state = FleetState(metadata=metadata, clock=lambda: clock_now[0])
+        state.ingest(fleet.reports())
+        return state
+
+    state_bytes, built = allocated_bytes(fed_state)
+    state = built
+    assert isinstance(state, FleetState)
+    exposition = Exposition(state, metadata.status)
+    history = StatusHistory(state, StatusSettings(), clock=lambda: clock_now[0])
+
+    rows = []
+    snapshot, render = median_pair(history.sample, exposition.render, args.repeats)
+    rows.append(("status snapshot (one per interval)", snapshot, render))
+    settings = StatusSettings()
+    ring_clock = [clock_now[0]]  # its own clock: 4 h of points without ageing the fleet
+
+    def full_ring() -> StatusHistory:
+        ring = StatusHistory(state, settings, clock=lambda: ring_clock[0])
+        for _ in range(settings.capacity):
+            ring_clock[0] += settings.interval_seconds
+            ring.sample()
+        return ring
+
+    ring_bytes, ring = allocated_bytes(full_ring)
+    assert isinstance(ring, StatusHistory)
+    ring_clock[0] = clock_now[0]
+    summary, render = median_pair(lambda: orjson.dumps(ring.summary()), exposition.render,
+                                  args.repeats)
+    rows.append(("/api/v1/summary body (full ring, "
+                 f"{len(ring.points)} points)", summary, render))
+
+    reports_holder: list[list] = []
+
+    def make_reports() -> None:
+        clock_now[0] += 15.0
+        reports_holder[:] = [fleet.reports()]
+
+    make_reports()
+    generate, encode = median_pair(make_reports, lambda: orjson.dumps(reports_holder[0]),
+                                   args.repeats)
+    rows.append((f"simulated fleet: one round of {args.nodes} reports", generate, encode))
+
+    print(f"nodes {args.nodes}, repeats {args.repeats}")
+    print(f"{'case':<58} {'median ms':>10} {'reference ms':>13} {'ratio':>7}")
+    for name, work, reference in rows:
+        print(f"{name:<58} {work * 1e3:>10.2f} {reference * 1e3:>13.2f} "
+              f"{work / reference:>7.3f}")
+    print(f"status ring at capacity ({settings.capacity} points): {ring_bytes / 2**20:.2f} MiB; "
+          f"FleetState of {args.nodes} nodes: {state_bytes / 2**20:.1f} MiB; "
+          f"ratio {ring_bytes / state_bytes:.3f}")
+
+
+if __name__ == "__main__":
+    main()
