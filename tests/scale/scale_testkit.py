@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import psutil
 import yaml
 from aiohttp import web
@@ -245,6 +246,8 @@ class RoundRobinProxy:
         self.upstreams = list(upstreams)
         self._next = itertools.count()
         self.forwarded: list[int] = [0] * len(self.upstreams)
+        self.unreachable = 0  # requests answered 502 because the upstream could not be reached
+        self.delivered: list[tuple[str, int]] = []  # (agent_id, seq) of reports answered 200
         self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -267,10 +270,115 @@ class RoundRobinProxy:
                 status = upstream.status
                 content_type = upstream.headers.get("Content-Type", "application/json")
         except (TimeoutError, aiohttp.ClientError) as exc:
+            self.unreachable += 1
             return web.json_response({"error": f"upstream: {exc}"}, status=502)
         self.forwarded[index] += 1
+        if status == 200 and "gzip" not in request.headers.get("Content-Encoding", ""):
+            self.delivered += [(r["agent_id"], r["seq"]) for r in orjson.loads(body)["reports"]]
         return web.Response(status=status, body=payload, headers={"Content-Type": content_type})
 
     async def _close(self, app: web.Application) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+# --- reading expositions ---------------------------------------------------------------
+
+
+def exposition_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value} via prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples named `name` whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(value for (sample, sample_labels), value in exposition_samples(text).items()
+               if sample == name and wanted <= set(sample_labels))
+
+
+# The fleet totals every fault test compares (counters and the untyped avoided totals).
+FLEET_TOTALS = (
+    ("kubecarbon_node_energy_joules_total", {}),
+    ("kubecarbon_node_co2e_grams_total", {}),
+    ("kubecarbon_node_embodied_co2e_grams_total", {}),
+    ("kubecarbon_baseline_energy_joules_total", {}),
+    ("kubecarbon_avoided_energy_joules_total", {}),
+    ("kubecarbon_avoided_co2e_grams_total", {"scope": "operational"}),
+    ("kubecarbon_avoided_co2e_grams_total", {"scope": "embodied"}),
+)
+
+
+def fleet_totals(text: str) -> dict[str, float]:
+    return {name + "".join(f"{{{v}}}" for v in labels.values()): total(text, name, **labels)
+            for name, labels in FLEET_TOTALS}
+
+
+# --- a node the real agent samples ----------------------------------------------------
+
+AGENT_FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "agent"
+USER_HZ = 100
+
+
+class FixtureHost:
+    """A copy of a fixture node's /proc and /sys whose CPU tick counters the test advances.
+
+    The files keep the kernel's format (they were copied from real nodes); only the
+    aggregate `cpu` line's user and idle ticks move, as they would on a busy node.
+    """
+
+    def __init__(self, root: Path, tree: str = "v2-systemd-containerd") -> None:
+        shutil.copytree(AGENT_FIXTURES / tree, root)
+        self.proc = root / "proc"
+        self.sys = root / "sys"
+        stat = (self.proc / "stat").read_text().splitlines()
+        self.logical_cpus = sum(1 for line in stat if line.startswith("cpu") and line[3].isdigit())
+
+    def run(self, seconds: float, busy_ratio: float) -> None:
+        """Account `seconds` of wall time at `busy_ratio` of all CPUs in /proc/stat."""
+        path = self.proc / "stat"
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("cpu "):
+                label, *ticks = line.split()
+                all_ticks = round(seconds * self.logical_cpus * USER_HZ)
+                busy = round(all_ticks * busy_ratio)
+                ticks[0] = str(int(ticks[0]) + busy)  # user
+                ticks[3] = str(int(ticks[3]) + all_ticks - busy)  # idle
+                lines[i] = " ".join([label, "", *ticks])
+        path.write_text("\n".join(lines) + "\n")
+
+
+class SteppedClock:
+    """Wall and monotonic clocks for the agent's sampler that move only when told to."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall = wall
+        self.mono = 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+async def until(predicate: Any, timeout_seconds: float = 30.0, what: str = "condition") -> None:
+    """Poll `predicate` (cheap, in-process state) until true; the timeout only stops a hang."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout_seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout_seconds} s")
+        await asyncio.sleep(0.01)
