@@ -63,6 +63,7 @@ class ExportSettings:
     """What /metrics shows and how much of it."""
 
     stale_after_seconds: float = 300.0  # silent nodes leave gauges and fleet sums after this
+    forget_after_seconds: float = 86_400.0  # and every series, counters too, after this
     per_pod_series: bool = False  # off by default: one series per pod is high cardinality
     max_workload_series: int = 10_000  # further workloads add to workload="other"
     max_pod_series: int = 10_000  # further pods add to pod="other" (when per-pod is on)
@@ -164,6 +165,9 @@ def build_parser() -> configargparse.ArgumentParser:
         help="auto: node and pod metadata from the Kubernetes API when reachable")
     add("--stale-after", type=_bounded(float, 1.0), metavar="SECONDS",
         default=export.stale_after_seconds, help="drop silent nodes from gauges after this")
+    add("--forget-after", type=_bounded(float, 1.0), metavar="SECONDS",
+        default=export.forget_after_seconds,
+        help="drop every series of a node silent this long (nodes scaled away)")
     add("--per-pod-series", type=_boolean, default=export.per_pod_series, metavar="BOOL",
         help="export per-pod counters (high cardinality)")
     add("--max-workload-series", type=_bounded(int, 0), default=export.max_workload_series,
@@ -195,6 +199,11 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
     ):
         argv = ["--config", env["KUBECARBON_CONFIG"], *argv]
     args = parser.parse_args(argv, env_vars=env)
+    if args.forget_after < args.stale_after:
+        raise SettingsError(
+            f"argument --forget-after: {args.forget_after:g} is below --stale-after "
+            f"{args.stale_after:g}"
+        )
     if args.min_window > args.max_window:
         raise SettingsError(
             f"argument --min-window: {args.min_window:g} is above --max-window {args.max_window:g}"
@@ -219,6 +228,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         dedupe=DedupeSettings(max_agents=args.dedupe_max_agents),
         export=ExportSettings(
             stale_after_seconds=args.stale_after,
+            forget_after_seconds=args.forget_after,
             per_pod_series=args.per_pod_series,
             max_workload_series=args.max_workload_series,
             max_pod_series=args.max_pod_series,

@@ -46,7 +46,8 @@ _SCHEMA = {
             "type": "object",
             "required": ["nodes", "groups", "pods", "fleet", "reports", "seqs"],
             "properties": {
-                "nodes": {"type": "array", "items": _row(4, [_non_negative] * 4)},
+                # labels, 4 counters, last seen
+                "nodes": {"type": "array", "items": _row(4, [_non_negative] * 5)},
                 "groups": {"type": "array", "items": _row(3, [_non_negative] * 3)},
                 "pods": {"type": "array", "items": _row(2, [_non_negative] * 3)},
                 "fleet": {"type": "array", "items": _finite, "minItems": 4, "maxItems": 4},

@@ -42,6 +42,7 @@ class NodeCounters:
     idle_energy_joules: float = 0.0
     co2e_grams: float = 0.0  # operational: facility energy * grid intensity
     embodied_co2e_grams: float = 0.0
+    last_seen: float = 0.0  # collector clock at the last report: forgetting is judged by it
 
     def as_list(self) -> list[float]:
         return [self.energy_joules, self.idle_energy_joules, self.co2e_grams,
@@ -80,6 +81,7 @@ class CollectorCounters:
     snapshot_writes: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     snapshot_last_success_timestamp_seconds: float = 0.0
     snapshot_restore: str = "disabled"  # disabled, restored, missing, corrupt
+    forgotten_nodes: int = 0
 
 
 @dataclass
@@ -257,6 +259,7 @@ class FleetState:
         counters.idle_energy_joules += float(estimate.idle_energy_joules[i])
         counters.co2e_grams += float(estimate.operational_co2e_grams[i])
         counters.embodied_co2e_grams += float(estimate.embodied_co2e_grams[i])
+        counters.last_seen = now
         if resolved.on_default_profile:
             self.collector.default_profile_reports += 1
         previous = self.latest.get(node)
@@ -372,6 +375,7 @@ class FleetState:
     def fleet_view(self, now: float | None = None) -> FleetView:
         """Gauges from the latest window of every live node (cached until something changes)."""
         now = self.clock() if now is None else now
+        self._forget_silent_nodes(now)
         horizon = now - self.export.stale_after_seconds
         live = [n for n in self.latest.values() if n.received_at >= horizon]
         key = (self._latest_version, len(live))
@@ -380,6 +384,25 @@ class FleetState:
         view = self._compute_view(live)
         self._view_cache = (key, view)
         return view
+
+    def _forget_silent_nodes(self, now: float) -> None:
+        """Drop every series of nodes silent beyond --forget-after (autoscaled-away nodes).
+
+        Prometheus keeps what it scraped; without this the collector would export a
+        flat counter for every node that ever existed.
+        """
+        horizon = now - self.export.forget_after_seconds
+        forgotten = [labels for labels, c in self.nodes.items() if c.last_seen < horizon]
+        if not forgotten:
+            return
+        for labels in forgotten:
+            del self.nodes[labels]
+        kept = {labels[0] for labels in self.nodes}
+        for node in {labels[0] for labels in forgotten} - kept:
+            self.latest.pop(node, None)
+            self._resolved.pop(node, None)
+            self.collector.forgotten_nodes += 1
+        self._latest_version += 1
 
     def _compute_view(self, live: list[NodeLatest]) -> FleetView:
         batch = WindowBatch(
@@ -417,7 +440,7 @@ class FleetState:
         """JSON-ready counters and dedupe state (gauges rebuild from the next reports)."""
         collector = self.collector
         return {
-            "nodes": [[*labels, *c.as_list()] for labels, c in self.nodes.items()],
+            "nodes": [[*labels, *c.as_list(), c.last_seen] for labels, c in self.nodes.items()],
             # namespace, workload_kind, workload ("" when workload series were off), sums
             "groups": [
                 [namespace, *(workload[1:] if workload else ("", "")),

@@ -334,3 +334,24 @@ async def test_a_host_outside_kubernetes_reports_without_pods(client):
     text = await metrics_text(client)
     assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(59.008)
     assert "kubecarbon_node_pods{" not in text and "kubecarbon_node_containers{" not in text
+
+
+async def test_nodes_silent_beyond_forget_after_lose_every_series(aiohttp_client, clock):
+    settings = Settings(export=dataclasses.replace(ExportSettings(), stale_after_seconds=60,
+                                                   forget_after_seconds=600))
+    client = await aiohttp_client(create_app(settings, metadata=metadata_for_tests(),
+                                             clock=clock, status_page=False))
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    clock.now += 599
+    await client.post("/api/v1/reports", data=body_of(make_report(
+        node="ip-10-0-1-18", agent_id="agent-b")), headers=JSON)
+    assert 'node="ip-10-0-1-17"' in await metrics_text(client)  # stale, counters kept
+    clock.now += 2
+    text = await metrics_text(client)
+    assert 'node="ip-10-0-1-17"' not in text
+    assert 'node="ip-10-0-1-18"' in text
+    assert value(text, "kubecarbon_collector_forgotten_nodes_total") == 1
+    assert value(text, "kubecarbon_collector_stale_nodes") == 0
+    # a report from the forgotten node starts its series again
+    await client.post("/api/v1/reports", data=body_of(make_report(seq=2)), headers=JSON)
+    assert 'node="ip-10-0-1-17"' in await metrics_text(client)

@@ -65,6 +65,7 @@ def test_config_path_from_env_and_booleans(tmp_path):
     (["--max-body-bytes", "10"], {}, "--max-body-bytes"),
     (["--per-pod-series", "perhaps"], {}, "--per-pod-series"),
     (["--min-window", "10", "--max-window", "5"], {}, "--min-window"),
+    (["--stale-after", "600", "--forget-after", "300"], {}, "--forget-after"),
     (["--frobnicate"], {}, "--frobnicate"),
     ([], {"KUBECARBON_STALE_AFTER": "-5"}, "--stale-after"),
     ([], {"KUBECARBON_LOG_LEVEL": "loud"}, "--log-level"),
