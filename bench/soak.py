@@ -255,6 +255,12 @@ MiB
 failed), {scrapes['samples']:.0f} samples per scrape
   ratio max scrape duration / scrape interval {scrapes['max'] / args.scrape_interval:.3f}
   result: {"PASS" if ok else "FAIL"}""")
+    by_minute = {}
+    for t, rss in results.rss:
+        by_minute.setdefault(int(t // 60), []).append(rss)
+    print("  collector RSS by minute (median MiB): " + ", ".join(
+        f"{minute}: {statistics.median(values) / MEBIBYTE:.1f}"
+        for minute, values in sorted(by_minute.items())))
     for failure in results.failures[:10]:
         print(f"  failure: {failure}")
     return 0 if ok else 1
