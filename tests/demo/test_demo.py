@@ -137,10 +137,6 @@ def test_summary_line_and_node_name():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "integration bug, agent vs collector: on a host without kubepods cgroups the agent "
-    "omits `pods` and `containers_running`, and the collector's schema requires them "
-    "(HTTP 422, report dropped); remove this mark once either side is fixed"))
 def test_the_real_agent_on_this_machine_is_counted():
     done = subprocess.run(
         [KUBECARBON, "demo", "--duration", "9", "--simulate-nodes", "0", "--interval", "2",
