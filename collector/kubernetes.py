@@ -693,7 +693,7 @@ def load_api_client(
     if kubeconfig is None:
         try:
             config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration), ConnectionChoice(source="in-cluster")
+            return _api_client(configuration), ConnectionChoice(source="in-cluster")
         except config.ConfigException as exc:
             in_cluster_error = str(exc)
         # Read here, not at import: the client's own default is fixed when it is imported.
@@ -707,4 +707,11 @@ def load_api_client(
             f"no Kubernetes credentials: in-cluster: {in_cluster_error}; "
             f"kubeconfig {kubeconfig}: {exc}"
         ) from None
-    return client.ApiClient(configuration), ConnectionChoice(source="kubeconfig", detail=kubeconfig)
+    return _api_client(configuration), ConnectionChoice(source="kubeconfig", detail=kubeconfig)
+
+
+def _api_client(configuration: client.Configuration) -> client.ApiClient:
+    # The reflectors back off themselves; urllib3's immediate retries would only
+    # hide the first error behind three more attempts.
+    configuration.retries = False
+    return client.ApiClient(configuration)

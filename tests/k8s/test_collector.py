@@ -158,6 +158,7 @@ async def test_watched_nodes_and_pods_label_the_collector_metrics(
     }
 
     # While the collector runs: a new pod, a relabelled node, a deleted pod.
+    pods_before = provider.reflector_states()[1].objects
     batch = objects.pod(
         namespace,
         node,
@@ -167,7 +168,6 @@ async def test_watched_nodes_and_pods_label_the_collector_metrics(
     objects.core.patch_node(
         node, {"metadata": {"labels": {"node.kubernetes.io/instance-type": "m6i.2xlarge"}}}
     )
-    pods_before = provider.reflector_states()[1].objects
     objects.delete_pod(namespace, "db-0")
     await wait_for_async(
         lambda: (

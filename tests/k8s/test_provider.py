@@ -251,7 +251,7 @@ def test_partition_resumes_the_watch_without_relisting(
     proxy.resume()
 
     wait_for(lambda: provider.pod(born) and provider.pod(doomed) is None, "the missed events")
-    assert provider.status().connected
+    wait_for(lambda: provider.status().connected, "both watches back")
     # The API server's watch cache still had the events: resumed, not relisted.
     assert [s.relists_total for s in provider.reflector_states()] == [1, 1]
 
@@ -280,7 +280,7 @@ def test_expired_resource_version_triggers_a_full_relist(
 
     wait_for(lambda: provider.reflector_states()[1].relists_total >= 2, "a relist of pods")
     wait_for(lambda: provider.pod(born) and provider.pod(doomed) is None, "the relisted state")
-    assert provider.status().connected
+    wait_for(lambda: provider.status().connected, "both watches back")
 
 
 def test_watch_metrics_and_status_through_a_registry(
