@@ -20,6 +20,7 @@ from agent.sampler import Clock, Sampler, Sources
 from agent.server import make_app
 from agent.settings import AgentSettings, SourceSettings
 from agent.sources.density import DensitySource
+from agent.sources.kubepods import PodListing
 from agent.sources.meminfo import MeminfoSource
 from agent.sources.pod_cpu import PodCpuSource
 from agent.sources.proc_stat import ProcStatSource
@@ -35,11 +36,12 @@ HEALTHY_MISSED_INTERVALS = 3
 
 
 def host_sources(settings: SourceSettings) -> Sources:
+    pods = PodListing(settings.host_sys / "fs" / "cgroup")  # one listing per cycle for both
     return Sources(
         cpu=ProcStatSource(settings.host_proc),
         memory=MeminfoSource(settings.host_proc),
-        pod_cpu=PodCpuSource(settings.host_sys),
-        density=DensitySource(settings.host_sys),
+        pod_cpu=PodCpuSource(settings.host_sys, listing=pods),
+        density=DensitySource(settings.host_sys, listing=pods),
         rapl=RaplSource(settings.host_sys) if settings.rapl_enabled else None,
     )
 

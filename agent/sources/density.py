@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.sources import SourceError
-from agent.sources.kubepods import count_containers, find_kubepods, list_pod_cgroups
-from agent.sources.pod_cpu import read_small_file
+from agent.sources.kept_open import KeptOpenFiles
+from agent.sources.kubepods import PodListing, count_containers
 
 
 def parse_nr_descendants(data: bytes) -> int:
@@ -49,21 +49,28 @@ class Density:
 class DensitySource:
     name = "density"
 
-    def __init__(self, host_sys: Path = Path("/sys")) -> None:
-        self.cgroup_root = host_sys / "fs" / "cgroup"
+    def __init__(
+        self,
+        host_sys: Path = Path("/sys"),
+        *,
+        listing: PodListing | None = None,
+        files: KeptOpenFiles | None = None,
+    ) -> None:
+        self.listing = listing if listing is not None else PodListing(host_sys / "fs" / "cgroup")
+        self.files = files if files is not None else KeptOpenFiles()
         # pod cgroup path -> (nr_descendants, containers) from the last cycle
         self._known: dict[str, tuple[int, int]] = {}
 
     def sample(self) -> Density:
-        kubepods = find_kubepods(self.cgroup_root)
+        kubepods, pods = self.listing.recent()
         known, self._known = self._known, {}
         containers_by_pod: dict[str, int] = {}
-        for pod in list_pod_cgroups(kubepods.path):
+        for pod in pods:
             descendants = None
             if kubepods.cgroup_version == 2:
                 stat_path = pod.path + "/cgroup.stat"
                 try:
-                    descendants = parse_nr_descendants(read_small_file(stat_path))
+                    descendants = parse_nr_descendants(self.files.read(stat_path))
                 except FileNotFoundError:
                     pass  # deleted since the listing (the listing below tells), or no v2 stat
                 except OSError as exc:
@@ -78,4 +85,5 @@ class DensitySource:
             containers_by_pod[pod.uid] = count
             if descendants is not None:
                 self._known[pod.path] = (descendants, count)
+        self.files.end_cycle()
         return Density(containers_by_pod)

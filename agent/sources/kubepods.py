@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,16 +104,15 @@ def find_kubepods(cgroup_root: Path) -> KubepodsLocation:
     )
 
 
-def _subdirectory_names(path: str) -> list[str]:
-    with os.scandir(path) as entries:
-        return [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
-
-
 def list_pod_cgroups(kubepods: Path) -> list[PodCgroup]:
-    """Every pod cgroup under `kubepods`, across the three QoS classes."""
+    """Every pod cgroup under `kubepods`, across the three QoS classes.
+
+    Names alone decide: cgroup interface files never look like a pod or QoS
+    directory, and skipping a stat per entry halves the cost of the listing.
+    """
     root = str(kubepods)
     try:
-        top = _subdirectory_names(root)
+        top = os.listdir(root)
     except OSError as exc:
         raise SourceError(f"cannot list {root}: {exc.strerror or exc}") from exc
     pods: list[PodCgroup] = []
@@ -125,7 +126,7 @@ def list_pod_cgroups(kubepods: Path) -> list[PodCgroup]:
             continue
         qos_path = f"{root}/{name}"
         try:
-            children = _subdirectory_names(qos_path)
+            children = os.listdir(qos_path)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -154,3 +155,36 @@ def count_containers(pod: PodCgroup) -> int | None:
         for name in names
         if ("." not in name or name.endswith(".scope")) and _CONTAINER_DIR.match(name)
     )
+
+
+class PodListing:
+    """The node's pod cgroups, listed once per cycle for the sources that share it.
+
+    `pod_cpu` lists afresh; `density`, which the sampler reads right after,
+    takes that listing when it is at most `reuse_seconds` old.
+    """
+
+    def __init__(
+        self,
+        cgroup_root: Path,
+        reuse_seconds: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cgroup_root = cgroup_root
+        self.reuse_seconds = reuse_seconds
+        self.monotonic = monotonic
+        self._latest: tuple[float, KubepodsLocation, list[PodCgroup]] | None = None
+
+    def refresh(self) -> tuple[KubepodsLocation, list[PodCgroup]]:
+        self._latest = None
+        location = find_kubepods(self.cgroup_root)
+        pods = list_pod_cgroups(location.path)
+        self._latest = (self.monotonic(), location, pods)
+        return location, pods
+
+    def recent(self) -> tuple[KubepodsLocation, list[PodCgroup]]:
+        if self._latest is not None:
+            taken, location, pods = self._latest
+            if self.monotonic() - taken <= self.reuse_seconds:
+                return location, pods
+        return self.refresh()

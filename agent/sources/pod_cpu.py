@@ -8,11 +8,11 @@ small file per pod is enough: `cpu.stat` `usage_usec` on cgroup v2,
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from agent.sources import SourceError
-from agent.sources.kubepods import find_kubepods, list_pod_cgroups
+from agent.sources.kept_open import KeptOpenFiles
+from agent.sources.kubepods import PodListing
 
 
 def parse_cpu_stat_usage_nanoseconds(data: bytes) -> int:
@@ -41,34 +41,33 @@ _USAGE_FILE = {
 }
 
 
-def read_small_file(path: str) -> bytes:
-    # os.read on a raw descriptor: a buffered text file costs four times as much
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        return os.read(descriptor, 65536)
-    finally:
-        os.close(descriptor)
-
-
 class PodCpuSource:
     """Reads every pod's CPU counter under `<host_sys>/fs/cgroup`; uid -> nanoseconds."""
 
     name = "pod_cpu"
 
-    def __init__(self, host_sys: Path = Path("/sys")) -> None:
-        self.cgroup_root = host_sys / "fs" / "cgroup"
+    def __init__(
+        self,
+        host_sys: Path = Path("/sys"),
+        *,
+        listing: PodListing | None = None,
+        files: KeptOpenFiles | None = None,
+    ) -> None:
+        self.listing = listing if listing is not None else PodListing(host_sys / "fs" / "cgroup")
+        self.files = files if files is not None else KeptOpenFiles()
 
     def sample(self) -> dict[str, int]:
-        kubepods = find_kubepods(self.cgroup_root)
+        kubepods, pods = self.listing.refresh()
         file_name, parse = _USAGE_FILE[kubepods.cgroup_version]
         usage: dict[str, int] = {}
-        for pod in list_pod_cgroups(kubepods.path):
+        for pod in pods:
             path = pod.path + file_name
             try:
-                data = read_small_file(path)
+                data = self.files.read(path)
             except FileNotFoundError:
                 continue  # the pod was deleted between listing and reading
             except OSError as exc:
                 raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
             usage[pod.uid] = parse(data)
+        self.files.end_cycle()
         return usage

@@ -11,7 +11,9 @@ from agent_testkit import (
 
 from agent.sources import SourceError
 from agent.sources.density import Density, DensitySource
+from agent.sources.kept_open import KeptOpenFiles
 from agent.sources.kubepods import (
+    PodListing,
     find_kubepods,
     is_container_dir_name,
     list_pod_cgroups,
@@ -187,3 +189,42 @@ def test_density_lists_a_pod_again_only_when_its_descendants_change(node_copy):
     stat = (pod / "cgroup.stat").read_text()
     (pod / "cgroup.stat").write_text(stat.replace("nr_descendants 3", "nr_descendants 4"))
     assert source.sample().containers_by_pod[UID_BURSTABLE] == 4
+
+
+def test_kept_open_counters_follow_new_values_and_close_for_vanished_pods(node_copy):
+    root = node_copy("v2-systemd-containerd")
+    files = KeptOpenFiles(budget=2)  # fewer than the three pods: the rest is read and closed
+    source = PodCpuSource(root / "sys", files=files)
+    assert source.sample() == EXPECTED_POD_CPU_NANOSECONDS[2]
+    assert len(files) == 2
+    pod = next((root / "sys/fs/cgroup/kubepods.slice").glob("kubepods-pod*.slice"))
+    (pod / "cpu.stat").write_text("usage_usec 7000000\n")
+    assert source.sample()[UID_GUARANTEED] == 7_000_000_000
+    for path in sorted(pod.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    pod.rmdir()
+    assert UID_GUARANTEED not in source.sample()
+    assert len(files) == 1  # the vanished pod's descriptor was closed at the end of the cycle
+    source.sample()
+    assert len(files) == 2  # and the freed place went to the pod read without one
+    files.close()
+    assert len(files) == 0
+
+
+def test_one_listing_serves_both_pod_sources_of_a_cycle():
+    now = [100.0]
+    listing = PodListing(FIXTURES / "v2-systemd-containerd/sys/fs/cgroup", monotonic=lambda: now[0])
+    _, first = listing.refresh()
+    now[0] += 0.01  # density is read right after pod_cpu
+    assert listing.recent()[1] is first
+    now[0] += 15  # the next cycle lists again
+    assert listing.recent()[1] is not first
+    assert listing.refresh()[1] == first
+
+
+def test_density_lists_for_itself_when_pod_cpu_could_not(tmp_path):
+    listing = PodListing(tmp_path / "fs/cgroup")
+    with pytest.raises(SourceError):
+        PodCpuSource(tmp_path, listing=listing).sample()
+    (tmp_path / "fs/cgroup/cpuacct/kubepods").mkdir(parents=True)
+    assert DensitySource(tmp_path, listing=listing).sample() == Density({})
