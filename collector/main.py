@@ -31,7 +31,9 @@ def build_metadata_provider(settings: Settings, registry: CollectorRegistry) -> 
         log.warning("Kubernetes metadata unavailable (%s): using the config file only", exc)
         return static
     try:
-        api_client, choice = kubernetes.load_api_client()
+        api_client, choice = kubernetes.load_api_client(
+            str(settings.kubeconfig) if settings.kubeconfig is not None else None
+        )
     except kubernetes.KubernetesUnavailable as exc:
         log.info("%s: using the config file only", exc)
         return static

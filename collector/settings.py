@@ -88,6 +88,7 @@ class Settings:
     state: StateSettings = field(default_factory=StateSettings)
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     kubernetes: str = "auto"  # "auto": use the Kubernetes API when reachable; "off": static
+    kubeconfig: Path | None = None  # None: in-cluster credentials, else $KUBECONFIG
     log_level: str = "info"
     config_file: Path | None = None
 
@@ -163,6 +164,8 @@ def build_parser() -> configargparse.ArgumentParser:
         default=state.snapshot_interval_seconds, help="seconds between snapshots")
     add("--kubernetes", choices=("auto", "off"), default="auto",
         help="auto: node and pod metadata from the Kubernetes API when reachable")
+    add("--kubeconfig", type=Path,
+        help="kubeconfig to reach the API with (development); default: in-cluster, $KUBECONFIG")
     add("--stale-after", type=_bounded(float, 1.0), metavar="SECONDS",
         default=export.stale_after_seconds, help="drop silent nodes from gauges after this")
     add("--forget-after", type=_bounded(float, 1.0), metavar="SECONDS",
@@ -238,6 +241,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         ),
         profiles=profiles,
         kubernetes=args.kubernetes,
+        kubeconfig=args.kubeconfig,
         log_level=args.log_level,
         config_file=config_path,
     )

@@ -28,7 +28,7 @@ from collector.kubernetes import (
 )
 from collector.main import build_metadata_provider
 from collector.metadata import ProviderStatus, StaticMetadataProvider
-from collector.settings import Settings
+from collector.settings import Settings, parse_settings
 
 # Deleted pods stay attributable for this long (the production default)
 RETAINING_WATCH = dataclasses.replace(FAST_WATCH, deleted_pod_retention_seconds=600.0)
@@ -258,6 +258,17 @@ def test_kubernetes_auto_uses_the_kubeconfig_and_off_does_not(
     # its health metrics are on the registry the app serves
     assert registry.get_sample_value("kubecarbon_kubernetes_synced", {"resource": "pods"}) == 0
     provider.stop()
+
+    # --kubeconfig (or KUBECARBON_KUBECONFIG) instead of $KUBECONFIG
+    monkeypatch.delenv("KUBECONFIG")
+    flagged = build_metadata_provider(
+        parse_settings(["--kubeconfig", str(cluster.admin.kubeconfig)], env={}),
+        CollectorRegistry(),
+    )
+    assert isinstance(flagged, KubernetesMetadataProvider)
+    flagged.stop()
+    from_env = parse_settings([], env={"KUBECARBON_KUBECONFIG": str(cluster.admin.kubeconfig)})
+    assert from_env.kubeconfig == cluster.admin.kubeconfig
 
     off = build_metadata_provider(Settings(kubernetes="off"), CollectorRegistry())
     assert isinstance(off, StaticMetadataProvider)
