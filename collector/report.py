@@ -12,10 +12,11 @@ are typed untyped (they fall when the fleet does worse than the baseline), so
 for them the report takes last minus first, which a collector restart without
 a state file would spoil. Facility energy is operational CO2e divided by the
 region's grid intensity (operational CO2e is facility energy times intensity).
-Averages of gauges
-(servers, utilisation) weight each sample equally; the avoided-CO2e band
-integrates the collector's p05/p50/p95 avoided_co2e_grams_per_hour over the
-period (trapezoids at the step), which is what "period uncertainty" means here.
+Averages of gauges (servers, utilisation) weight each sample equally. The
+avoided-CO2e band is the model's own period uncertainty over totals recovered
+from the counters (`period_band`); the collectors' p05/p50/p95 rate gauges
+integrated over the period are reported beside it and stand in when the
+assumptions cannot be inverted. docs/report.md explains each choice.
 """
 
 from __future__ import annotations
