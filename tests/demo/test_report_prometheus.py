@@ -228,3 +228,25 @@ async def test_a_url_that_is_not_prometheus_is_named(aiohttp_server):
 async def test_bad_arguments_are_refused(args, message):
     code, _, err = await kubecarbon_report("--prometheus", "http://127.0.0.1:9", *args)
     assert code == 2 and message in err
+
+
+async def test_flags_beat_environment_variables(tmp_path):
+    import os
+
+    config = tmp_path / "report.yaml"
+    config.write_text("prometheus: http://127.0.0.1:3\nformat: csv\n")
+    env = {**os.environ, "KUBECARBON_PROMETHEUS": "http://127.0.0.1:2"}
+
+    async def error_with(*args: str, environment: dict[str, str]) -> str:
+        process = await asyncio.create_subprocess_exec(
+            KUBECARBON, "report", *args, env=environment,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(process.communicate(), 60)
+        return err.decode()
+
+    # flag > environment > config file > default
+    assert "127.0.0.1:1" in await error_with("--config", str(config), "--prometheus",
+                                             "http://127.0.0.1:1", environment=env)
+    assert "127.0.0.1:2" in await error_with("--config", str(config), environment=env)
+    assert "127.0.0.1:3" in await error_with("--config", str(config),
+                                             environment=dict(os.environ))
