@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := prometheus chromium chromium-driver
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck unit apt-deps kube-apiserver venv clean
+.PHONY: demo test lint typecheck unit apt-deps kube-apiserver venv clean fuzz
 
 venv: $(STAMP)
 
@@ -45,6 +45,12 @@ unit: $(STAMP) apt-deps kube-apiserver
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The hostile-input fuzz run at full size; `make test` runs the same test with 500 payloads.
+FUZZ_EXAMPLES ?= 10000
+fuzz: $(STAMP)
+	KUBECARBON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/scale/test_fuzz_ingest.py \
+	  -q -s -p no:cacheprovider --timeout=3600
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
