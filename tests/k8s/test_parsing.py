@@ -6,8 +6,10 @@ the same objects through a real server).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -21,6 +23,7 @@ from collector.kubernetes import (
     provider_of_node,
     workload_of_pod,
 )
+from collector.metadata import PodInfo
 
 DNS_LABEL = st.from_regex(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", fullmatch=True)
 POD_TEMPLATE_HASH = st.text(alphabet="bcdfghjklmnpqrstvwxz2456789", min_size=5, max_size=10)
@@ -179,3 +182,28 @@ def test_backoff_jitter_spreads_reconnects() -> None:
         for seed in range(50)
     }
     assert len(delays) > 40  # 50 collectors do not all retry at the same instant
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_real_api_responses_parse_to_profile_and_owner() -> None:
+    # Objects as kube-apiserver 1.20.2 returned them (managedFields and all)
+    node = json.loads((FIXTURES / "node-from-kube-apiserver-1.20.2.json").read_text())
+    info = node_info_from_object(node)
+    assert (info.name, info.provider, info.instance_type) == (
+        "ip-10-0-1-17.eu-west-1.compute.internal",
+        "aws",
+        "m5.2xlarge",
+    )
+    assert (info.region, info.zone) == ("eu-west-1", "eu-west-1a")
+    assert (info.cpu_capacity, info.memory_capacity_bytes) == (8.0, 32408564 * 1024)
+
+    pod = json.loads((FIXTURES / "pod-from-kube-apiserver-1.20.2.json").read_text())
+    assert pod_info_from_object(pod) == PodInfo(
+        uid=pod["metadata"]["uid"],
+        namespace="payments",
+        name="checkout-5d4b8c7f9-x7k2p",
+        workload_kind="Deployment",
+        workload_name="checkout",
+    )
