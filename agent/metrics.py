@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-
-def package_version() -> str:
-    try:
-        return version("kubecarbon")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
+from agent import __version__
 
 
 class AgentMetrics:
@@ -55,4 +48,4 @@ class AgentMetrics:
             ["version"],
             registry=self.registry,
         )
-        self.build_info.labels(version=package_version()).set(1)
+        self.build_info.labels(version=__version__).set(1)

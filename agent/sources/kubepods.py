@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from agent.sources import SourceError
 
@@ -54,8 +55,7 @@ class KubepodsLocation:
     path: Path
 
 
-@dataclass(frozen=True)
-class PodCgroup:
+class PodCgroup(NamedTuple):  # a tuple: built for every pod, so it must be cheap
     uid: str  # as the API server spells it: dashes, lower case
     qos_class: str  # "guaranteed", "burstable" or "besteffort"
     path: str  # a str, not a Path: this runs for every pod in every cycle
@@ -75,6 +75,12 @@ def pod_uid_from_dir_name(name: str) -> str | None:
 def qos_class_from_dir_name(name: str) -> str | None:
     match = _QOS_DIR.match(name)
     return match["qos"] if match else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _pod_cgroup(parent: str, name: str, qos_class: str) -> PodCgroup | None:
+    uid = pod_uid_from_dir_name(name)
+    return None if uid is None else PodCgroup(uid, qos_class, f"{parent}/{name}")
 
 
 def is_container_dir_name(name: str) -> bool:
@@ -117,9 +123,9 @@ def list_pod_cgroups(kubepods: Path) -> list[PodCgroup]:
         raise SourceError(f"cannot list {root}: {exc.strerror or exc}") from exc
     pods: list[PodCgroup] = []
     for name in top:
-        uid = pod_uid_from_dir_name(name)
-        if uid is not None:
-            pods.append(PodCgroup(uid, "guaranteed", f"{root}/{name}"))
+        pod = _pod_cgroup(root, name, "guaranteed")
+        if pod is not None:
+            pods.append(pod)
             continue
         qos = qos_class_from_dir_name(name)
         if qos is None:
@@ -132,9 +138,9 @@ def list_pod_cgroups(kubepods: Path) -> list[PodCgroup]:
         except OSError as exc:
             raise SourceError(f"cannot list {qos_path}: {exc.strerror or exc}") from exc
         for child in children:
-            uid = pod_uid_from_dir_name(child)
-            if uid is not None:
-                pods.append(PodCgroup(uid, qos, f"{qos_path}/{child}"))
+            pod = _pod_cgroup(qos_path, child, qos)
+            if pod is not None:
+                pods.append(pod)
     return pods
 
 

@@ -17,7 +17,11 @@ from agent.sources.kubepods import PodListing
 
 def parse_cpu_stat_usage_nanoseconds(data: bytes) -> int:
     """`usage_usec` of a cgroup v2 `cpu.stat`, in nanoseconds."""
-    for line in data.splitlines():  # usage_usec is the first line on every kernel so far
+    if data.startswith(b"usage_usec "):  # the first line on every kernel so far
+        first_line = data[11 : data.find(b"\n")] if b"\n" in data else data[11:]
+        if first_line.isdigit():
+            return int(first_line) * 1000
+    for line in data.splitlines():
         key, _, value = line.partition(b" ")
         if key == b"usage_usec":
             try:

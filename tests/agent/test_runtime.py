@@ -156,3 +156,11 @@ async def test_sigterm_flushes_the_last_window_and_exits_zero(aiohttp_server):
     assert "undelivered" not in stderr
     assert re.search(r"agent [0-9a-f]{32} for node ip-10-0-1-17", line.decode())
     await server.close()
+
+
+def test_build_info_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import agent
+
+    assert agent.__version__ == version("kubecarbon")
