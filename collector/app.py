@@ -152,6 +152,7 @@ def create_app(
         seqs=SeqTracker(max_agents=settings.dedupe.max_agents,
                         seq_window=settings.dedupe.seq_window),
         clock=clock,
+        hourly_intensity=settings.hourly_intensity,
     )
     exposition = Exposition(state, metadata.status)
     ingest_queue = IngestQueue(state)

@@ -218,6 +218,8 @@ class Exposition:
 
     def _text(self, now: float | None) -> Iterator[str]:
         cache = self._label_text
+        if len(cache) > 2 * len(self.state.nodes) + 1000:
+            cache.clear()  # forgotten nodes' label sets
         for spec, rows in self.families(now):
             name = spec.full_name
             yield f"# HELP {name} {spec.help}\n# TYPE {name} {spec.kind}\n"

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import configargparse
 
+from collector.intensity import HourlyIntensity, load_hourly_intensity
 from collector.profiles import ProfileConfig, parse_profile_config
 
 # Config-file sections that are not flags (handled by collector.profiles).
@@ -87,6 +88,7 @@ class Settings:
     export: ExportSettings = field(default_factory=ExportSettings)
     state: StateSettings = field(default_factory=StateSettings)
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
+    hourly_intensity: HourlyIntensity | None = None  # --grid-intensity-file, loaded
     kubernetes: str = "auto"  # "auto": use the Kubernetes API when reachable; "off": static
     kubeconfig: Path | None = None  # None: in-cluster credentials, else $KUBECONFIG
     log_level: str = "info"
@@ -166,6 +168,8 @@ def build_parser() -> configargparse.ArgumentParser:
         help="auto: node and pod metadata from the Kubernetes API when reachable")
     add("--kubeconfig", type=Path,
         help="kubeconfig to reach the API with (development); default: in-cluster, $KUBECONFIG")
+    add("--grid-intensity-file", type=Path, metavar="CSV",
+        help="hourly grid intensity (region,hour,grams_per_kilowatt_hour) overriding the table")
     add("--stale-after", type=_bounded(float, 1.0), metavar="SECONDS",
         default=export.stale_after_seconds, help="drop silent nodes from gauges after this")
     add("--forget-after", type=_bounded(float, 1.0), metavar="SECONDS",
@@ -218,6 +222,14 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
             profiles = parse_profile_config(config_path)
         except ValueError as exc:
             raise SettingsError(f"config {config_path}: {exc}") from None
+    hourly_intensity = None
+    if args.grid_intensity_file is not None:
+        try:
+            hourly_intensity = load_hourly_intensity(args.grid_intensity_file)
+        except ValueError as exc:
+            raise SettingsError(
+                f"argument --grid-intensity-file: {args.grid_intensity_file}: {exc}"
+            ) from None
     host, port = args.listen
     return Settings(
         server=ServerSettings(listen_host=host, listen_port=port, token_file=args.token_file),
@@ -240,6 +252,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
             state_file=args.state_file, snapshot_interval_seconds=args.snapshot_interval
         ),
         profiles=profiles,
+        hourly_intensity=hourly_intensity,
         kubernetes=args.kubernetes,
         kubeconfig=args.kubeconfig,
         log_level=args.log_level,

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.dedupe import SeqTracker
+from collector.intensity import HourlyIntensity
 from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider
 from collector.model.attribution import attribute_pods
 from collector.model.estimate import POWER_SOURCES, WindowBatch, WindowEstimate, estimate_windows
@@ -28,6 +29,7 @@ from collector.settings import ExportSettings
 
 UNKNOWN = "unknown"
 OTHER = "other"  # where series beyond a cap are added up
+MAX_CACHED_POD_UIDS = 500_000  # pod uid -> group lookups kept between batches
 UNCERTAINTY_DRAWS = 1000
 UNCERTAINTY_SEED = 0  # a fixed seed: the same fleet gives the same band on every scrape
 
@@ -132,8 +134,10 @@ class FleetState:
         export: ExportSettings | None = None,
         seqs: SeqTracker | None = None,
         clock: Callable[[], float] = time.time,
+        hourly_intensity: HourlyIntensity | None = None,
     ) -> None:
         self.profiles = profiles or ProfileConfig()
+        self.hourly_intensity = hourly_intensity
         self.params = params or self.profiles.model
         self.metadata: MetadataProvider = metadata or StaticMetadataProvider()
         self.export = export or ExportSettings()
@@ -211,7 +215,11 @@ class FleetState:
             rapl_joules=np.array([_rapl_joules(r) for r in reports], dtype=np.float64),
         )
         profile_arrays = ProfileArrays.from_profiles([n.profile for n in resolved], self.params)
-        estimate = estimate_windows(batch, profile_arrays, self.params)
+        estimate = estimate_windows(
+            batch, profile_arrays, self.params,
+            self._hourly([n.profile.region for n in resolved],
+                         [(r["start"] + r["end"]) / 2 for r in reports]),
+        )
         # a host outside Kubernetes reports no pods section
         pod_counts = [len(r.get("pods", ())) for r in reports]
         pod_uids = [pod["uid"] for r in reports for pod in r.get("pods", ())]
@@ -328,6 +336,8 @@ class FleetState:
                 workload = (namespace, OTHER, OTHER)
         group_id = self._group_id((namespace, workload))
         if info is not None:
+            if len(self._group_of_uid) >= MAX_CACHED_POD_UIDS:
+                self._group_of_uid.clear()  # pods come and go: start over rather than grow
             self._group_of_uid[uid] = group_id
         return group_id
 
@@ -404,6 +414,14 @@ class FleetState:
             self.collector.forgotten_nodes += 1
         self._latest_version += 1
 
+    def _hourly(
+        self, regions: list[str], midpoints: list[float]
+    ) -> npt.NDArray[np.float64] | None:
+        """Per-window intensity from --grid-intensity-file (NaN: keep the table's)."""
+        if self.hourly_intensity is None:
+            return None
+        return self.hourly_intensity.lookup(regions, midpoints)
+
     def _compute_view(self, live: list[NodeLatest]) -> FleetView:
         batch = WindowBatch(
             duration_seconds=np.array([n.duration_seconds for n in live], dtype=np.float64),
@@ -413,7 +431,11 @@ class FleetState:
             rapl_joules=np.array([n.rapl_joules for n in live], dtype=np.float64),
         )
         profile_arrays = ProfileArrays.from_profiles([n.profile for n in live], self.params)
-        estimate = estimate_windows(batch, profile_arrays, self.params)
+        estimate = estimate_windows(
+            batch, profile_arrays, self.params,
+            self._hourly([n.profile.region for n in live],
+                         [n.window_end - n.duration_seconds / 2 for n in live]),
+        )
         gauges = fleet_gauges(batch, estimate, self.params)
         quantiles = (
             avoided_co2e_rate_quantiles(
