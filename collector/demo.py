@@ -22,9 +22,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 import aiohttp
 import configargparse
@@ -59,8 +59,8 @@ def _listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _positive(kind: type, low: float) -> object:
-    def convert(value: str) -> float:
+def _at_least(kind: type, low: float) -> Callable[[str], Any]:
+    def convert(value: str) -> Any:
         try:
             number = kind(value)
         except ValueError:
@@ -85,11 +85,11 @@ def build_parser() -> configargparse.ArgumentParser:
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--simulate-nodes", type=_positive(int, 0), default=defaults.simulate_nodes,
+    add("--simulate-nodes", type=_at_least(int, 0), default=defaults.simulate_nodes,
         metavar="N", help="simulated nodes of mixed clouds, bare metal and regions (0: none)")
-    add("--duration", type=_positive(float, 1.0), metavar="SECONDS",
+    add("--duration", type=_at_least(float, 1.0), metavar="SECONDS",
         help="stop after this long and exit 0 (default: run until Ctrl-C)")
-    add("--interval", type=_positive(float, 1.0), default=defaults.interval_seconds,
+    add("--interval", type=_at_least(float, 1.0), default=defaults.interval_seconds,
         metavar="SECONDS", help="agent window, fleet window and summary period")
     add("--listen", type=_listen, default=f"{defaults.listen_host}:{defaults.listen_port}",
         help="HOST:PORT for the collector (port 0: any free port)")
@@ -124,7 +124,10 @@ def summary_line(snapshot: Snapshot) -> str:
 
     def kg(quantile: str) -> str:
         grams = band.get(quantile)
-        return "n/a" if grams is None else f"{grams / 1000:,.1f}"
+        if grams is None:
+            return "n/a"
+        text = f"{grams / 1000:,.1f}"
+        return "0.0" if text == "-0.0" else text  # a rounded-away sign says nothing
 
     clock = time.strftime("%H:%M:%S", time.localtime(snapshot.timestamp))
     return (

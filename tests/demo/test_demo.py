@@ -134,6 +134,9 @@ def test_summary_line_and_node_name():
     assert match and match.groups()[1:] == (
         "43.2", "55.1", "160.2", "105.2", "48.30", "39.1", "20.1", "60.3")
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", this_node_name())
+    near_zero = Snapshot(**{**snapshot.__dict__, "avoided_co2e_grams_per_hour": {
+        "0.05": -40.0, "0.5": 900.0, "0.95": 2_700.0}})
+    assert summary_line(near_zero).endswith("(p05-p95 0.0 to 2.7)")
 
 
 @pytest.mark.slow
