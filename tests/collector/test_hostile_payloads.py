@@ -230,6 +230,7 @@ async def test_status_codes_name_the_problem(aiohttp_client, clock):
         assert (response.status, error.split(": ")[0]) == (status, field), (name, error)
 
 
+VALIDATOR = BatchValidator.for_limits(IngestLimits())  # compiling the schema takes a while
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda children: st.lists(children, max_size=4)
@@ -242,7 +243,7 @@ json_values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_any_json_document_is_refused_with_a_4xx(document):
-    validator = BatchValidator.for_limits(IngestLimits())
+    validator = VALIDATOR
     with pytest.raises(IngestError) as refused:
         validator.parse(json.dumps(document).encode())
     assert 400 <= refused.value.status < 500
@@ -252,7 +253,7 @@ def test_any_json_document_is_refused_with_a_4xx(document):
 @given(st.sampled_from(FIELDS), st.one_of(st.none(), st.booleans(), st.text(max_size=3),
                                           st.floats(max_value=-1e-9), st.lists(st.integers())))
 def test_any_wrong_typed_field_is_refused(path, wrong):
-    validator = BatchValidator.for_limits(IngestLimits())
+    validator = VALIDATOR
     if path == ("pods",) and wrong == []:
         return  # a report without pods is valid
     if isinstance(wrong, str) and wrong and path[-1] in ("node", "agent_id", "uid"):
