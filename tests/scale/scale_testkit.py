@@ -19,7 +19,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,16 +235,26 @@ class PrometheusProcess:
             time.sleep(0.2)
 
 
+def by_agent(body: bytes, upstreams: int) -> int:
+    """Session affinity: every request of an agent goes to the same upstream."""
+    agent_id = orjson.loads(body)["reports"][0]["agent_id"]
+    return zlib.crc32(agent_id.encode()) % upstreams
+
+
 class RoundRobinProxy:
     """A tiny reverse proxy for POST /api/v1/reports: request i goes to upstream i mod n.
 
     Stands in for a Kubernetes Service in front of collector replicas (kube-proxy
-    spreads connections; this spreads every request, the harder case). An upstream
-    that cannot be reached answers 502, which agents retry.
+    spreads connections; this spreads every request, the harder case). With
+    `route=by_agent` it behaves like a Service with sessionAffinity: ClientIP instead
+    (each agent is one pod IP). An upstream that cannot be reached answers 502, which
+    agents retry.
     """
 
-    def __init__(self, upstreams: Sequence[str]) -> None:
+    def __init__(self, upstreams: Sequence[str],
+                 route: Callable[[bytes, int], int] | None = None) -> None:
         self.upstreams = list(upstreams)
+        self.route = route
         self._next = itertools.count()
         self.forwarded: list[int] = [0] * len(self.upstreams)
         self.unreachable = 0  # requests answered 502 because the upstream could not be reached
@@ -259,8 +270,9 @@ class RoundRobinProxy:
     async def _forward(self, request: web.Request) -> web.Response:
         if self._session is None:
             self._session = aiohttp.ClientSession(auto_decompress=False)
-        index = next(self._next) % len(self.upstreams)
         body = await request.read()
+        index = (self.route(body, len(self.upstreams)) if self.route is not None
+                 else next(self._next) % len(self.upstreams))
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() in ("content-type", "content-encoding", "authorization")}
         try:
