@@ -355,3 +355,17 @@ async def test_nodes_silent_beyond_forget_after_lose_every_series(aiohttp_client
     # a report from the forgotten node starts its series again
     await client.post("/api/v1/reports", data=body_of(make_report(seq=2)), headers=JSON)
     assert 'node="ip-10-0-1-17"' in await metrics_text(client)
+
+
+async def test_token_from_the_token_file(aiohttp_client, clock, tmp_path):
+    from collector.settings import ServerSettings
+
+    token_file = tmp_path / "token"
+    token_file.write_text("  from-a-secret\n")  # Kubernetes secrets often end in a newline
+    settings = Settings(server=dataclasses.replace(ServerSettings(), token_file=token_file))
+    client = await aiohttp_client(create_app(settings, clock=clock, status_page=False))
+    body = body_of(make_report())
+    assert (await client.post("/api/v1/reports", data=body, headers=JSON)).status == 401
+    ok = await client.post("/api/v1/reports", data=body,
+                           headers={**JSON, "Authorization": "Bearer from-a-secret"})
+    assert ok.status == 200
