@@ -227,10 +227,8 @@ class ReflectorState:
     reconnects_total: int = 0
     errors_total: int = 0
     last_sync_timestamp_seconds: float | None = None  # end of the last complete list
-    last_event_timestamp_seconds: float | None = None
     disconnected_since_seconds: float | None = None
     last_error: str = ""
-    resource_version: str | None = None
 
 
 class _Backoff:
@@ -362,7 +360,6 @@ class _Reflector(Generic[V]):
             state.synced = True
             state.relists_total += 1
             state.last_sync_timestamp_seconds = now
-            state.resource_version = resource_version
             self._mark_connected_locked()
         log.info("%s: listed %d at resourceVersion %s", self.resource, len(fresh), resource_version)
         return resource_version
@@ -432,9 +429,6 @@ class _Reflector(Generic[V]):
                     f"resourceVersion {resource_version} expired: {obj.get('message')}"
                 )
             raise ApiException(status=obj.get("code"), reason=str(obj.get("message")))
-        with self._lock:
-            self._state.resource_version = new_version
-            self._state.last_event_timestamp_seconds = self._clock()
         return str(new_version)
 
     def _mark_connected_locked(self) -> None:
@@ -521,7 +515,12 @@ class KubernetesMetadataProvider:
             return info
         with self._deleted_lock:
             deleted = self._deleted_pods.get(uid)
-        return deleted[1] if deleted is not None else None
+        if deleted is None:
+            return None
+        deleted_at, info = deleted
+        if self._clock() - deleted_at > self._settings.deleted_pod_retention_seconds:
+            return None
+        return info
 
     def status(self) -> ProviderStatus:
         states = self.reflector_states()

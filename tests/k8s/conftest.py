@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -94,9 +95,11 @@ def start_provider() -> Iterator[ProviderFactory]:
     """Starts providers from a kubeconfig; stops them and checks no watch thread is left."""
     started: list[KubernetesMetadataProvider] = []
 
-    def start(kubeconfig: Path, settings: WatchSettings = FAST_WATCH) -> KubernetesMetadataProvider:
+    def start(
+        kubeconfig: Path, settings: WatchSettings = FAST_WATCH, **options: Any
+    ) -> KubernetesMetadataProvider:
         api_client, _ = load_api_client(str(kubeconfig))
-        provider = KubernetesMetadataProvider(api_client, settings)
+        provider = KubernetesMetadataProvider(api_client, settings, **options)
         provider.start()
         started.append(provider)
         return provider

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from k8s_harness import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from collector.kubernetes import KubernetesMetadataProvider, KubernetesWatchMetrics, WatchSettings
+from collector.kubernetes import KubernetesMetadataProvider, KubernetesWatchMetrics
 from collector.metadata import MetadataProvider, PodInfo, ProviderStatus
 
 # 2025-11-25 10:30 UTC in minutes since the epoch, as the CronJob controller names Jobs
@@ -177,8 +178,13 @@ def test_deleted_pods_stay_resolvable_for_the_retention_period(
     cluster: object, objects: ClusterObjects, start_provider: ProviderFactory
 ) -> None:
     # Agents report a pod's last window after the pod is gone from the API.
-    settings = WatchSettings(**{**vars(FAST_WATCH), "deleted_pod_retention_seconds": 600.0})
-    provider = start_provider(cluster.admin.kubeconfig, settings)  # type: ignore[attr-defined]
+    settings = dataclasses.replace(FAST_WATCH, deleted_pod_retention_seconds=600.0)
+    clock = [time.time()]
+    provider = start_provider(
+        cluster.admin.kubeconfig,  # type: ignore[attr-defined]
+        settings,
+        clock=lambda: clock[0],
+    )
     namespace = objects.namespace()
     node = objects.node()
     uid = objects.pod(namespace, node, name="short-lived", owner=("DaemonSet", "agent"))
@@ -186,7 +192,10 @@ def test_deleted_pods_stay_resolvable_for_the_retention_period(
     live_before = provider.reflector_states()[1].objects
     objects.delete_pod(namespace, "short-lived")
     wait_for(lambda: provider.reflector_states()[1].objects == live_before - 1, "the delete event")
+    clock[0] += 599
     assert _workload(provider, uid) == ("DaemonSet", "agent")
+    clock[0] += 2  # and not longer
+    assert provider.pod(uid) is None
 
 
 def _status_if(
