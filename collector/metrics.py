@@ -356,7 +356,9 @@ def metrics_doc() -> str:
         "counters keep their totals. After a restart, counters resume from the state "
         "snapshot (`--state-file`).",
         "",
-        "The process's own `process_*` and `python_*` metrics (prometheus_client) follow.",
+        "The process's own `process_*` and `python_*` metrics (prometheus_client) follow, and "
+        "with the Kubernetes metadata provider its `kubecarbon_kubernetes_*` metrics "
+        "(listed in docs/kubernetes.md).",
         "",
         "| metric | type | unit | labels | meaning |",
         "|---|---|---|---|---|",
