@@ -28,6 +28,7 @@ from collector.kubernetes import (
 )
 from collector.main import build_metadata_provider
 from collector.metadata import ProviderStatus, StaticMetadataProvider
+from collector.profiles import parse_profile_document
 from collector.settings import Settings, parse_settings
 
 # Deleted pods stay attributable for this long (the production default)
@@ -89,17 +90,19 @@ async def readiness(client: Any) -> tuple[int, dict[str, Any]]:
     return response.status, await response.json()
 
 
-AppFactory = Callable[[KubernetesMetadataProvider], Awaitable[Any]]
+AppFactory = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture
 def collector_client(aiohttp_client: Any) -> AppFactory:
-    async def start(provider: KubernetesMetadataProvider) -> Any:
+    async def start(provider: KubernetesMetadataProvider, settings: Settings | None = None) -> Any:
         registry = CollectorRegistry()
         registry.register(KubernetesWatchMetrics(provider))
         # The app starts the provider with itself and stops it on shutdown.
         return await aiohttp_client(
-            create_app(Settings(), metadata=provider, registry=registry, status_page=False)
+            create_app(
+                settings or Settings(), metadata=provider, registry=registry, status_page=False
+            )
         )
 
     return start
@@ -278,3 +281,43 @@ def test_kubernetes_auto_uses_the_kubeconfig_and_off_does_not(
         fallback = build_metadata_provider(Settings(kubernetes="auto"), CollectorRegistry())
     assert isinstance(fallback, StaticMetadataProvider)
     assert "no Kubernetes credentials" in caplog.text
+
+
+async def test_config_file_profiles_override_what_the_cluster_says(
+    cluster: Any, objects: ClusterObjects, collector_client: AppFactory
+) -> None:
+    # A rack of on-prem servers that its labels call a cloud VM type; the config knows better.
+    labels = {
+        "node.kubernetes.io/instance-type": "m5.2xlarge",
+        "topology.kubernetes.io/region": "eu-west-1",
+        "topology.kubernetes.io/zone": "dc1-rack7",
+    }
+    overridden = objects.node(labels=labels, provider_id="aws:///eu-west-1a/i-0def")
+    untouched = objects.node(labels={**labels, "topology.kubernetes.io/zone": "eu-west-1a"})
+    profiles = parse_profile_document(
+        {
+            "profiles": [
+                {
+                    "match": {"labels": {"topology.kubernetes.io/zone": "dc1-rack7"}},
+                    "provider": "baremetal",
+                    "instance_type": "r740",
+                    "region": "china-east",
+                }
+            ]
+        }
+    )
+    provider = _provider(cluster.admin.kubeconfig)
+    client = await collector_client(provider, Settings(profiles=profiles))
+    await wait_for_async(lambda: _ready(client), "/readyz 200")
+    for node in (overridden, untouched):
+        await Agent(client, node).report({})
+    series = samples(await metrics(client), "kubecarbon_node_energy_joules_total")
+    by_node = {dict(labels)["node"]: dict(labels) for labels in series}
+    assert (by_node[overridden]["instance_type"], by_node[overridden]["region"]) == (
+        "r740",
+        "china-east",
+    )
+    assert (by_node[untouched]["instance_type"], by_node[untouched]["region"]) == (
+        "m5.2xlarge",
+        "eu-west-1",
+    )
