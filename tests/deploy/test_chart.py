@@ -486,3 +486,15 @@ def test_notes_say_where_to_look_next(render_module):
     assert "a ServiceMonitor and a PodMonitor were created" in full
     assert "PrometheusRule kubecarbon" in full and "grafana_dashboard=\"1\"" in full
     assert "UID 0" in full
+
+
+def test_collector_down_alert_watches_the_job_the_service_monitor_creates(render_module):
+    values = {"fullnameOverride": "carbon", "serviceMonitor": {"enabled": True},
+              "prometheusRule": {"enabled": True}}
+    objects = render_module.manifest_objects(render_module.render_chart(values, release="prod"))
+    # prometheus-operator names the job after the Service the ServiceMonitor selects.
+    job = find(objects, "Service")["metadata"]["name"]
+    assert job == "carbon-collector"
+    (down,) = [rule for group in find(objects, "PrometheusRule")["spec"]["groups"]
+               for rule in group["rules"] if rule.get("alert") == "KubecarbonCollectorDown"]
+    assert f'up{{job=~"{job}"}} == 0' in down["expr"]
