@@ -45,9 +45,6 @@ from collector.kubernetes import KubernetesMetadataProvider, WatchSettings
 ProviderFactory = Callable[..., KubernetesMetadataProvider]
 
 APISERVER_VERSION = "1.20.2"
-DEFAULT_APISERVER_BINARY = Path(
-    f"/var/cache/kubecarbon/kube-apiserver-{APISERVER_VERSION}/kube-apiserver"
-)
 ADMIN_USER = "kubecarbon-test-admin"
 # A user with no groups: it can do only what a test binds to it.
 COLLECTOR_USER = "kubecarbon-test-collector"
@@ -115,8 +112,6 @@ class UserCredentials:
 
 class LocalCluster:
     """etcd + kube-apiserver in `workdir`; start(), stop_apiserver(), start_apiserver(), close()."""
-
-    can_restart = True
 
     def __init__(self, workdir: Path, apiserver_binary: Path, etcd_binary: Path) -> None:
         self.workdir = workdir
@@ -276,13 +271,8 @@ class LocalCluster:
 class ExternalCluster:
     """A cluster the user points at; the collector user is a ServiceAccount token."""
 
-    can_restart = False
-
     def __init__(self, kubeconfig: Path) -> None:
         self.admin = UserCredentials("kubeconfig", "", kubeconfig)
-
-    def close(self) -> None:
-        pass
 
 
 class CuttableProxy:
