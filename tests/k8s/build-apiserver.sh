@@ -6,7 +6,7 @@
 #   tests/k8s/build-apiserver.sh            # prints the binary's path on stdout
 #   KUBECARBON_APISERVER_CACHE=/some/dir tests/k8s/build-apiserver.sh
 #
-# Needs root for apt-get (Debian packages: etcd-server, golang-go, rsync, jq,
+# Needs root for apt-get (Debian packages: etcd-server, golang-go, gcc, libc6-dev, rsync, jq,
 # dpkg-dev, golang-github-modern-go-reflect2-dev) on first use.
 set -euo pipefail
 
@@ -14,7 +14,8 @@ KUBERNETES_VERSION=1.20.2
 CACHE_ROOT=${KUBECARBON_APISERVER_CACHE:-/var/cache/kubecarbon}
 CACHE_DIR=$CACHE_ROOT/kube-apiserver-$KUBERNETES_VERSION
 BINARY=$CACHE_DIR/kube-apiserver
-APT_PACKAGES=(etcd-server golang-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev)
+# gcc and libc6-dev: golang-go only recommends them, and the build tools use cgo.
+APT_PACKAGES=(etcd-server golang-go gcc libc6-dev rsync jq dpkg-dev golang-github-modern-go-reflect2-dev)
 # Bookworm's deb822 sources file lists only binary packages; this adds the sources.
 DEB_SRC_FILE=/etc/apt/sources.list.d/kubecarbon-deb-src.sources
 
