@@ -54,7 +54,8 @@ def child_environment() -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running(name: str, argv: list[str], logs: Path) -> AsyncIterator[Path]:
+async def running(name: str, argv: list[str],
+                  logs: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     """A child process for the duration of the block; stopped (SIGTERM, then SIGKILL) after."""
     log_path = logs / f"{name}.log"
     with log_path.open("wb") as log:
@@ -62,7 +63,7 @@ async def running(name: str, argv: list[str], logs: Path) -> AsyncIterator[Path]
             *argv, stdout=log, stderr=asyncio.subprocess.STDOUT, env=child_environment(),
             cwd=logs)
         try:
-            yield log_path
+            yield process
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGTERM)
@@ -160,6 +161,7 @@ class Stack:
     session: aiohttp.ClientSession
     prometheus: PrometheusAPI
     logs: Path
+    collector: asyncio.subprocess.Process
     feeder: asyncio.Task[None] | None = None
 
     async def has(self, expr: str) -> bool:
@@ -185,7 +187,7 @@ async def e2e_stack(tmp_path: Path, render_module: Any,
     prometheus_address = f"127.0.0.1:{free_port()}"
     config = write_prometheus_config(tmp_path, render_module, collector, agent)
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(running("collector", [
+        collector_process = await stack.enter_async_context(running("collector", [
             sys.executable, "-m", "collector", "--listen", collector, "--kubernetes", "off",
             "--config", str(tmp_path / "collector.yaml"),
             "--token-file", str(tmp_path / "token"), "--state-file", str(tmp_path / "state.json"),
@@ -210,7 +212,7 @@ async def e2e_stack(tmp_path: Path, render_module: Any,
         ], tmp_path))
         prometheus = PrometheusAPI(session, f"http://{prometheus_address}")
         await wait_until("Prometheus /-/ready", prometheus.ready, 60, tmp_path)
-        handles = Stack(session, prometheus, tmp_path)
+        handles = Stack(session, prometheus, tmp_path, collector_process)
         if fleet is not None:
             handles.feeder = asyncio.create_task(
                 feed(fleet, session, f"http://{collector}/api/v1/reports", token))
@@ -256,6 +258,10 @@ async def test_prometheus_scrapes_evaluates_rules_and_fires_on_collapse(tmp_path
         assert await prometheus.alert_states("KubecarbonFleetUtilisationLow") == set()
         (avoided,) = await prometheus.query("kubecarbon:avoided_servers:sum")
         assert float(avoided["value"][1]) > 0
+        # Everything reports and nothing is refused: these stay silent.
+        for quiet in ("KubecarbonCollectorDown", "KubecarbonReportsRejected",
+                      "KubecarbonAgentMissing", "KubecarbonAvoidedServersDropped"):
+            assert await prometheus.alert_states(quiet) == set(), quiet
 
         # The real agent's node is the one node without a profile in the collector's config.
         (unpriced,) = await prometheus.query("sum(kubecarbon_collector_default_profile_nodes)")
@@ -279,6 +285,17 @@ async def test_prometheus_scrapes_evaluates_rules_and_fires_on_collapse(tmp_path
             'ALERTS{alertname="KubecarbonFleetUtilisationLow",alertstate="pending"}[5m]')
         (collapsed,) = await prometheus.query("kubecarbon:fleet_cpu_usage:ratio")
         assert float(collapsed["value"][1]) < 0.3
+
+        # The collector goes away: KubecarbonCollectorDown fires.
+        assert stack.feeder is not None
+        await _cancel(stack.feeder)
+        stack.collector.terminate()
+        await stack.collector.wait()
+
+        async def collector_down_fires() -> bool:
+            return "firing" in await prometheus.alert_states("KubecarbonCollectorDown")
+
+        await wait_until("KubecarbonCollectorDown to fire", collector_down_fires, 30, tmp_path)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
