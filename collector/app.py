@@ -138,14 +138,14 @@ def create_app(
     A metadata provider with `start()`/`stop()` methods (the Kubernetes one) is started
     when the app starts and stopped when it shuts down.
     """
-    settings = settings or Settings()
-    metadata = metadata or StaticMetadataProvider()
+    settings = settings if settings is not None else Settings()
+    metadata = metadata if metadata is not None else StaticMetadataProvider()
     registry = registry if registry is not None else default_registry()
     if token is None and settings.server.token_file is not None:
         token = read_token(settings.server.token_file)
     validator = BatchValidator.for_limits(settings.limits)
     state = FleetState(
-        params=params or settings.profiles.model,
+        params=params if params is not None else settings.profiles.model,
         profiles=settings.profiles,
         metadata=metadata,
         export=settings.export,

@@ -149,8 +149,11 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec("collector_stale_nodes", G, "nodes", (),
           "Nodes seen before but silent longer than --stale-after (out of gauges, "
           "counters kept)."),
-    _spec("collector_forgotten_nodes_total", C, "nodes", (),
-          "Nodes whose series were dropped after --forget-after of silence."),
+    _spec("collector_forgotten_nodes_total", C, "nodes", ("reason",),
+          "Nodes whose series were all dropped: reason=\"silent\" after --forget-after "
+          "without a report, reason=\"cap\" as the least recently seen past --max-nodes.",
+          "A steady rise of reason=\"cap\" means --max-nodes is below the fleet's size: "
+          "nodes then lose their series between reports."),
     _spec("collector_series_capped_pod_rows_total", C, "pod rows", ("series",),
           "Pod rows added to an \"other\" series because a series cap was reached "
           "(series=\"workload\" or \"pod\")."),
@@ -315,7 +318,9 @@ class Exposition:
         ]
         yield SPECS["collector_live_nodes"], [((), len(view.live))]
         yield SPECS["collector_stale_nodes"], [((), view.stale_count)]
-        yield SPECS["collector_forgotten_nodes_total"], [((), counters.forgotten_nodes)]
+        yield SPECS["collector_forgotten_nodes_total"], [
+            ((reason,), count) for reason, count in sorted(counters.forgotten_nodes.items())
+        ]
         yield SPECS["collector_series_capped_pod_rows_total"], [
             ((series,), count) for series, count in sorted(counters.capped_pod_rows.items())
         ]

@@ -65,6 +65,7 @@ class ExportSettings:
 
     stale_after_seconds: float = 300.0  # silent nodes leave gauges and fleet sums after this
     forget_after_seconds: float = 86_400.0  # and every series, counters too, after this
+    max_nodes: int = 50_000  # beyond it the least recently seen nodes are forgotten
     per_pod_series: bool = False  # off by default: one series per pod is high cardinality
     max_workload_series: int = 10_000  # further workloads add to workload="other"
     max_pod_series: int = 10_000  # further pods add to pod="other" (when per-pod is on)
@@ -175,6 +176,8 @@ def build_parser() -> configargparse.ArgumentParser:
     add("--forget-after", type=_bounded(float, 1.0), metavar="SECONDS",
         default=export.forget_after_seconds,
         help="drop every series of a node silent this long (nodes scaled away)")
+    add("--max-nodes", type=_bounded(int, 1), default=export.max_nodes,
+        help="nodes kept; beyond it the least recently seen are forgotten (stale ones first)")
     add("--per-pod-series", type=_boolean, default=export.per_pod_series, metavar="BOOL",
         help="export per-pod counters (high cardinality)")
     add("--max-workload-series", type=_bounded(int, 0), default=export.max_workload_series,
@@ -244,6 +247,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         export=ExportSettings(
             stale_after_seconds=args.stale_after,
             forget_after_seconds=args.forget_after,
+            max_nodes=args.max_nodes,
             per_pod_series=args.per_pod_series,
             max_workload_series=args.max_workload_series,
             max_pod_series=args.max_pod_series,

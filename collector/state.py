@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,7 +45,6 @@ class NodeCounters:
     idle_energy_joules: float = 0.0
     co2e_grams: float = 0.0  # operational: facility energy * grid intensity
     embodied_co2e_grams: float = 0.0
-    last_seen: float = 0.0  # collector clock at the last report: forgetting is judged by it
 
     def as_list(self) -> list[float]:
         return [self.energy_joules, self.idle_energy_joules, self.co2e_grams,
@@ -83,7 +83,7 @@ class CollectorCounters:
     snapshot_writes: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     snapshot_last_success_timestamp_seconds: float = 0.0
     snapshot_restore: str = "disabled"  # disabled, restored, missing, corrupt
-    forgotten_nodes: int = 0
+    forgotten_nodes: dict[str, int] = field(default_factory=lambda: {"silent": 0, "cap": 0})
 
 
 @dataclass
@@ -136,12 +136,15 @@ class FleetState:
         clock: Callable[[], float] = time.time,
         hourly_intensity: HourlyIntensity | None = None,
     ) -> None:
-        self.profiles = profiles or ProfileConfig()
+        self.profiles = profiles if profiles is not None else ProfileConfig()
         self.hourly_intensity = hourly_intensity
         self.params = params or self.profiles.model
-        self.metadata: MetadataProvider = metadata or StaticMetadataProvider()
-        self.export = export or ExportSettings()
-        self.seqs = seqs or SeqTracker()
+        self.metadata: MetadataProvider = (
+            metadata if metadata is not None else StaticMetadataProvider()
+        )
+        self.export = export if export is not None else ExportSettings()
+        # `is None`, not `or`: an empty SeqTracker is falsy (it has a length)
+        self.seqs = seqs if seqs is not None else SeqTracker()
         self.clock = clock
         self.nodes: dict[NodeLabels, NodeCounters] = {}
         self.latest: dict[str, NodeLatest] = {}
@@ -149,6 +152,10 @@ class FleetState:
         self.fleet = FleetCounters()
         self.collector = CollectorCounters()
         self._resolved: dict[str, tuple[NodeInfo | None, ResolvedNode]] = {}
+        # node -> collector time of its last report, least recently seen first: the order
+        # in which --forget-after and --max-nodes drop nodes
+        self._node_seen: OrderedDict[str, float] = OrderedDict()
+        self._node_labels: dict[str, set[NodeLabels]] = {}
         # Pod usage is summed per group, (namespace, workload key or None when workload series
         # are off), in one array: a batch adds to it with a few numpy calls, whatever the
         # number of pods. Namespace and workload totals are sums over groups.
@@ -242,6 +249,7 @@ class FleetState:
         fleet.avoided_operational_co2e_grams += float(estimate.avoided_operational_co2e_grams.sum())
         fleet.avoided_embodied_co2e_grams += float(estimate.avoided_embodied_co2e_grams.sum())
         self._latest_version += 1
+        self._enforce_node_cap()
 
     def _apply_node(
         self,
@@ -267,7 +275,9 @@ class FleetState:
         counters.idle_energy_joules += float(estimate.idle_energy_joules[i])
         counters.co2e_grams += float(estimate.operational_co2e_grams[i])
         counters.embodied_co2e_grams += float(estimate.embodied_co2e_grams[i])
-        counters.last_seen = now
+        self._node_labels.setdefault(node, set()).add(labels)
+        self._node_seen[node] = now
+        self._node_seen.move_to_end(node)
         if resolved.on_default_profile:
             self.collector.default_profile_reports += 1
         previous = self.latest.get(node)
@@ -402,16 +412,28 @@ class FleetState:
         flat counter for every node that ever existed.
         """
         horizon = now - self.export.forget_after_seconds
-        forgotten = [labels for labels, c in self.nodes.items() if c.last_seen < horizon]
-        if not forgotten:
-            return
-        for labels in forgotten:
-            del self.nodes[labels]
-        kept = {labels[0] for labels in self.nodes}
-        for node in {labels[0] for labels in forgotten} - kept:
-            self.latest.pop(node, None)
-            self._resolved.pop(node, None)
-            self.collector.forgotten_nodes += 1
+        while self._node_seen:
+            node, seen = next(iter(self._node_seen.items()))
+            if seen >= horizon:
+                break
+            self._forget(node, "silent")
+
+    def _enforce_node_cap(self) -> None:
+        """Past --max-nodes, drop the least recently seen nodes (stale ones come first).
+
+        A dropped node that reports again starts its counters from zero, which Prometheus
+        reads as a counter reset; its earlier totals stay in Prometheus.
+        """
+        while len(self._node_seen) > self.export.max_nodes:
+            self._forget(next(iter(self._node_seen)), "cap")
+
+    def _forget(self, node: str, reason: str) -> None:
+        del self._node_seen[node]
+        for labels in self._node_labels.pop(node, ()):
+            self.nodes.pop(labels, None)
+        self.latest.pop(node, None)
+        self._resolved.pop(node, None)
+        self.collector.forgotten_nodes[reason] += 1
         self._latest_version += 1
 
     def _hourly(
@@ -462,7 +484,12 @@ class FleetState:
         """JSON-ready counters and dedupe state (gauges rebuild from the next reports)."""
         collector = self.collector
         return {
-            "nodes": [[*labels, *c.as_list(), c.last_seen] for labels, c in self.nodes.items()],
+            # labels, counters, last seen; least recently seen node first
+            "nodes": [
+                [*labels, *self.nodes[labels].as_list(), seen]
+                for node, seen in self._node_seen.items()
+                for labels in sorted(self._node_labels[node])
+            ],
             # namespace, workload_kind, workload ("" when workload series were off), sums
             "groups": [
                 [namespace, *(workload[1:] if workload else ("", "")),
@@ -482,10 +509,17 @@ class FleetState:
 
     def restore_snapshot(self, data: Mapping[str, Any]) -> None:
         """Load `to_snapshot` output (already schema-checked); replaces all counters."""
-        nodes = {tuple(row[:4]): NodeCounters(*row[4:]) for row in data["nodes"]}
+        nodes = {tuple(row[:4]): NodeCounters(*row[4:8]) for row in data["nodes"]}
+        node_seen: dict[str, float] = {}
+        node_labels: dict[str, set[NodeLabels]] = {}
+        for row in data["nodes"]:
+            node_seen[row[0]] = max(row[8], node_seen.get(row[0], row[8]))
+            node_labels.setdefault(row[0], set()).add(tuple(row[:4]))
         pods = {tuple(row[:2]): UsageCounters(*row[2:]) for row in data["pods"]}
         self.seqs.restore(data["seqs"])
         self.nodes = nodes
+        self._node_labels = node_labels
+        self._node_seen = OrderedDict(sorted(node_seen.items(), key=lambda item: item[1]))
         self.pods = pods
         self._group_of_uid, self._groups, self._group_ids, self._capped_groups = {}, [], {}, []
         self._group_sums = np.zeros((3, max(64, len(data["groups"]))))

@@ -22,7 +22,7 @@ from collector_testkit import (
 )
 
 from collector.app import create_app
-from collector.settings import ExportSettings, Settings
+from collector.settings import DedupeSettings, ExportSettings, Settings
 
 NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
         "power_source": "cloud_linear"}
@@ -350,7 +350,7 @@ async def test_nodes_silent_beyond_forget_after_lose_every_series(aiohttp_client
     text = await metrics_text(client)
     assert 'node="ip-10-0-1-17"' not in text
     assert 'node="ip-10-0-1-18"' in text
-    assert value(text, "kubecarbon_collector_forgotten_nodes_total") == 1
+    assert value(text, "kubecarbon_collector_forgotten_nodes_total", reason="silent") == 1
     assert value(text, "kubecarbon_collector_stale_nodes") == 0
     # a report from the forgotten node starts its series again
     await client.post("/api/v1/reports", data=body_of(make_report(seq=2)), headers=JSON)
@@ -369,3 +369,23 @@ async def test_token_from_the_token_file(aiohttp_client, clock, tmp_path):
     ok = await client.post("/api/v1/reports", data=body,
                            headers={**JSON, "Authorization": "Bearer from-a-secret"})
     assert ok.status == 200
+
+
+async def test_max_nodes_forgets_the_least_recently_seen(aiohttp_client, clock):
+    settings = Settings(export=dataclasses.replace(ExportSettings(), max_nodes=2),
+                        dedupe=dataclasses.replace(DedupeSettings(), max_agents=2))
+    app = create_app(settings, clock=clock, status_page=False)
+    client = await aiohttp_client(app)
+    for index, node in enumerate(("n1", "n2", "n1", "n3")):  # n2 is the least recent at n3
+        clock.now += 1
+        response = await client.post("/api/v1/reports", data=body_of(make_report(
+            node, seq=index, agent_id=f"agent-{node}", start=T0 + index * 15)), headers=JSON)
+        assert response.status == 200
+    text = await metrics_text(client)
+    nodes = {dict(labels)["node"] for name, labels in samples(text)
+             if name == "kubecarbon_node_energy_joules_total"}
+    assert nodes == {"n1", "n3"}
+    assert value(text, "kubecarbon_collector_forgotten_nodes_total", reason="cap") == 1
+    # the dedupe cap is honoured too (an empty tracker is not replaced by a default one)
+    assert value(text, "kubecarbon_collector_dedupe_agents") == 2
+    assert value(text, "kubecarbon_collector_dedupe_evictions_total") == 1
