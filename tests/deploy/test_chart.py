@@ -94,11 +94,21 @@ def test_lint_is_clean(flag):
     assert report["errors"] == [] and problems == []
 
 
+def oldest_supported_version() -> str:
+    """The floor of Chart.yaml's kubeVersion (">=1.25.0-0" -> "1.25")."""
+    with helm.Chart.load(CHART_DIR) as chart:
+        floor = re.fullmatch(r">=(\d+\.\d+)\.\d+-0", chart.metadata["kubeVersion"])
+    assert floor is not None
+    return floor.group(1)
+
+
 @pytest.mark.parametrize("flag", sorted(FLAG_VALUES))
-def test_every_render_validates_on_the_newest_kubernetes_versions(flag, render_objects):
+def test_every_render_validates_on_the_newest_and_the_oldest_supported_kubernetes(
+    flag, render_objects
+):
     objects = render_objects(FLAG_VALUES[flag])
-    versions = newest_kubernetes_versions()
-    assert len(versions) == 3
+    versions = [*newest_kubernetes_versions(), oldest_supported_version()]
+    assert len(set(versions)) == 4
     validated = 0
     for obj in objects:
         if obj["kind"] in CRD_KINDS:
