@@ -138,7 +138,7 @@ class FleetState:
     ) -> None:
         self.profiles = profiles if profiles is not None else ProfileConfig()
         self.hourly_intensity = hourly_intensity
-        self.params = params or self.profiles.model
+        self.params = params if params is not None else self.profiles.model
         self.metadata: MetadataProvider = (
             metadata if metadata is not None else StaticMetadataProvider()
         )

@@ -169,7 +169,7 @@ class BatchValidator:
 
     @classmethod
     def for_limits(cls, limits: IngestLimits | None = None) -> BatchValidator:
-        limits = limits or IngestLimits()
+        limits = limits if limits is not None else IngestLimits()
         return cls(limits=limits, check_schema=fastjsonschema.compile(batch_schema(limits)))
 
     def parse(self, body: bytes) -> list[dict[str, Any]]:
