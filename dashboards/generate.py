@@ -61,16 +61,17 @@ class Panel:
     overrides: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _target(ref_id: str, query: Query) -> dict[str, Any]:
-    target: dict[str, Any] = {
+def _target(ref_id: str, query: Query, kind: str) -> dict[str, Any]:
+    return {
         "refId": ref_id,
         "datasource": DATASOURCE,
         "expr": query.expr,
         "legendFormat": query.legend or "__auto",
         "range": not query.instant,
         "instant": query.instant,
+        # A table shows one row per series with its labels as columns.
+        "format": "table" if kind == "table" else "time_series",
     }
-    return target
 
 
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
@@ -86,7 +87,8 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "description": panel.description,
         "datasource": DATASOURCE,
         "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-        "targets": [_target(chr(ord("A") + i), q) for i, q in enumerate(panel.queries)],
+        "targets": [_target(chr(ord("A") + i), q, panel.kind)
+                    for i, q in enumerate(panel.queries)],
         "fieldConfig": {"defaults": defaults, "overrides": panel.overrides},
         "options": panel.options,
     }
