@@ -11,13 +11,12 @@ import logging
 import math
 import random
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from agent.metrics import AgentMetrics
 from agent.publisher import Publisher
 from agent.sampler import Clock, Sampler, Sources
-from agent.server import make_app
+from agent.server import AgentHttpServer
 from agent.settings import AgentSettings, SourceSettings
 from agent.sources.density import DensitySource
 from agent.sources.kubepods import PodListing
@@ -67,20 +66,16 @@ class Agent:
             user_hz=settings.sources.user_hz,
         )
         self.publisher = Publisher(settings.delivery, self.metrics, agent_id=agent_id, rng=rng)
-        self._runner: web.AppRunner | None = None
+        self.server = AgentHttpServer(
+            self.metrics, self.health, settings.server.listen_host, settings.server.listen_port
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._last_cycle_monotonic = self.sampler.clock.monotonic()
         self.http_port: int | None = None
 
     async def start(self) -> None:
         """Serve /metrics and /healthz, take the first (baseline) sample, start the loops."""
-        self._runner = web.AppRunner(make_app(self.metrics, self.health), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.settings.server.listen_host, self.settings.server.listen_port
-        )
-        await site.start()
-        self.http_port = self._runner.addresses[0][1]
+        self.http_port = await self.server.start()
         self._cycle()
         self._tasks = [
             asyncio.create_task(self._sampling_loop(), name="kubecarbon-sampler"),
@@ -108,9 +103,7 @@ class Agent:
         if left:
             log.warning("stopping with %d undelivered report(s)", left)
         await self.publisher.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.server.stop()
 
     def health(self) -> tuple[bool, str]:
         since = self.sampler.clock.monotonic() - self._last_cycle_monotonic

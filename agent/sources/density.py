@@ -21,6 +21,10 @@ from agent.sources.kubepods import PodListing, count_containers
 
 def parse_nr_descendants(data: bytes) -> int:
     """`nr_descendants` of a cgroup v2 `cgroup.stat` (the first line)."""
+    if data.startswith(b"nr_descendants "):
+        first_line = data[15 : data.find(b"\n")] if b"\n" in data else data[15:]
+        if first_line.isdigit():
+            return int(first_line)
     for line in data.splitlines():
         key, _, value = line.partition(b" ")
         if key == b"nr_descendants":

@@ -180,10 +180,14 @@ class PodListing:
         self.reuse_seconds = reuse_seconds
         self.monotonic = monotonic
         self._latest: tuple[float, KubepodsLocation, list[PodCgroup]] | None = None
+        self._location: KubepodsLocation | None = None
 
     def refresh(self) -> tuple[KubepodsLocation, list[PodCgroup]]:
         self._latest = None
-        location = find_kubepods(self.cgroup_root)
+        # the hierarchy only changes with a reboot; one stat confirms it is still there
+        location = self._location
+        if location is None or not os.path.isdir(location.path):
+            location = self._location = find_kubepods(self.cgroup_root)
         pods = list_pod_cgroups(location.path)
         self._latest = (self.monotonic(), location, pods)
         return location, pods

@@ -115,6 +115,11 @@ async def test_metrics_and_health_endpoints(fake_clock, aiohttp_server):
             url = f"http://127.0.0.1:{agent.http_port}/healthz"
             async with session.get(url) as response:
                 assert response.status == 200
+            base = f"http://127.0.0.1:{agent.http_port}"
+            async with session.get(base + "/nope") as response:
+                assert response.status == 404
+            async with session.post(base + "/metrics") as response:
+                assert response.status == 405
             fake_clock.advance(46)  # three intervals without a sample
             async with session.get(url) as response:
                 assert response.status == 503
