@@ -8,8 +8,10 @@ The collector runs in this process (the same app `kubecarbon collector` serves);
 the agent runs as its own process (`python -m agent`), sampling this machine's
 /proc exactly as it would on a node; the simulated fleet posts wire-format
 reports over HTTP like agents do. Every interval the terminal shows the fleet's
-numbers. Ctrl-C or SIGTERM stops the agent, the fleet and the collector, in
-that order, and leaves nothing running.
+numbers. Ctrl-C, SIGTERM or SIGHUP stops the agent, the fleet and the collector,
+in that order, and leaves nothing running. The agent runs in its own session so
+that a terminal's Ctrl-C reaches only the demo, which stops the agent itself (an
+agent interrupted while still starting would print a traceback).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from collector.simulate import FleetSettings, SimulatedFleet, post_reports
 from collector.status import Snapshot, StatusHistory, StatusSettings, add_status_routes
 
 AGENT_STOP_GRACE_SECONDS = 10.0
+# SIGHUP too: a closed terminal must not leave the agent (in its own session) running.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,7 @@ class Demo:
             "--log-level", "warning",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.say(f"  agent        pid {self.agent.pid}, sampling this machine as node {node!r}")
 
@@ -197,7 +202,7 @@ class Demo:
         agent, self.agent = self.agent, None
         if agent is None or agent.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):  # Ctrl-C in a terminal reaches it too
+        with contextlib.suppress(ProcessLookupError):  # it may have stopped by itself
             agent.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(agent.wait(), AGENT_STOP_GRACE_SECONDS)
@@ -214,7 +219,7 @@ class Demo:
     async def run(self) -> int:
         s = self.settings
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.stop.set)
         try:
             await self.start_collector()
@@ -235,7 +240,7 @@ class Demo:
                     if not self.stop.is_set():
                         await self.tick(session)
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
             await self.stop_agent()
             if self.runner is not None:

@@ -62,8 +62,8 @@ def test_demo_runs_for_a_fixed_time_and_leaves_nothing_behind():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_and_sigterm_stop_everything_cleanly(signum, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_sigterm_and_sighup_stop_everything_cleanly(signum, tmp_path):
     log = tmp_path / "demo.out"
     with log.open("w") as out:
         demo = subprocess.Popen(
@@ -150,3 +150,29 @@ def test_the_real_agent_on_this_machine_is_counted():
     nodes = [int(m.group(1)) for line in done.stdout.splitlines() if (m := SUMMARY.match(line))]
     assert nodes and nodes[-1] == 1, done.stdout + done.stderr
     assert "rejected" not in done.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_agent_is_still_starting_is_clean(tmp_path):
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [KUBECARBON, "demo", "--simulate-nodes", "5", "--interval", "5",
+             "--listen", "127.0.0.1:0"],
+            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "agent        pid" not in log.read_text() and time.monotonic() < deadline:
+            assert demo.poll() is None, log.read_text()
+            time.sleep(0.02)
+        agent = agent_pid(log.read_text())
+        os.killpg(demo.pid, signal.SIGINT)  # the agent has barely started importing
+        assert demo.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    output = log.read_text()
+    assert "Traceback" not in output and "kubecarbon demo: stopped" in output
+    assert_gone(agent)
