@@ -202,6 +202,7 @@ def _number(value: float) -> str:
 Row = tuple[tuple[str, ...], float]  # (label values in the spec's label order, value)
 Family = tuple[MetricSpec, Iterable[Row]]
 
+
 class Exposition:
     """The kubecarbon_* families of a FleetState in the Prometheus text format."""
 

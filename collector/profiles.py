@@ -191,6 +191,9 @@ def _profile_fields(raw: object, where: str) -> ProfileFields:
             raise ValueError(f"{linear_where}: {exc}") from None
     if profile.get("power_curve") is not None:
         values["power_curve"] = _power_curve(profile["power_curve"], f"{where}.power_curve")
+        # a curve describes a whole server: a provider label from the cluster must not
+        # turn the node back into a cloud VM
+        values.setdefault("provider", "baremetal")
     result = ProfileFields(**values)
     try:
         result.to_model()  # unknown site, etc.: fail at start, naming the rule
@@ -307,12 +310,9 @@ def resolve_node(config: ProfileConfig, node_name: str, node_info: NodeInfo | No
     )
     from_metadata = profile_from_node_info(node_info) if node_info is not None else ProfileFields()
     merged = from_config.over(from_metadata).over(config.default)
-    try:
-        profile = merged.to_model()
-    except ValueError:
-        # Only a metadata value can get here (config values were checked at start), e.g. a
-        # provider label the model has no coefficients for: price it as an unknown node.
-        profile = from_config.over(config.default).to_model()
+    # cannot fail: metadata gives only provider, instance type and region, which the model
+    # accepts whatever they are, and config values were checked at start
+    profile = merged.to_model()
     if from_config.provider or from_config.power_curve or from_config.watts_per_vcpu:
         source = "config"
     elif from_metadata.provider or from_metadata.instance_type:

@@ -70,3 +70,12 @@ def test_state_re_resolves_when_the_provider_learns_about_a_node():
     latest = state.latest["ip-10-0-1-17"]
     assert not latest.on_default_profile
     assert latest.labels[3] == "cloud_linear"
+
+
+def test_a_configured_curve_wins_over_a_cloud_provider_label():
+    config = parse_profile_document({"profiles": [{
+        "match": {"node": "big-*"},
+        "power_curve": {"logical_cpus": 64, "watts": [50 + 10 * i for i in range(11)]}}]})
+    resolved = resolve_node(config, "big-1", NodeInfo("big-1", provider="aws"))
+    assert resolved.profile.kind == "baremetal"
+    assert resolved.profile.curve is not None and resolved.profile.curve.logical_cpus == 64
