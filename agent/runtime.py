@@ -92,6 +92,10 @@ class Agent:
 
     async def stop(self) -> None:
         """Close the current window, deliver what the grace period allows, shut down."""
+        log.info(
+            "stopping: closing the current window, delivering for up to %g s",
+            self.settings.delivery.shutdown_grace_seconds,
+        )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

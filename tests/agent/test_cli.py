@@ -107,3 +107,9 @@ def test_python_dash_m_agent_and_the_console_script_both_answer():
     for command in ([sys.executable, "-m", "agent", "--help"], [console_script, "agent", "--help"]):
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         assert "--collector-url" in done.stdout and "KUBECARBON_COLLECTOR_URL" in done.stdout
+
+
+@pytest.mark.parametrize(("value", "enabled"), [("true", True), ("false", False), ("1", True)])
+def test_boolean_flags_from_the_environment(value, enabled):
+    settings, _ = parse_settings([*URL, "--node-name", "n"], env={"KUBECARBON_RAPL": value})
+    assert settings.sources.rapl_enabled is enabled
