@@ -37,7 +37,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy agent collector dashboards/generate.py deploy/render.py
 
 # etcd-server (apt) and a kube-apiserver built once from Debian's `kubernetes`
-# sources, cached in /var/cache/kubecarbon (about 5 minutes the first time).
+# sources, cached in /var/cache/kubecarbon (4 minutes on 2 idle cores, the first time).
 kube-apiserver:
 	tests/k8s/build-apiserver.sh >/dev/null
 
