@@ -70,12 +70,8 @@ def make_cgroup_tree(root: Path, pods: int) -> None:
     """A cgroup v2 kubepods tree, systemd driver, containerd: the three QoS classes mixed."""
     cgroup = root / "fs" / "cgroup"
     kubepods = cgroup / "kubepods.slice"
-    for path in (
-        cgroup,
-        kubepods,
-        *(kubepods / f"kubepods-{q}.slice" for q in ("burstable", "besteffort")),
-    ):
-        make_cgroup_dir(path)
+    qos_slices = [kubepods / f"kubepods-{q}.slice" for q in ("burstable", "besteffort")]
+    descendants = {path: 0 for path in (cgroup, kubepods, *qos_slices)}
     for index in range(pods):
         uid = f"{index:08x}-2f41-4d8a-9c6b-1e2f3a4b5c6d".replace("-", "_")
         qos = ("guaranteed", "burstable", "besteffort")[index % 3]
@@ -85,6 +81,9 @@ def make_cgroup_tree(root: Path, pods: int) -> None:
             pod = kubepods / f"kubepods-{qos}.slice" / f"kubepods-{qos}-pod{uid}.slice"
         containers = 2 + index % 3
         make_cgroup_dir(pod, descendants=containers)
+        for ancestor in descendants:
+            if ancestor in pod.parents:
+                descendants[ancestor] += 1 + containers
         for number in range(containers):
             container = pod / f"cri-containerd-{index:032x}{number:032x}.scope"
             container.mkdir(parents=True)
@@ -97,6 +96,10 @@ def make_cgroup_tree(root: Path, pods: int) -> None:
             "core_sched.force_idle_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n"
             "nr_bursts 0\nburst_usec 0\n"
         )
+    descendants[cgroup] += len(qos_slices) + 1
+    descendants[kubepods] += len(qos_slices)
+    for path, count in descendants.items():
+        make_cgroup_dir(path, descendants=count)
 
 
 def cpu_nanoseconds(pid: int) -> int:

@@ -6,7 +6,9 @@ is still known when the CPU accounting files of the pods cannot be read.
 Listing a pod cgroup means reading its ~80 interface files too, which at 300
 pods costs more than the rest of a cycle. On cgroup v2 the pod's `cgroup.stat`
 holds `nr_descendants`, which changes whenever a container cgroup is created
-or removed, so a pod is listed again only when that number moved.
+or removed, so a pod is listed again only when that number moved. The same
+number on the kubepods cgroup itself covers the whole tree: while it and the
+set of pods stay the same, no pod needs looking at.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from agent.sources import SourceError
 from agent.sources.kept_open import KeptOpenFiles
-from agent.sources.kubepods import PodListing, count_containers
+from agent.sources.kubepods import PodCgroup, PodListing, count_containers
 
 
 def parse_nr_descendants(data: bytes) -> int:
@@ -64,21 +66,38 @@ class DensitySource:
         self.files = files if files is not None else KeptOpenFiles()
         # pod cgroup path -> (nr_descendants, containers) from the last cycle
         self._known: dict[str, tuple[int, int]] = {}
+        # the last cycle's whole-tree nr_descendants, pods and result
+        self._last_tree: tuple[int, list[PodCgroup], Density] | None = None
+
+    def _read_descendants(self, cgroup_path: str) -> int | None:
+        """nr_descendants of a cgroup v2 directory, None if it has no cgroup.stat (anymore)."""
+        stat_path = cgroup_path + "/cgroup.stat"
+        try:
+            return parse_nr_descendants(self.files.read(stat_path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SourceError(f"cannot read {stat_path}: {exc.strerror or exc}") from exc
 
     def sample(self) -> Density:
         kubepods, pods = self.listing.recent()
+        tree_descendants = None
+        if kubepods.cgroup_version == 2:
+            tree_descendants = self._read_descendants(str(kubepods.path))
+            last = self._last_tree
+            if last is not None and tree_descendants == last[0] and pods == last[1]:
+                return last[2]  # no pod vanished, so no descriptor is to be closed either
+        density = self._count(kubepods.cgroup_version, pods)
+        if tree_descendants is not None:
+            self._last_tree = (tree_descendants, pods, density)
+        return density
+
+    def _count(self, cgroup_version: int, pods: list[PodCgroup]) -> Density:
         known, self._known = self._known, {}
         containers_by_pod: dict[str, int] = {}
         for pod in pods:
-            descendants = None
-            if kubepods.cgroup_version == 2:
-                stat_path = pod.path + "/cgroup.stat"
-                try:
-                    descendants = parse_nr_descendants(self.files.read(stat_path))
-                except FileNotFoundError:
-                    pass  # deleted since the listing (the listing below tells), or no v2 stat
-                except OSError as exc:
-                    raise SourceError(f"cannot read {stat_path}: {exc.strerror or exc}") from exc
+            # None: deleted since the listing (count_containers tells), or no v2 stat
+            descendants = self._read_descendants(pod.path) if cgroup_version == 2 else None
             previous = known.get(pod.path)
             if previous is not None and descendants is not None and previous[0] == descendants:
                 count: int | None = previous[1]

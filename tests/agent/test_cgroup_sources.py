@@ -1,5 +1,7 @@
 """Per-pod CPU and container density on real-format cgroup trees (v1/v2, both drivers)."""
 
+from pathlib import Path
+
 import pytest
 from agent_testkit import (
     CGROUP_TREES,
@@ -177,17 +179,28 @@ def test_real_cpu_stat_formats():
         parse_cpuacct_usage_nanoseconds(b"max\n")
 
 
+def bump_descendants(cgroup: Path, by: int) -> None:
+    """What the kernel does to cgroup.stat of every ancestor of a new cgroup."""
+    stat = cgroup / "cgroup.stat"
+    text = stat.read_text()
+    count = int(text.split()[1])
+    stat.write_text(text.replace(f"nr_descendants {count}", f"nr_descendants {count + by}", 1))
+
+
 def test_density_lists_a_pod_again_only_when_its_descendants_change(node_copy):
     root = node_copy("v2-systemd-containerd")
     source = DensitySource(root / "sys")
     assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
-    pod = next((root / "sys/fs/cgroup/kubepods.slice").rglob("kubepods-burstable-pod*.slice"))
+    kubepods = root / "sys/fs/cgroup/kubepods.slice"
+    pod = next(kubepods.rglob("kubepods-burstable-pod*.slice"))
     (pod / ("cri-containerd-" + "cd" * 32 + ".scope")).mkdir()
-    # the kernel bumps nr_descendants with every child cgroup; until it does, the
-    # listing of the last cycle stands
+    # until nr_descendants moves, the listing of the last cycle stands
     assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
-    stat = (pod / "cgroup.stat").read_text()
-    (pod / "cgroup.stat").write_text(stat.replace("nr_descendants 3", "nr_descendants 4"))
+    for cgroup in (pod, pod.parent, kubepods):
+        bump_descendants(cgroup, 1)
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 4
+    # the whole tree unchanged: the pods' own counters are not even read
+    (pod / "cgroup.stat").write_text("nr_descendants 999\n")
     assert source.sample().containers_by_pod[UID_BURSTABLE] == 4
 
 
