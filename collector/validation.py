@@ -232,39 +232,62 @@ class BatchValidator:
 
 
 def _check_pods(pods: Sequence[Any], where: str) -> float:
-    """POD_SCHEMA for every row, plus unique uids; returns the rows' CPU seconds sum."""
+    """POD_SCHEMA for every row, plus unique uids; returns the rows' CPU seconds sum.
+
+    The loop does the least per row that decides validity; a row that fails it is looked
+    at again by _pod_problem, which names the field (or lets an unusual valid row pass).
+    """
     seen: set[str] = set()
     total = 0.0
     for index, pod in enumerate(pods):
-        at = f"{where}.pods[{index}]"
-        if type(pod) is not dict:
-            raise IngestError(422, at, f"must be object, got {_json_type(pod)}")
-        if pod.keys() != _POD_KEYS:
-            missing = sorted(_POD_KEYS - pod.keys())
-            if missing:
-                raise IngestError(422, at, f"must contain {missing} properties")
-            raise IngestError(422, at, f"must not contain {sorted(pod.keys() - _POD_KEYS)} "
-                                       "properties")
-        uid, cpu, containers = pod["uid"], pod["cpu_seconds"], pod["containers"]
-        if type(uid) is not str or not 0 < len(uid) <= MAX_POD_UID_CHARS:
-            raise IngestError(422, f"{at}.uid",
-                              f"must be a string of 1 to {MAX_POD_UID_CHARS} characters")
         # type() rather than isinstance(): JSON true/false must not pass as 1/0
-        if (type(cpu) is not float and type(cpu) is not int) or not 0 <= cpu <= MAX_QUANTITY:
-            raise IngestError(422, f"{at}.cpu_seconds",
-                              f"must be a number between 0 and {MAX_QUANTITY:g}")
-        # JSON Schema counts 2.0 as an integer; so does this check, to agree with the schema
-        integral = type(containers) is int or (
-            type(containers) is float and containers.is_integer()
-        )
-        if not integral or not 0 <= containers <= MAX_POD_CONTAINERS:
-            raise IngestError(422, f"{at}.containers",
-                              f"must be an integer between 0 and {MAX_POD_CONTAINERS}")
-        if uid in seen:
-            raise IngestError(422, f"{at}.uid", "duplicate pod uid")
-        seen.add(uid)
-        total += cpu
+        if type(pod) is dict and pod.keys() == _POD_KEYS:
+            uid, cpu, containers = pod["uid"], pod["cpu_seconds"], pod["containers"]
+            if (
+                type(uid) is str
+                and 0 < len(uid) <= MAX_POD_UID_CHARS
+                and (type(cpu) is float or type(cpu) is int)
+                and 0 <= cpu <= MAX_QUANTITY
+                and type(containers) is int
+                and 0 <= containers <= MAX_POD_CONTAINERS
+                and uid not in seen
+            ):
+                seen.add(uid)
+                total += cpu
+                continue
+        problem = _pod_problem(pod, f"{where}.pods[{index}]", seen)
+        if problem is not None:
+            raise problem
+        seen.add(pod["uid"])
+        total += pod["cpu_seconds"]
     return total
+
+
+def _pod_problem(pod: Any, at: str, seen: set[str]) -> IngestError | None:
+    """What is wrong with one pod row, or None when it is valid after all."""
+    if type(pod) is not dict:
+        return IngestError(422, at, f"must be object, got {_json_type(pod)}")
+    if pod.keys() != _POD_KEYS:
+        missing = sorted(_POD_KEYS - pod.keys())
+        if missing:
+            return IngestError(422, at, f"must contain {missing} properties")
+        return IngestError(422, at, f"must not contain {sorted(pod.keys() - _POD_KEYS)} "
+                                    "properties")
+    uid, cpu, containers = pod["uid"], pod["cpu_seconds"], pod["containers"]
+    if type(uid) is not str or not 0 < len(uid) <= MAX_POD_UID_CHARS:
+        return IngestError(422, f"{at}.uid",
+                           f"must be a string of 1 to {MAX_POD_UID_CHARS} characters")
+    if (type(cpu) is not float and type(cpu) is not int) or not 0 <= cpu <= MAX_QUANTITY:
+        return IngestError(422, f"{at}.cpu_seconds",
+                           f"must be a number between 0 and {MAX_QUANTITY:g}")
+    # JSON Schema counts 2.0 as an integer; so does this check, to agree with the schema
+    integral = type(containers) is int or (type(containers) is float and containers.is_integer())
+    if not integral or not 0 <= containers <= MAX_POD_CONTAINERS:
+        return IngestError(422, f"{at}.containers",
+                           f"must be an integer between 0 and {MAX_POD_CONTAINERS}")
+    if uid in seen:
+        return IngestError(422, f"{at}.uid", "duplicate pod uid")
+    return None
 
 
 def _json_type(value: object) -> str:
