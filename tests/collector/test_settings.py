@@ -185,3 +185,13 @@ def test_the_documented_example_config_is_valid(tmp_path):
     assert (other.profile.kind, other.profile.region, other.profile.pue) == (
         "default", "china", 1.49)
     assert other.on_default_profile
+
+
+def test_every_flag_is_documented():
+    from collector.settings import build_parser
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    flags = {option for action in build_parser()._actions for option in action.option_strings
+             if option.startswith("--") and option != "--help"}
+    missing = {flag for flag in flags if f"`{flag}" not in doc}
+    assert not missing
