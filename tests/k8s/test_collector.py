@@ -9,14 +9,28 @@ the API server is down.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from k8s_harness import FAST_WATCH, ClusterObjects, LocalCluster, wait_for_async
+from k8s_harness import (
+    FAST_WATCH,
+    ClusterObjects,
+    LocalCluster,
+    free_loopback_port,
+    wait_for,
+    wait_for_async,
+)
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -321,3 +335,59 @@ async def test_config_file_profiles_override_what_the_cluster_says(
         "m5.2xlarge",
         "eu-west-1",
     )
+
+
+def test_kubecarbon_collector_process_watches_the_cluster(
+    cluster: Any, objects: ClusterObjects
+) -> None:
+    """The real command line: flags -> provider -> /metrics and /readyz; SIGTERM stops it."""
+    objects.node(labels={"node.kubernetes.io/instance-type": "c5.xlarge"})
+    port = free_loopback_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECARBON_", "KUBE"))}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--kubeconfig",
+            str(cluster.admin.kubeconfig),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = wait_for(
+            lambda: (reply := _http_get(port, "/readyz")) and reply[0] == 200 and reply,
+            "the collector's /readyz to say 200",
+        )
+        assert json.loads(ready[1])["metadata"]["source"] == "kubernetes"
+        text = wait_for(lambda: _http_get(port, "/metrics"), "/metrics")[1].decode()
+        assert samples(text, "kubecarbon_kubernetes_watch_up") == {
+            labelled(resource="nodes"): 1.0,
+            labelled(resource="pods"): 1.0,
+        }
+        known = samples(text, "kubecarbon_kubernetes_objects")[labelled(resource="nodes")]
+        assert known >= 1  # at least the node this test made
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise
+    assert process.returncode == 0, output.decode(errors="replace")
+    assert b"node and pod metadata from the Kubernetes API (kubeconfig)" in output
+
+
+def _http_get(port: int, path: str) -> tuple[int, bytes] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return (exc.code, exc.read()) if exc.code == 503 else None
+    except OSError:
+        return None
