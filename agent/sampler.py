@@ -104,26 +104,24 @@ def _cpu_section(previous: CpuTimes, current: CpuTimes, window: float, user_hz: 
 
 
 def _pod_section(
-    previous: dict[str, int], current: dict[str, int], density: Density | None
+    previous: dict[str, int], current: dict[str, int], density: Density
 ) -> list[Report]:
-    """CPU seconds per pod in the window, with its containers when density is known.
+    """CPU seconds and running containers per pod in the window.
 
     A pod absent from the previous (successful) listing was created inside the
     window, so its whole counter belongs to this window. A counter that went
     down was reset inside the window, so its current value is what it counted
     since. Pods that vanished are left out: their cgroup, and what it counted
-    since the previous sample, is gone.
+    since the previous sample, is gone. A pod whose cgroup went away between
+    the two reads of this cycle has no running containers.
     """
-    containers = density.containers_by_pod if density is not None else {}
+    containers = density.containers_by_pod
     pods = []
     for uid in sorted(current):
         now = current[uid]
         before = previous.get(uid)
         used = now if before is None or now < before else now - before
-        pod: Report = {"uid": uid, "cpu_seconds": used / 1e9}
-        if uid in containers:
-            pod["containers"] = containers[uid]
-        pods.append(pod)
+        pods.append({"uid": uid, "cpu_seconds": used / 1e9, "containers": containers.get(uid, 0)})
     return pods
 
 
@@ -165,7 +163,8 @@ def window_report(node_name: str, previous: Snapshot, current: Snapshot, user_hz
         }
     if current.density is not None:
         report["containers_running"] = current.density.containers_running
-    if previous.pod_cpu is not None and current.pod_cpu is not None:
+    # the collector needs containers on every pod row, so pods come with density only
+    if previous.pod_cpu is not None and current.pod_cpu is not None and current.density is not None:
         report["pods"] = _pod_section(previous.pod_cpu, current.pod_cpu, current.density)
     if previous.rapl is not None and current.rapl is not None:
         report["rapl"] = _rapl_section(previous.rapl, current.rapl)
@@ -214,9 +213,17 @@ class Sampler:
         )
 
     def sample(self) -> Report | None:
-        """Take a snapshot; return the report of the window that it closes (None the first time)."""
+        """Take a snapshot; return the report of the window that it closes.
+
+        None the first time, and for a window without the node's CPU or memory:
+        the collector refuses reports without them (the estimate starts from
+        them), and the sources' metrics and log already say what is wrong.
+        """
         current = self.snapshot()
         previous, self._previous = self._previous, current
         if previous is None:
             return None
-        return window_report(self.node_name, previous, current, self.user_hz)
+        report = window_report(self.node_name, previous, current, self.user_hz)
+        if "cpu" not in report or "memory" not in report:
+            return None
+        return report

@@ -91,12 +91,14 @@ async def test_agent_survives_an_outage_and_delivers_every_window_once(
     await server.close()
 
 
-async def test_metrics_and_health_endpoints(fake_clock, aiohttp_server):
+async def test_metrics_and_health_endpoints(fake_clock, aiohttp_server, node_copy):
     sink = Sink()
     server = await aiohttp_server(sink.app())
     registry = CollectorRegistry()
+    root = node_copy("broken")  # a pod's cpu.stat is unreadable
+    (root / "proc/meminfo").write_text((FIXTURES / "v2-no-pods/proc/meminfo").read_text())
     agent = Agent(
-        settings_for(FIXTURES / "broken", str(server.make_url("/")), 15.0),
+        settings_for(root, str(server.make_url("/")), 15.0),
         registry=registry,
         clock=fake_clock,
     )
@@ -104,7 +106,7 @@ async def test_metrics_and_health_endpoints(fake_clock, aiohttp_server):
     try:
         metrics = await scrape(agent.http_port)
         assert metrics["kubecarbon_agent_source_success{source=cpu}"] == 1
-        assert metrics["kubecarbon_agent_source_success{source=memory}"] == 0
+        assert metrics["kubecarbon_agent_source_success{source=memory}"] == 1
         assert metrics["kubecarbon_agent_source_success{source=pod_cpu}"] == 0
         assert metrics["kubecarbon_agent_source_success{source=density}"] == 1
         assert "kubecarbon_agent_source_duration_seconds{source=cpu}" in metrics

@@ -165,21 +165,34 @@ def test_a_failing_source_is_disabled_alone_logged_once_and_never_double_counts(
     assert "source pod_cpu recovered" in caplog.text
 
 
-def test_broken_node_reports_everything_that_still_works(fake_clock):
+def test_broken_node_reports_everything_that_still_works(node_copy, fake_clock):
+    root = node_copy("broken")
+    (root / "proc/meminfo").write_text((FIXTURES / "v2-no-pods/proc/meminfo").read_text())
     registry = CollectorRegistry()
-    sampler = make_sampler(FIXTURES / "broken", fake_clock, registry, rapl=True)
+    sampler = make_sampler(root, fake_clock, registry, rapl=True)
     sampler.sample()
     fake_clock.advance(15)
     report = sampler.sample()
-    # /proc/meminfo missing, a pod's cpu.stat unreadable, no RAPL: cpu and density remain
+    # a pod's cpu.stat is unreadable and there is no RAPL: cpu, memory and density remain
     assert report["cpu"] == {"logical_cpus": 4, "busy_seconds": 0.0}
     assert report["containers_running"] == 2
-    assert "memory" not in report and "pods" not in report and "rapl" not in report
+    assert "pods" not in report and "rapl" not in report
     states = {
         source: registry.get_sample_value("kubecarbon_agent_source_success", {"source": source})
         for source in ("cpu", "memory", "pod_cpu", "density", "rapl")
     }
-    assert states == {"cpu": 1, "memory": 0, "pod_cpu": 0, "density": 1, "rapl": 0}
+    assert states == {"cpu": 1, "memory": 1, "pod_cpu": 0, "density": 1, "rapl": 0}
+
+
+def test_a_window_without_node_memory_or_cpu_is_not_sent(fake_clock):
+    # the collector refuses reports without cpu or memory: sending them would only
+    # turn every window into a rejected report
+    registry = CollectorRegistry()
+    sampler = make_sampler(FIXTURES / "broken", fake_clock, registry)  # no /proc/meminfo
+    sampler.sample()
+    fake_clock.advance(15)
+    assert sampler.sample() is None
+    assert registry.get_sample_value("kubecarbon_agent_source_success", {"source": "memory"}) == 0
 
 
 # --- property: over any history of pod churn, no negative and no doubled CPU seconds ---
@@ -203,7 +216,7 @@ pod_events = st.lists(  # per window, at most one thing happens to each pod
 def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(history):
     counters: dict[str, int] = {"a": 5 * 10**9}  # "a" ran before the agent started
     counted_since_start = {"a": 0}
-    snapshots = [Snapshot(timestamp=0.0, pod_cpu=dict(counters))]
+    snapshots = [Snapshot(0.0, pod_cpu=dict(counters), density=Density(dict.fromkeys(counters, 1)))]
     for step, events in enumerate(history, start=1):
         for uid, (kind, nanoseconds) in events.items():
             if kind == "delete":  # what it counted until the last sample was reported already
@@ -215,7 +228,8 @@ def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(histo
             else:
                 counters[uid] = counters.get(uid, 0) + nanoseconds
                 counted_since_start[uid] = counted_since_start.get(uid, 0) + nanoseconds
-        snapshots.append(Snapshot(timestamp=15.0 * step, pod_cpu=dict(counters)))
+        density = Density(dict.fromkeys(counters, 1))
+        snapshots.append(Snapshot(15.0 * step, pod_cpu=dict(counters), density=density))
     reported: dict[str, float] = {}
     for previous, current in itertools.pairwise(snapshots):
         for pod in window_report("n", previous, current, 100)["pods"]:
@@ -225,12 +239,15 @@ def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(histo
         assert abs(reported.get(uid, 0.0) - nanoseconds / 1e9) < 1e-6
 
 
-def test_pod_containers_come_from_density_and_are_absent_when_it_failed():
-    before = Snapshot(timestamp=0.0, pod_cpu={"p1": 10**9})
-    after = {"timestamp": 15.0, "pod_cpu": {"p1": 3 * 10**9}}
+def test_pods_come_with_their_containers_or_not_at_all():
+    before = Snapshot(timestamp=0.0, pod_cpu={"p1": 10**9, "p2": 0})
+    after = {"timestamp": 15.0, "pod_cpu": {"p1": 3 * 10**9, "p2": 5 * 10**8}}
+    # p2's cgroup went away between the pod_cpu and the density read of this cycle
     known = window_report("n", before, Snapshot(**after, density=Density({"p1": 4})), 100)
     unknown = window_report("n", before, Snapshot(**after), 100)
-    assert known["pods"] == [{"uid": "p1", "cpu_seconds": 2.0, "containers": 4}]
+    assert known["pods"] == [
+        {"uid": "p1", "cpu_seconds": 2.0, "containers": 4},
+        {"uid": "p2", "cpu_seconds": 0.5, "containers": 0},
+    ]
     assert known["containers_running"] == 4
-    assert unknown["pods"] == [{"uid": "p1", "cpu_seconds": 2.0}]
-    assert "containers_running" not in unknown
+    assert "pods" not in unknown and "containers_running" not in unknown
