@@ -167,7 +167,8 @@ def test_ctrl_c_while_the_agent_is_still_starting_is_clean(tmp_path):
             assert demo.poll() is None, log.read_text()
             time.sleep(0.02)
         agent = agent_pid(log.read_text())
-        os.killpg(demo.pid, signal.SIGINT)  # the agent has barely started importing
+        time.sleep(0.3)  # the agent's interpreter is up and importing, its handlers not yet
+        os.killpg(demo.pid, signal.SIGINT)
         assert demo.wait(timeout=20) == 0, log.read_text()
     finally:
         if demo.poll() is None:
