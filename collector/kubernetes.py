@@ -434,6 +434,7 @@ class _Reflector(Generic[V]):
     def _mark_connected_locked(self) -> None:
         if not self._state.connected and self._state.errors_total:
             self._state.reconnects_total += 1
+            log.info("%s: connected again to the API server", self.resource)
         self._state.connected = True
         self._state.disconnected_since_seconds = None
         self._state.last_error = ""
@@ -445,9 +446,16 @@ class _Reflector(Generic[V]):
             state.errors_total += 1
             if state.connected or state.disconnected_since_seconds is None:
                 state.disconnected_since_seconds = self._clock()
+            # One warning per outage or change of cause; the retries in between are debug.
+            repeated = not state.connected and reason == state.last_error
             state.connected = False
             state.last_error = reason
-        log.warning("%s: %s; retrying with backoff", self.resource, reason)
+        log.log(
+            logging.DEBUG if repeated else logging.WARNING,
+            "%s: %s; retrying with backoff",
+            self.resource,
+            reason,
+        )
 
 
 def _describe_error(exc: Exception) -> str:

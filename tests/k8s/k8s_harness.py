@@ -49,6 +49,7 @@ ADMIN_USER = "kubecarbon-test-admin"
 # A user with no groups: it can do only what a test binds to it.
 COLLECTOR_USER = "kubecarbon-test-collector"
 START_TIMEOUT_SECONDS = 60.0
+APISERVER_GRACE_SECONDS = 3.0
 
 
 def free_loopback_port() -> int:
@@ -144,7 +145,7 @@ class LocalCluster:
             write_kubeconfig(user.kubeconfig, self.server, self.ca_file, user.token, user.name)
 
     def close(self) -> None:
-        _stop_process(self._apiserver)
+        _stop_process(self._apiserver, timeout_seconds=APISERVER_GRACE_SECONDS)
         _stop_process(self._etcd)
         for log in self._logs:
             log.close()
@@ -165,7 +166,10 @@ class LocalCluster:
         self._wait_ready(self._apiserver, log_path)
 
     def stop_apiserver(self) -> None:
-        _stop_process(self._apiserver)
+        """SIGTERM, then SIGKILL after a few seconds: on SIGTERM the server stops
+        accepting connections but serves open watches until its 60 s shutdown
+        timeout, which the tests need not wait out."""
+        _stop_process(self._apiserver, timeout_seconds=APISERVER_GRACE_SECONDS)
 
     # configuration
     def _write_token_file(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -206,7 +207,10 @@ def _status_if(
 
 
 def test_api_server_stopped_and_restarted_keeps_serving_and_reconnects(
-    local: LocalCluster, objects: ClusterObjects, start_provider: ProviderFactory
+    local: LocalCluster,
+    objects: ClusterObjects,
+    start_provider: ProviderFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     namespace = objects.namespace()
     node = objects.node(labels={"node.kubernetes.io/instance-type": "m6i.large"})
@@ -214,21 +218,27 @@ def test_api_server_stopped_and_restarted_keeps_serving_and_reconnects(
     provider = start_provider(local.admin.kubeconfig)
     wait_for(lambda: provider.status().synced and provider.pod(uid), "the first list")
 
+    caplog.set_level(logging.INFO, logger="collector.kubernetes")
     local.stop_apiserver()
     try:
-        status = wait_for(
-            lambda: _status_if(provider, lambda s: not s.connected), "a disconnected status"
+        wait_for(
+            lambda: all(s.errors_total >= 4 for s in provider.reflector_states()),
+            "several failed retries",
         )
+        status = provider.status()
+        assert not status.connected
         assert status.synced  # the last complete view is still there...
         assert "API unreachable" in status.detail and "serving last known" in status.detail
         # ...and it answers from it
         assert _workload(provider, uid) == ("DaemonSet", "node-exporter")
         node_info = provider.node(node)
         assert node_info is not None and node_info.instance_type == "m6i.large"
-        states = provider.reflector_states()
-        assert all(not s.connected and s.errors_total >= 1 for s in states)
+        assert not any(s.connected for s in provider.reflector_states())
     finally:
         local.start_apiserver()
+    # The log warns once per outage and cause, not once per retry
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert 1 <= len(warnings) < sum(s.errors_total for s in provider.reflector_states())
 
     wait_for(lambda: provider.status().connected, "the reconnect")
     later = objects.pod(namespace, node, owner=("StatefulSet", "after-restart"))
@@ -237,6 +247,7 @@ def test_api_server_stopped_and_restarted_keeps_serving_and_reconnects(
         "a pod created after the restart",
     )
     assert all(s.reconnects_total >= 1 for s in provider.reflector_states())
+    assert "pods: connected again to the API server" in caplog.text
 
 
 def test_partition_resumes_the_watch_without_relisting(
