@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.metrics import Exposition
-from collector.simulate import FleetSettings, SimulatedFleet
+from collector.simulate import DEFAULT_NAMESPACES, FleetSettings, SimulatedFleet
 from collector.state import FleetState
 from collector.status import StatusHistory, StatusSettings, add_status_routes
 
@@ -135,3 +135,21 @@ async def test_routes_serve_the_page_and_sample_while_the_app_runs(aiohttp_clien
     await client.close()
     tasks = [t for t in asyncio.all_tasks() if t.get_name() == "kubecarbon-status-history"]
     assert tasks == []
+
+
+async def test_every_collector_serves_the_page_and_its_data(aiohttp_client):
+    from collector.app import create_app
+    from collector.settings import Settings
+
+    fleet = SimulatedFleet(FleetSettings(nodes=7, seed=3))
+    client = await aiohttp_client(create_app(Settings(kubernetes="off"),
+                                             metadata=fleet.metadata()))
+    post = await client.post("/api/v1/reports", json={"reports": fleet.reports()})
+    assert post.status == 200
+    page = await client.get("/")
+    assert page.status == 200 and "kubecarbon status" in await page.text()
+    summary = await (await client.get("/api/v1/summary")).json()
+    assert summary["current"]["nodes"] == 7
+    assert summary["interval_seconds"] == 15.0  # the collector's default history spacing
+    assert {ns for ns, _ in summary["top_namespaces"]["co2e_grams"]} <= set(
+        DEFAULT_NAMESPACES) | {"kube-system"}
