@@ -15,6 +15,8 @@
    generate_latest over the same samples (same run). Goal < 1 s.
 3. Fleet view at 10,000 live nodes: model over every node's latest window plus
    1,000 uncertainty draws, against drawing the same 10,000 x 1,000 random numbers.
+4. Memory of the collector's state for 10,000 nodes of 100 pods, against one window
+   of the same fleet's reports held as parsed JSON.
 
 Machines are shared and noisy: compare the ratios, not the absolute numbers.
 """
@@ -286,6 +288,40 @@ def bench_render(nodes: int, repeat: int) -> None:
           f"ratio {view / draws:.1f}")
 
 
+def bench_memory(nodes: int) -> None:
+    """Memory of the collector state for a fleet, against its reports as parsed JSON."""
+    import gc
+    import tracemalloc
+
+    from collector.state import FleetState
+
+    metadata = fleet_metadata(nodes)  # the static provider's tables: not the collector's cost
+    rng = np.random.default_rng(7)
+    reports = [make_report(n, 1, time.time() - 15, rng) for n in range(nodes)]
+    bodies = [orjson.dumps({"reports": reports[i:i + 500]}) for i in range(0, nodes, 500)]
+    del reports
+    gc.collect()
+    tracemalloc.start()
+    parsed = [orjson.loads(body) for body in bodies]  # one window of the fleet, as received
+    reference = tracemalloc.get_traced_memory()[0]
+    del parsed
+    gc.collect()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    state = FleetState(metadata=metadata)
+    for body in bodies:
+        state.ingest(orjson.loads(body)["reports"])
+    state.fleet_view()
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    print(f"\nmemory at {nodes} nodes x {PODS_PER_REPORT} pods (tracemalloc, after gc):")
+    print(f"  collector state           {held / 2**20:8.1f} MiB")
+    print(f"  reference: one window of the fleet's reports, parsed  {reference / 2**20:.1f} MiB; "
+          f"ratio {held / reference:.2f}")
+    del state
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", choices=("collector", "bare"))
@@ -302,6 +338,7 @@ def main() -> None:
     bench_ingest(nodes=200, reports=reports, per_request=1, concurrency=16, rounds=rounds)
     bench_ingest(nodes=200, reports=reports * 2, per_request=50, concurrency=4, rounds=rounds)
     bench_render(nodes=2000 if args.quick else 10_000, repeat=3 if args.quick else 5)
+    bench_memory(nodes=2000 if args.quick else 10_000)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ from collector.settings import ExportSettings
 
 UNKNOWN = "unknown"
 OTHER = "other"  # where series beyond a cap are added up
-MAX_CACHED_POD_UIDS = 500_000  # pod uid -> group lookups kept between batches
+# pod uid -> group lookups kept between batches: room for 10,000 nodes of 110 pods (the
+# kubelet default) and churn; cleared when full rather than grown
+MAX_CACHED_POD_UIDS = 2_000_000
 UNCERTAINTY_DRAWS = 1000
 UNCERTAINTY_SEED = 0  # a fixed seed: the same fleet gives the same band on every scrape
 
