@@ -113,3 +113,18 @@ def test_python_dash_m_agent_and_the_console_script_both_answer():
 def test_boolean_flags_from_the_environment(value, enabled):
     settings, _ = parse_settings([*URL, "--node-name", "n"], env={"KUBECARBON_RAPL": value})
     assert settings.sources.rapl_enabled is enabled
+
+
+def test_the_agent_runs_without_the_collector_numpy_or_kubernetes():
+    # what an install with only the `agent` extra has: those imports must fail, and don't matter
+    code = (
+        "import sys\n"
+        "for name in ('numpy', 'kubernetes', 'collector', 'fastjsonschema'):\n"
+        "    sys.modules[name] = None\n"
+        "import agent.cli, agent.runtime\n"
+        "from agent.cli import main\n"
+        "sys.exit(main(['--help']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--collector-url" in done.stdout

@@ -6,6 +6,8 @@ import random
 
 import pytest
 from agent_testkit import Sink, until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agent.metrics import AgentMetrics
@@ -226,3 +228,37 @@ def test_agent_id_is_random_per_start_and_seq_counts_from_one():
     for index in range(3):
         first.publish(window(index))
     assert [item.seq for item in first.buffer.take_batch(10, 10**6)] == [1, 2, 3]
+
+
+buffer_operations = st.lists(
+    st.tuples(
+        st.sampled_from(["add", "add", "add", "take", "settle", "give_back"]),
+        st.integers(min_value=1, max_value=300),  # body bytes, or batch size
+    ),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(buffer_operations, st.integers(1, 12), st.integers(200, 3000))
+def test_every_report_is_sent_failed_dropped_or_still_buffered(operations, max_reports, max_bytes):
+    buffer = ReportBuffer(max_reports=max_reports, max_bytes=max_bytes)
+    added = settled = dropped = 0
+    seen_in_flight: list[int] = []
+    for operation, size in operations:
+        if operation == "add":
+            added += 1
+            dropped += buffer.add(PendingReport(added, b"r" * size))
+        elif operation == "take" and not buffer._in_flight and buffer.queued:
+            seen_in_flight = [item.seq for item in buffer.take_batch(size, 10_000)]
+            assert seen_in_flight == sorted(seen_in_flight)
+        elif operation == "settle" and buffer._in_flight:
+            settled += len(buffer._in_flight)
+            buffer.settle()
+        elif operation == "give_back":
+            dropped += buffer.give_back()
+        assert added == settled + dropped + len(buffer)
+        queued = [item.seq for item in buffer._queue]
+        assert queued == sorted(queued)  # oldest first, always
+        if buffer.queued:  # bounds hold whenever something could be dropped
+            assert len(buffer) <= max_reports and buffer.total_bytes <= max_bytes
