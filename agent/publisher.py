@@ -243,6 +243,8 @@ class Publisher:
         headers = {"Content-Type": "application/json"}
         if self.settings.token_file is not None:
             token = self.settings.token_file.read_text().strip()
+            if not token:  # caught mid-rotation: a 401 would drop the batch, so wait instead
+                raise OSError(f"{self.settings.token_file} is empty")
             headers["Authorization"] = f"Bearer {token}"
         if self.settings.gzip:
             headers["Content-Encoding"] = "gzip"
@@ -256,7 +258,7 @@ class Publisher:
         try:
             headers = self._headers()
         except OSError as exc:
-            return self._retry(f"cannot read token file: {exc.strerror or exc}")
+            return self._retry(f"cannot read the token: {exc.strerror or exc}")
         if self.settings.gzip:
             body = gzip.compress(body, compresslevel=5)
         try:

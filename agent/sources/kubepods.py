@@ -159,7 +159,7 @@ def count_containers(pod: PodCgroup) -> int | None:
     return sum(
         1
         for name in names
-        if ("." not in name or name.endswith(".scope")) and _CONTAINER_DIR.match(name)
+        if ("." not in name or name.endswith(".scope")) and is_container_dir_name(name)
     )
 
 

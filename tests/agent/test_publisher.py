@@ -262,3 +262,21 @@ def test_every_report_is_sent_failed_dropped_or_still_buffered(operations, max_r
         assert queued == sorted(queued)  # oldest first, always
         if buffer.queued:  # bounds hold whenever something could be dropped
             assert len(buffer) <= max_reports and buffer.total_bytes <= max_bytes
+
+
+async def test_an_empty_or_missing_token_waits_instead_of_being_refused(
+    sink, aiohttp_server, tmp_path
+):
+    server = await aiohttp_server(sink.app())
+    token = tmp_path / "token"
+    token.write_text("")  # a rotation caught halfway
+    publisher = make_publisher(str(server.make_url("/")), CollectorRegistry(), token_file=token)
+    publisher.publish(window(0))
+    assert await publisher.drain(0.2) == 1
+    token.unlink()
+    assert await publisher.drain(0.2) == 1
+    assert sink.requests == 0
+    token.write_text("fresh\n")
+    assert await publisher.drain(10) == 0
+    assert [h["Authorization"] for h in sink.headers] == ["Bearer fresh"]
+    await publisher.close()
