@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hmac
 import logging
 import time
@@ -196,7 +197,13 @@ def create_app(
 
     async def get_metrics(request: web.Request) -> web.Response:
         text = exposition.render().encode("utf-8") + generate_latest(registry)
-        return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
+        headers = {"Content-Type": CONTENT_TYPE}
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            # Prometheus asks for gzip: about 10x fewer bytes at 10,000 nodes. Compress off
+            # the event loop; level 1 already gets most of the gain.
+            text = await asyncio.to_thread(gzip.compress, text, 1)
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=text, headers=headers)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

@@ -389,3 +389,20 @@ async def test_max_nodes_forgets_the_least_recently_seen(aiohttp_client, clock):
     # the dedupe cap is honoured too (an empty tracker is not replaced by a default one)
     assert value(text, "kubecarbon_collector_dedupe_agents") == 2
     assert value(text, "kubecarbon_collector_dedupe_evictions_total") == 1
+
+
+async def test_metrics_are_gzipped_when_asked(aiohttp_client, clock):
+    from prometheus_client import CollectorRegistry
+
+    # no process metrics: two scrapes must be byte-identical
+    client = await aiohttp_client(create_app(clock=clock, registry=CollectorRegistry(),
+                                             status_page=False))
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers
+    zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"},
+                              auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    import gzip as gzip_module
+
+    assert gzip_module.decompress(await zipped.read()) == await plain.read()
