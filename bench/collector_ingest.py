@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import os
 import socket
 import statistics
@@ -273,6 +274,10 @@ def bench_render(nodes: int, repeat: int) -> None:
     print(f"  kubecarbon renderer       {ours * 1e3:8.1f} ms (goal < 1000 ms)")
     print(f"  prometheus_client render  {reference * 1e3:8.1f} ms (reference, same samples)")
     print(f"  ratio reference/ours: {reference / ours:.1f}x faster")
+    text = exposition.render().encode()
+    zipped = timed(lambda: gzip.compress(text, 1), repeat)
+    print(f"  gzip level 1 for a scraper that accepts it (in a worker thread): "
+          f"{zipped * 1e3:.1f} ms, {len(gzip.compress(text, 1)) / 2**20:.1f} MiB")
 
     def fresh_view() -> None:
         state._view_cache = None
