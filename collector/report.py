@@ -256,6 +256,41 @@ def chunks(start: float, step: float, count: int,
     return out
 
 
+class CounterAccumulator:
+    """Per-series change of one counter, fed chunk by chunk in time order.
+
+    Keeps two numbers per series (its last sample and its change so far), so a long
+    range costs memory by series, not by samples.
+    """
+
+    def __init__(self, baselines: dict[tuple[tuple[str, str], ...], float],
+                 signed: bool) -> None:
+        self.last = dict(baselines)  # the value before the period, then the latest sample
+        self.change: dict[tuple[tuple[str, str], ...], float] = {}
+        self.labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self.signed = signed
+
+    def add(self, matrix: list[dict[str, Any]]) -> None:
+        """One query_range answer (a matrix) covering the next stretch of the period."""
+        for series in matrix:
+            key = _series_key(series["metric"])
+            values = [float(v) for _, v in series["values"]]
+            if not values:
+                continue
+            before = self.last.get(key)
+            step = (series_delta if self.signed else series_increase)(before, values)
+            self.change[key] = self.change.get(key, 0.0) + step
+            self.last[key] = values[-1]
+            self.labels[key] = series["metric"]
+
+    def totals(self, group_labels: tuple[str, ...]) -> CounterTotals:
+        grouped: dict[tuple[str, ...], float] = defaultdict(float)
+        for key, change in self.change.items():
+            labels = self.labels[key]
+            grouped[tuple(labels.get(label, "") for label in group_labels)] += change
+        return CounterTotals(dict(grouped))
+
+
 class ReportBuilder:
     """Reads everything the report needs from Prometheus (the I/O half of the report)."""
 
@@ -301,21 +336,12 @@ class ReportBuilder:
                        signed: bool) -> CounterTotals:
         before = await self.client.instant(f"last_over_time({metric}[{BASELINE_LOOKBACK}])",
                                            self.start)
-        baselines = {_series_key(s["metric"]): float(s["value"][1]) for s in before}
-        samples: dict[tuple[tuple[str, str], ...], list[float]] = defaultdict(list)
-        labels_of: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        accumulator = CounterAccumulator(
+            {_series_key(s["metric"]): float(s["value"][1]) for s in before}, signed)
         for a, b in self.windows:
-            for series in await self.client.range(metric, a, b, self.step):
-                key = _series_key(series["metric"])
-                labels_of[key] = series["metric"]
-                samples[key].extend(float(v) for _, v in series["values"])
+            accumulator.add(await self.client.range(metric, a, b, self.step))
             self._tick()
-        totals: dict[tuple[str, ...], float] = defaultdict(float)
-        for key, values in samples.items():
-            group = tuple(labels_of[key].get(label, "") for label in group_labels)
-            change = series_delta if signed else series_increase
-            totals[group] += change(baselines.get(key), values)
-        return CounterTotals(dict(totals))
+        return accumulator.totals(group_labels)
 
     async def _gauge_range(self, query: str) -> dict[str, tuple[list[float], list[float]]]:
         out: dict[str, tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))

@@ -15,6 +15,7 @@ from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_window
 from collector.model.fleet import avoided_co2e_rate_quantiles
 from collector.model.parameters import ModelParameters, ProfileArrays, make_profile
 from collector.report import (
+    CounterAccumulator,
     CounterTotals,
     ReportData,
     chunks,
@@ -262,3 +263,35 @@ def test_period_band_for_a_single_region_fleet_is_exact():
     point = float((estimate.avoided_operational_co2e_grams
                    + estimate.avoided_embodied_co2e_grams).sum()) * per_window
     assert band["0.05"] < point < band["0.95"]
+
+
+def matrix(*series: tuple[str, str, list[float]]) -> list[dict]:
+    return [{"metric": {"node": node, "region": region},
+             "values": [[1_764_000_000 + k, repr(v)] for k, v in enumerate(values)]}
+            for node, region, values in series]
+
+
+@given(st.lists(st.lists(st.floats(0, 1e6), min_size=1, max_size=20), min_size=1, max_size=5),
+       st.integers(1, 7))
+def test_chunked_accumulation_equals_one_pass(raw_series, chunk_points):
+    series = [(f"n{i}", "r", values) for i, values in enumerate(raw_series)]
+    whole = CounterAccumulator({}, signed=False)
+    whole.add(matrix(*series))
+    chunked = CounterAccumulator({}, signed=False)
+    longest = max(len(values) for _, _, values in series)
+    for start in range(0, longest, chunk_points):
+        chunked.add(matrix(*((n, r, v[start:start + chunk_points]) for n, r, v in series)))
+    assert chunked.totals(("region",)).total == pytest.approx(whole.totals(("region",)).total)
+
+
+def test_accumulator_across_chunks_resets_and_vanishing_series():
+    key = (("node", "a"), ("region", "east"))
+    counter = CounterAccumulator({key: 100.0}, signed=False)
+    counter.add(matrix(("a", "east", [110.0, 120.0]), ("b", "west", [5.0])))
+    counter.add(matrix(("a", "east", [2.0, 4.0])))  # reset between the chunks; b is gone
+    totals = counter.totals(("region",))
+    assert totals.by_group == {("east",): 20.0 + 2.0 + 2.0, ("west",): 5.0}
+    signed = CounterAccumulator({key: 100.0}, signed=True)
+    signed.add(matrix(("a", "east", [90.0])))
+    signed.add(matrix(("a", "east", [70.0, 80.0])))
+    assert signed.totals(("region",)).by_group == {("east",): -20.0}
