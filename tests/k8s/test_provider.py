@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -343,3 +344,78 @@ def test_unreachable_api_server_reports_why_and_stops_cleanly(
     assert (status.synced, status.connected) == (False, False)
     assert "not listed yet" in status.detail
     assert provider.node(unique("x")) is None
+
+
+def test_view_converges_to_the_server_through_churn_and_partitions(
+    local: LocalCluster,
+    objects: ClusterObjects,
+    start_provider: ProviderFactory,
+    proxied_kubeconfig: tuple[Path, CuttableProxy],
+) -> None:
+    """Random creates, relabels and deletes, with the network cut now and then and one
+    API server restart during a cut: afterwards the provider's tables equal the server's."""
+    kubeconfig, proxy = proxied_kubeconfig
+    rng = random.Random(20251125)
+    namespace = objects.namespace()
+    provider = start_provider(kubeconfig)
+    wait_for(lambda: provider.status().synced, "the first list")
+    nodes: list[str] = []
+    pods: dict[str, str] = {}  # name -> uid
+    deleted: list[str] = []  # uids
+    instance_types = ["m5.large", "c6i.xlarge", "r5.2xlarge"]
+    for step in range(60):
+        if step in (15, 30, 45):
+            proxy.cut()
+        if step in (20, 35, 50):
+            if step == 35:  # resuming after this one needs a relist (410)
+                local.stop_apiserver()
+                local.start_apiserver()
+            proxy.resume()
+        action = rng.random()
+        if not nodes or action < 0.15:
+            nodes.append(objects.node(labels={"node.kubernetes.io/instance-type": "m5.large"}))
+        elif action < 0.3:
+            objects.core.patch_node(
+                rng.choice(nodes),
+                {
+                    "metadata": {
+                        "labels": {"node.kubernetes.io/instance-type": rng.choice(instance_types)}
+                    }
+                },
+            )
+        elif action < 0.75 or not pods:
+            name = unique("churn")
+            pods[name] = objects.pod(
+                namespace, rng.choice(nodes), name=name, owner=("StatefulSet", f"s{step % 4}")
+            )
+        else:
+            name = rng.choice(sorted(pods))
+            objects.delete_pod(namespace, name)
+            deleted.append(pods.pop(name))
+
+    def server_view() -> tuple[dict[str, str | None], set[str]]:
+        listed_nodes = objects.core.list_node().items
+        listed_pods = objects.core.list_namespaced_pod(namespace).items
+        return (
+            {
+                n.metadata.name: (n.metadata.labels or {}).get("node.kubernetes.io/instance-type")
+                for n in listed_nodes
+                if n.metadata.name in nodes
+            },
+            {p.metadata.uid for p in listed_pods},
+        )
+
+    def provider_matches() -> bool:
+        expected_nodes, expected_uids = server_view()
+        seen_nodes = {name: getattr(provider.node(name), "instance_type", None) for name in nodes}
+        seen_uids = {uid for uid in pods.values() if provider.pod(uid) is not None}
+        return (
+            seen_nodes == expected_nodes
+            and seen_uids == expected_uids
+            and all(provider.pod(uid) is None for uid in deleted)
+            and provider.status().connected
+        )
+
+    wait_for(provider_matches, "the provider's view to equal the server's")
+    assert set(pods.values()) == server_view()[1] and deleted  # the test did delete some
+    assert provider.reflector_states()[1].relists_total >= 2  # the restart forced one
