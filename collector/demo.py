@@ -36,7 +36,8 @@ from collector.app import STATE_KEY, create_app
 from collector.metadata import StaticMetadataProvider
 from collector.settings import ExportSettings, Settings
 from collector.simulate import FleetSettings, SimulatedFleet, post_reports
-from collector.status import Snapshot, StatusHistory, StatusSettings, add_status_routes
+from collector.state import FleetState
+from collector.status import Snapshot, StatusSettings, add_status_routes, read_snapshot
 
 AGENT_STOP_GRACE_SECONDS = 10.0
 # SIGHUP too: a closed terminal must not leave the agent (in its own session) running.
@@ -155,7 +156,7 @@ class Demo:
         self.stop = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.agent: asyncio.subprocess.Process | None = None
-        self.history: StatusHistory | None = None
+        self.state: FleetState | None = None
         self.base_url = ""
 
     def say(self, text: str) -> None:
@@ -169,7 +170,9 @@ class Demo:
         settings = Settings(kubernetes="off", profiles=self.fleet.profile_config(),
                             export=ExportSettings(stale_after_seconds=3 * s.interval_seconds))
         app = create_app(settings, metadata=metadata, status_page=False)
-        self.history = add_status_routes(app, app[STATE_KEY], StatusSettings(
+        self.state = app[STATE_KEY]
+        # the page's history at the demo's pace (the collector's default is 15 s)
+        add_status_routes(app, self.state, StatusSettings(
             interval_seconds=s.interval_seconds, refresh_seconds=min(5.0, s.interval_seconds)))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -213,8 +216,9 @@ class Demo:
     async def tick(self, session: aiohttp.ClientSession) -> None:
         if self.settings.simulate_nodes > 0:
             await post_reports(session, f"{self.base_url}/api/v1/reports", self.fleet.reports())
-        assert self.history is not None
-        self.say(summary_line(self.history.sample()))
+        assert self.state is not None
+        # read, not sampled: the status page's own task keeps its history
+        self.say(summary_line(read_snapshot(self.state, time.time())))
 
     async def run(self) -> int:
         s = self.settings
