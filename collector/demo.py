@@ -214,6 +214,10 @@ class Demo:
             await agent.wait()
 
     async def tick(self, session: aiohttp.ClientSession) -> None:
+        if self.agent is not None and self.agent.returncode is not None:
+            self.say(f"  agent        exited with status {self.agent.returncode}; "
+                     "its errors are above")
+            self.agent = None
         if self.settings.simulate_nodes > 0:
             await post_reports(session, f"{self.base_url}/api/v1/reports", self.fleet.reports())
         assert self.state is not None

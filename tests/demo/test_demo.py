@@ -177,3 +177,29 @@ def test_ctrl_c_while_the_agent_is_still_starting_is_clean(tmp_path):
     output = log.read_text()
     assert "Traceback" not in output and "kubecarbon demo: stopped" in output
     assert_gone(agent)
+
+
+@pytest.mark.slow
+def test_an_agent_that_dies_is_reported_and_the_demo_goes_on(tmp_path):
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [KUBECARBON, "demo", "--simulate-nodes", "5", "--interval", "1",
+             "--listen", "127.0.0.1:0"],
+            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "utilisation" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(agent_pid(log.read_text()), signal.SIGKILL)
+        while "agent        exited" not in log.read_text() and time.monotonic() < deadline:
+            assert demo.poll() is None, log.read_text()
+            time.sleep(0.1)
+        assert "exited with status -9" in log.read_text()
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
