@@ -30,11 +30,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import orjson
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config.incluster_config import InClusterConfigLoader
 from kubernetes.utils import parse_quantity
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -67,6 +69,7 @@ JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 # the epoch>; accept suffixes between 2014-06-01 (Kubernetes' first release) and 2200.
 CRONJOB_SUFFIX_MINUTES_RANGE = (23_140_800, 121_190_400)
 BARE_POD_KIND = "Pod"
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 # ----------------------------------------------------------------------------
@@ -689,17 +692,27 @@ class KubernetesUnavailable(Exception):
 
 
 def load_api_client(
-    kubeconfig: str | None = None, *, environ: Mapping[str, str] = os.environ
+    kubeconfig: str | None = None,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
 ) -> tuple[client.ApiClient, ConnectionChoice]:
     """An API client from an explicit kubeconfig, else in-cluster config, else the kubeconfig
     that $KUBECONFIG names (colon-separated files are merged) or ~/.kube/config.
 
-    Raises KubernetesUnavailable (one clear line) when none of them works.
+    In-cluster means KUBERNETES_SERVICE_HOST/PORT in `environ` and the pod's service
+    account token and CA in `service_account_dir`; the token file is re-read every
+    minute, so rotated tokens are picked up. Raises KubernetesUnavailable (one clear
+    line) when nothing works.
     """
     configuration = client.Configuration()
     if kubeconfig is None:
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            InClusterConfigLoader(
+                token_filename=str(service_account_dir / "token"),
+                cert_filename=str(service_account_dir / "ca.crt"),
+                environ=environ,
+            ).load_and_set(configuration)
             return _api_client(configuration), ConnectionChoice(source="in-cluster")
         except config.ConfigException as exc:
             in_cluster_error = str(exc)

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from collector.app import create_app
 from collector.kubernetes import (
     KubernetesMetadataProvider,
+    KubernetesUnavailable,
     KubernetesWatchMetrics,
     load_api_client,
 )
@@ -391,3 +393,31 @@ def _http_get(port: int, path: str) -> tuple[int, bytes] | None:
         return (exc.code, exc.read()) if exc.code == 503 else None
     except OSError:
         return None
+
+
+def test_in_cluster_credentials_are_the_default(
+    local: LocalCluster, objects: ClusterObjects, tmp_path: Path
+) -> None:
+    """What a pod has: KUBERNETES_SERVICE_HOST/PORT and a mounted service-account token + CA."""
+    node = objects.node(labels={"topology.kubernetes.io/region": "cn-north-1"})
+    mounted = tmp_path / "serviceaccount"
+    mounted.mkdir()
+    (mounted / "token").write_text(local.admin.token)
+    (mounted / "ca.crt").write_bytes(local.ca_file.read_bytes())
+    environ = {
+        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+        "KUBERNETES_SERVICE_PORT": str(local.apiserver_port),
+    }
+    api_client, choice = load_api_client(environ=environ, service_account_dir=mounted)
+    assert choice.source == "in-cluster"
+    provider = KubernetesMetadataProvider(api_client, FAST_WATCH)
+    provider.start()
+    try:
+        wait_for(lambda: provider.node(node), "the node through in-cluster credentials")
+        assert getattr(provider.node(node), "region", None) == "cn-north-1"
+    finally:
+        provider.stop()
+
+    # Outside a pod it says why it could not use in-cluster credentials.
+    with pytest.raises(KubernetesUnavailable, match="in-cluster: Service host/port is not set"):
+        load_api_client(environ={"KUBECONFIG": str(tmp_path / "absent")})
