@@ -90,15 +90,28 @@ class IngestQueue:
         pending, self._pending = self._pending, []
         try:
             results = self.state.ingest_batches([reports for reports, _ in pending])
-        except Exception as exc:  # a model bug: every waiting request gets a 500
-            log.exception("applying %d batches failed", len(pending))
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(exc)
+        except Exception:
+            # A model bug tripped by some report: nothing was applied. Apply the batches one
+            # by one so that only the request holding it fails, not its neighbours.
+            for reports, future in pending:
+                self._apply_alone(reports, future)
             return
         for (_, future), result in zip(pending, results, strict=True):
             if not future.done():  # the client may have gone; the reports are applied anyway
                 future.set_result(result)
+
+    def _apply_alone(
+        self, reports: list[dict[str, Any]], future: asyncio.Future[IngestResult]
+    ) -> None:
+        try:
+            result = self.state.ingest(reports)
+        except Exception as exc:
+            log.exception("applying a batch of %d reports failed", len(reports))
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
 
 
 def _error(exc: IngestError) -> web.Response:

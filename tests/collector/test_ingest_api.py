@@ -406,3 +406,60 @@ async def test_metrics_are_gzipped_when_asked(aiohttp_client, clock):
     import gzip as gzip_module
 
     assert gzip_module.decompress(await zipped.read()) == await plain.read()
+
+
+async def test_a_report_tripping_the_model_fails_alone(aiohttp_client, clock, monkeypatch):
+    import asyncio
+
+    import collector.state
+    from collector.app import STATE_KEY
+
+    real = collector.state.estimate_windows
+
+    def fails_on_huge_nodes(batch, *args, **kwargs):
+        if (batch.logical_cpus == 4096).any():
+            raise ValueError("model exploded")
+        return real(batch, *args, **kwargs)
+
+    monkeypatch.setattr(collector.state, "estimate_windows", fails_on_huge_nodes)
+    app = create_app(metadata=metadata_for_tests(), clock=clock, status_page=False)
+    client = await aiohttp_client(app)
+    good = [make_report(f"n{i}", agent_id=f"agent-{i}") for i in range(3)]
+    bad = make_report("n-bad", agent_id="agent-bad", logical_cpus=4096)
+    responses = await asyncio.gather(*(
+        client.post("/api/v1/reports", data=body_of(report), headers=JSON)
+        for report in [*good, bad]))
+    assert [r.status for r in responses] == [200, 200, 200, 500]
+    assert app[STATE_KEY].collector.reports_accepted == 3
+
+
+async def test_group_commit_applies_concurrent_batches_in_one_model_run(clock, monkeypatch):
+    import asyncio
+
+    import collector.state
+    from collector.app import IngestQueue
+    from collector.state import FleetState
+
+    real = collector.state.estimate_windows
+    sizes: list[int] = []
+
+    def counting(batch, *args, **kwargs):
+        sizes.append(len(batch))
+        if (batch.logical_cpus == 4096).any():
+            raise ValueError("model exploded")
+        return real(batch, *args, **kwargs)
+
+    monkeypatch.setattr(collector.state, "estimate_windows", counting)
+    queue = IngestQueue(FleetState(metadata=metadata_for_tests(), clock=clock))
+    first = [make_report("n1", agent_id="a1"), make_report("n1", agent_id="a1")]  # + a repeat
+    results = await asyncio.gather(queue.submit(first), queue.submit([make_report("n2")]))
+    assert sizes == [2]  # one model run for both requests; the repeat counted once
+    assert [(r.accepted, r.duplicates) for r in results] == [(1, 1), (1, 0)]
+
+    sizes.clear()
+    bad = make_report("n3", agent_id="a3", logical_cpus=4096)
+    outcome = await asyncio.gather(queue.submit([make_report("n4", agent_id="a4")]),
+                                   queue.submit([bad]), return_exceptions=True)
+    assert sizes == [2, 1, 1]  # the shared run failed, then each batch alone
+    assert outcome[0].accepted == 1
+    assert isinstance(outcome[1], ValueError)
