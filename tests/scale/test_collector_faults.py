@@ -127,6 +127,8 @@ async def test_sigkill_and_restart_lose_at_most_one_snapshot_interval(
                     - total(faulty_text, "kubecarbon_collector_reports_total",
                             result="accepted"))
     assert 0 <= lost_reports <= rounds_per_interval * len(fleet.nodes)
+    print(f"\nSIGKILL: {lost_reports:g} of {rounds * len(fleet.nodes)} reports lost, "
+          f"{deficit:.0f} J of {control_totals[energy]:.0f} J (bound {one_interval_joules:.0f} J)")
     # every other total is short by the same share (the lost windows are ordinary ones)
     share = deficit / control_totals[energy]
     for name, value in control_totals.items():
