@@ -157,3 +157,18 @@ def test_stale_node_keeps_counters_only():
     text = golden_text()
     assert 'kubecarbon_node_energy_joules_total{node="old-1"' in text
     assert 'kubecarbon_node_power_watts{node="old-1"' not in text
+
+
+def test_label_values_are_escaped():
+    odd = 'rack "7"\\east\nwing'
+    metadata = StaticMetadataProvider(nodes={"n1": NodeInfo("n1", instance_type=odd)})
+    state = FleetState(metadata=metadata, clock=FakeClock(T0))
+    state.ingest([make_report("n1")])
+    status = ProviderStatus(source="static", synced=True, connected=True)
+    text = Exposition(state, lambda: status, version_="x").render(now=T0)
+    parsed = {sample.labels.get("instance_type") for family in text_string_to_metric_families(text)
+              if family.name == "kubecarbon_node_power_watts" for sample in family.samples}
+    assert parsed == {odd}
+    done = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
