@@ -117,10 +117,10 @@ def number(text: str) -> float:
 
 
 @pytest.mark.slow
-async def test_status_page_shows_the_metrics_numbers(aiohttp_server, tmp_path):
+async def test_status_page_shows_the_metrics_numbers(aiohttp_server, tmp_path, monkeypatch):
     if CHROMIUM is None or CHROMEDRIVER is None:
         pytest.fail("chromium and chromium-driver are not installed: run `make apt-deps`")
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not go online
+    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not go online
     fleet = SimulatedFleet(FleetSettings(nodes=120, seed=5, window_seconds=1.0))
     app = create_app(Settings(kubernetes="off"), metadata=fleet.metadata(), status_page=False)
     # one history point a second, so a few seconds of feeding draw the charts
