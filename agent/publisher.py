@@ -46,6 +46,7 @@ _BATCH_PREFIX = b'{"reports":['
 _BATCH_SUFFIX = b"]}"
 _RETRYABLE_4XX = frozenset({408, 425, 429})  # timeouts and rate limits pass
 _BISECT_4XX = frozenset({400, 413, 422})  # about the content of the batch
+DRAINING_BACKOFF_SECONDS = 0.5  # during a shutdown's grace period, retry sooner
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class Publisher:
         self._attempt = 0
         self._session: aiohttp.ClientSession | None = None
         self._outage_reason: str | None = None
+        self._draining = False
 
     def publish(self, report: dict[str, Any]) -> None:
         """Give the report its identity and buffer it for delivery."""
@@ -174,24 +176,39 @@ class Publisher:
         self._work.set()
 
     async def run(self) -> None:
-        """Deliver for ever (cancel to stop); the batch in flight goes back on cancellation."""
+        """Deliver until cancelled, or until empty once `begin_draining()` was called.
+
+        A cancelled run puts its batch in flight back in the buffer.
+        """
         while True:
             while not self.buffer.queued:
+                if self._draining:
+                    return
                 self._work.clear()
                 await self._work.wait()
             if await self._deliver_next_batch() is Outcome.RETRY:
-                await asyncio.sleep(self._backoff_seconds())
+                backoff = self._backoff_seconds()
+                await asyncio.sleep(
+                    min(backoff, DRAINING_BACKOFF_SECONDS) if self._draining else backoff
+                )
+
+    def begin_draining(self) -> None:
+        """Let `run()` finish the request in flight and return once the buffer is empty.
+
+        Stopping this way, rather than by cancelling a request the collector may
+        already have applied, keeps a shutdown from sending any report twice.
+        """
+        self._draining = True
+        self._work.set()
 
     async def drain(self, timeout_seconds: float) -> int:
-        """Try to deliver everything within the timeout; return how many reports are left."""
-
-        async def deliver_all() -> None:
-            while self.buffer.queued:
-                if await self._deliver_next_batch() is Outcome.RETRY:
-                    await asyncio.sleep(min(self._backoff_seconds(), 0.5))
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(deliver_all(), timeout_seconds)
+        """Deliver everything within the timeout (no `run()` task needed); return what is left."""
+        self.begin_draining()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.run(), timeout_seconds)
+        finally:
+            self._draining = False
         return len(self.buffer)
 
     async def close(self) -> None:

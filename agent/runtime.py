@@ -7,6 +7,7 @@ the CLI, the demo and end-to-end tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -69,7 +70,8 @@ class Agent:
         self.server = AgentHttpServer(
             self.metrics, self.health, settings.server.listen_host, settings.server.listen_port
         )
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sampling: asyncio.Task[None] | None = None
+        self._delivery: asyncio.Task[None] | None = None
         self._last_cycle_monotonic = self.sampler.clock.monotonic()
         self.http_port: int | None = None
 
@@ -77,10 +79,8 @@ class Agent:
         """Serve /metrics and /healthz, take the first (baseline) sample, start the loops."""
         self.http_port = await self.server.start()
         self._cycle()
-        self._tasks = [
-            asyncio.create_task(self._sampling_loop(), name="kubecarbon-sampler"),
-            asyncio.create_task(self.publisher.run(), name="kubecarbon-publisher"),
-        ]
+        self._sampling = asyncio.create_task(self._sampling_loop(), name="kubecarbon-sampler")
+        self._delivery = asyncio.create_task(self.publisher.run(), name="kubecarbon-publisher")
         log.info(
             "agent %s for node %s: sampling every %g s, reporting to %s, serving on port %d",
             self.publisher.agent_id,
@@ -96,14 +96,21 @@ class Agent:
             "stopping: closing the current window, delivering for up to %g s",
             self.settings.delivery.shutdown_grace_seconds,
         )
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        grace = self.settings.delivery.shutdown_grace_seconds
+        if self._sampling is not None:
+            self._sampling.cancel()
+            await asyncio.gather(self._sampling, return_exceptions=True)
+            self._sampling = None
         last = self.sampler.last_sample_time
         if last is not None and self.sampler.now() - last >= FINAL_WINDOW_MIN_SECONDS:
             self._cycle()
-        left = await self.publisher.drain(self.settings.delivery.shutdown_grace_seconds)
+        if self._delivery is not None:
+            # the request in flight completes: cancelling it could send its reports twice
+            self.publisher.begin_draining()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._delivery, grace)  # cancels it when time is up
+            self._delivery = None
+        left = len(self.publisher.buffer)
         if left:
             log.warning("stopping with %d undelivered report(s)", left)
         await self.publisher.close()
