@@ -157,6 +157,7 @@ class Publisher:
         self._session: aiohttp.ClientSession | None = None
         self._outage_reason: str | None = None
         self._draining = False
+        self._drain_requested = asyncio.Event()
 
     def publish(self, report: dict[str, Any]) -> None:
         """Give the report its identity and buffer it for delivery."""
@@ -187,10 +188,16 @@ class Publisher:
                 self._work.clear()
                 await self._work.wait()
             if await self._deliver_next_batch() is Outcome.RETRY:
-                backoff = self._backoff_seconds()
-                await asyncio.sleep(
-                    min(backoff, DRAINING_BACKOFF_SECONDS) if self._draining else backoff
-                )
+                await self._back_off()
+
+    async def _back_off(self) -> None:
+        """Wait before a retry; a shutdown cuts a long wait short and retries more often."""
+        backoff = self._backoff_seconds()
+        if self._draining:
+            await asyncio.sleep(min(backoff, DRAINING_BACKOFF_SECONDS))
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_requested.wait(), backoff)
 
     def begin_draining(self) -> None:
         """Let `run()` finish the request in flight and return once the buffer is empty.
@@ -199,6 +206,7 @@ class Publisher:
         already have applied, keeps a shutdown from sending any report twice.
         """
         self._draining = True
+        self._drain_requested.set()
         self._work.set()
 
     async def drain(self, timeout_seconds: float) -> int:
@@ -209,6 +217,7 @@ class Publisher:
                 await asyncio.wait_for(self.run(), timeout_seconds)
         finally:
             self._draining = False
+            self._drain_requested.clear()
         return len(self.buffer)
 
     async def close(self) -> None:

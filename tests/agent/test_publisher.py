@@ -283,3 +283,23 @@ async def test_an_empty_or_missing_token_waits_instead_of_being_refused(
     assert await publisher.drain(10) == 0
     assert [h["Authorization"] for h in sink.headers] == ["Bearer fresh"]
     await publisher.close()
+
+
+async def test_a_shutdown_cuts_a_long_backoff_short(sink, aiohttp_server, unused_tcp_port):
+    registry = CollectorRegistry()
+    publisher = make_publisher(
+        f"http://127.0.0.1:{unused_tcp_port}",
+        registry,
+        backoff_initial_seconds=600.0,
+        backoff_max_seconds=600.0,
+    )
+    sender = asyncio.create_task(publisher.run())
+    publisher.publish(window(0))
+    # refused; the seeded jitter (Random(7)) now waits 194 s of the 600 s ceiling
+    await until(lambda: publisher._attempt == 1)
+    server = await aiohttp_server(sink.app(), port=unused_tcp_port)
+    publisher.begin_draining()
+    await asyncio.wait_for(sender, 30)  # the guard only stops a broken test from hanging
+    assert [report["seq"] for report in sink.accepted] == [1]
+    await publisher.close()
+    await server.close()
