@@ -215,15 +215,16 @@ class Sampler:
     def sample(self) -> Report | None:
         """Take a snapshot; return the report of the window that it closes.
 
-        None the first time, and for a window without the node's CPU or memory:
-        the collector refuses reports without them (the estimate starts from
-        them), and the sources' metrics and log already say what is wrong.
+        None the first time, and for a window without the node's CPU: the
+        estimate starts from utilisation, so the collector refuses reports
+        without it, and the cpu source's metric and log already say what is wrong.
+        Every other section may be missing (its source failed) and the report goes.
         """
         current = self.snapshot()
         previous, self._previous = self._previous, current
         if previous is None:
             return None
         report = window_report(self.node_name, previous, current, self.user_hz)
-        if "cpu" not in report or "memory" not in report:
+        if "cpu" not in report:
             return None
         return report

@@ -182,6 +182,19 @@ class FleetState:
         self._resolved[node_name] = (info, resolved)
         return resolved
 
+    def _memory_total_bytes(self, report: dict[str, Any]) -> float:
+        """The report's memory; without it, the node's capacity as the cluster knows it, else 0.
+
+        0 leaves memory power out of that window: an underestimate, never an invention.
+        """
+        memory = report.get("memory")
+        if memory is not None:
+            return float(memory["total_bytes"])
+        info = self.metadata.node(report["node"])
+        if info is not None and info.memory_capacity_bytes is not None:
+            return float(info.memory_capacity_bytes)
+        return 0.0
+
     def ingest(self, reports: list[dict[str, Any]]) -> IngestResult:
         """Apply a validated batch; duplicates are acknowledged and skipped."""
         return self.ingest_batches([reports])[0]
@@ -219,7 +232,7 @@ class FleetState:
             logical_cpus=np.array([r["cpu"]["logical_cpus"] for r in reports], dtype=np.float64),
             busy_seconds=np.array([r["cpu"]["busy_seconds"] for r in reports], dtype=np.float64),
             memory_total_bytes=np.array(
-                [r["memory"]["total_bytes"] for r in reports], dtype=np.float64
+                [self._memory_total_bytes(r) for r in reports], dtype=np.float64
             ),
             rapl_joules=np.array([_rapl_joules(r) for r in reports], dtype=np.float64),
         )

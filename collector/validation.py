@@ -106,8 +106,9 @@ def batch_schema(limits: IngestLimits) -> dict[str, Any]:
             "rapl": _object({"package_joules": _number(), "dram_joules": _number()},
                             ["package_joules"]),
         },
-        # pods and containers_running are optional: a host outside Kubernetes has neither
-        ["schema", "node", "agent_id", "seq", "start", "end", "cpu", "memory"],
+        # pods and containers_running are optional: a host outside Kubernetes has neither;
+        # memory too: an agent whose meminfo source fails keeps reporting the rest
+        ["schema", "node", "agent_id", "seq", "start", "end", "cpu"],
     )
     return _object(
         {"reports": {"type": "array", "minItems": 1,
@@ -211,8 +212,8 @@ class BatchValidator:
                 f"{busy:g} exceeds logical_cpus * window * {limits.busy_tolerance:g} "
                 f"= {cpu_capacity_seconds:g}",
             )
-        memory = report["memory"]
-        if memory["used_bytes"] > memory["total_bytes"]:
+        memory = report.get("memory")
+        if memory is not None and memory["used_bytes"] > memory["total_bytes"]:
             raise IngestError(422, f"{where}.memory.used_bytes", "exceeds total_bytes")
         pod_cpu_seconds = _check_pods(report.get("pods", ()), where)
         if pod_cpu_seconds > cpu_capacity_seconds:

@@ -22,6 +22,7 @@ from collector_testkit import (
 )
 
 from collector.app import create_app
+from collector.metadata import StaticMetadataProvider
 from collector.settings import DedupeSettings, ExportSettings, Settings
 
 NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
@@ -463,3 +464,28 @@ async def test_group_commit_applies_concurrent_batches_in_one_model_run(clock, m
     assert sizes == [2, 1, 1]  # the shared run failed, then each batch alone
     assert outcome[0].accepted == 1
     assert isinstance(outcome[1], ValueError)
+
+
+async def test_report_without_memory_uses_the_nodes_capacity_else_no_memory_power(
+    aiohttp_client, clock
+):
+    # the agent's meminfo source failed: the window still counts, with the node's
+    # memory capacity from the metadata provider, or without memory power if unknown
+    known = metadata_for_tests().node("ip-10-0-1-17")
+    assert known is not None and known.memory_capacity_bytes is None
+    metadata = StaticMetadataProvider(nodes={
+        "ip-10-0-1-17": dataclasses.replace(known, memory_capacity_bytes=32 * 2**30),
+        "ip-10-0-1-18": dataclasses.replace(known, name="ip-10-0-1-18"),
+    })
+    client = await aiohttp_client(create_app(metadata=metadata, clock=clock, status_page=False))
+    reports = [make_report(), make_report(node="ip-10-0-1-18", agent_id="agent-b")]
+    for report in reports:
+        del report["memory"]
+    response = await client.post("/api/v1/reports", data=body_of(*reports), headers=JSON)
+    assert response.status == 200, await response.text()
+    text = await metrics_text(client)
+    cpu_watts = 16 * (0.74 + 0.5 * (3.5 - 0.74))
+    assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(
+        cpu_watts + 32 * 0.392)
+    assert value(text, "kubecarbon_node_power_watts", **{**NODE, "node": "ip-10-0-1-18"}) == (
+        pytest.approx(cpu_watts))
