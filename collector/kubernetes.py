@@ -69,6 +69,7 @@ JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 # the epoch>; accept suffixes between 2014-06-01 (Kubernetes' first release) and 2200.
 CRONJOB_SUFFIX_MINUTES_RANGE = (23_140_800, 121_190_400)
 BARE_POD_KIND = "Pod"
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
@@ -147,7 +148,7 @@ def workload_of_pod(
     a ReplicaSet named <deployment>-<pod-template-hash> belongs to Deployment
     <deployment>; a Job named <cronjob>-<minutes since the epoch> to CronJob
     <cronjob>. Other controller kinds are reported as themselves; a pod without
-    a controller is its own workload (kind "Pod").
+    a controller, or a static pod (owned by its Node), is its own workload (kind "Pod").
     """
     owner = next((ref for ref in owner_references if ref.get("controller")), None)
     if owner is None and owner_references:
@@ -159,6 +160,8 @@ def workload_of_pod(
         owner = {"kind": "Job", "name": job_name}
     kind = str(owner.get("kind") or BARE_POD_KIND)
     name = str(owner.get("name") or pod_name)
+    if kind == "Node":  # the mirror of a static pod: the pod is the workload
+        return BARE_POD_KIND, pod_name
     if kind == "ReplicaSet":
         template_hash = labels.get(POD_TEMPLATE_HASH_LABEL)
         if template_hash and name.endswith("-" + template_hash):
@@ -186,14 +189,18 @@ def pod_info_from_object(obj: Mapping[str, Any]) -> PodInfo:
     )
 
 
-def _node_entry(obj: Mapping[str, Any]) -> tuple[str, NodeInfo]:
+def _node_entry(obj: Mapping[str, Any]) -> tuple[str, NodeInfo, tuple[str, ...]]:
     info = node_info_from_object(obj)
-    return info.name, info
+    return info.name, info, ()
 
 
-def _pod_entry(obj: Mapping[str, Any]) -> tuple[str, PodInfo]:
+def _pod_entry(obj: Mapping[str, Any]) -> tuple[str, PodInfo, tuple[str, ...]]:
     info = pod_info_from_object(obj)
-    return info.uid, info
+    # A static pod runs (and has its cgroup) under the uid in this annotation; the
+    # API only shows its mirror pod, whose own uid differs.
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    static_uid = annotations.get(MIRROR_POD_ANNOTATION)
+    return info.uid, info, (static_uid,) if static_uid else ()
 
 
 # ----------------------------------------------------------------------------
@@ -266,7 +273,7 @@ class _Reflector(Generic[V]):
         self,
         resource: str,
         list_function: Callable[..., Any],
-        entry: Callable[[Mapping[str, Any]], tuple[str, V]],
+        entry: Callable[[Mapping[str, Any]], tuple[str, V, tuple[str, ...]]],
         settings: WatchSettings,
         stop_event: threading.Event,
         clock: Callable[[], float],
@@ -275,6 +282,7 @@ class _Reflector(Generic[V]):
     ) -> None:
         self.resource = resource
         self.table: dict[str, V] = {}
+        self.aliases: dict[str, str] = {}  # other names of an object -> its key in `table`
         self._list_function = list_function
         self._entry = entry
         self._settings = settings
@@ -329,6 +337,7 @@ class _Reflector(Generic[V]):
     # one paginated list: a consistent snapshot at one resourceVersion
     def _list(self) -> str:
         fresh: dict[str, V] = {}
+        fresh_aliases: dict[str, str] = {}
         continue_token: str | None = None
         while True:
             response = self._list_function(
@@ -345,7 +354,7 @@ class _Reflector(Generic[V]):
             finally:
                 response.release_conn()
             for item in page.get("items") or ():
-                self._put(fresh, item)
+                self._put(fresh, fresh_aliases, item)
             list_metadata = page.get("metadata") or {}
             continue_token = list_metadata.get("continue") or None
             if continue_token is None:
@@ -354,7 +363,7 @@ class _Reflector(Generic[V]):
             if self._stop_event.is_set():
                 raise InterruptedError("stopping")
         removed = {key: value for key, value in self.table.items() if key not in fresh}
-        self.table = fresh
+        self.table, self.aliases = fresh, fresh_aliases
         if removed and self._on_removed is not None:
             self._on_removed(removed)
         now = self._clock()
@@ -367,14 +376,22 @@ class _Reflector(Generic[V]):
         log.info("%s: listed %d at resourceVersion %s", self.resource, len(fresh), resource_version)
         return resource_version
 
-    def _put(self, table: dict[str, V], obj: Mapping[str, Any]) -> None:
+    def get(self, key: str) -> V | None:
+        value = self.table.get(key)
+        if value is None and key in self.aliases:
+            value = self.table.get(self.aliases[key])
+        return value
+
+    def _put(self, table: dict[str, V], aliases: dict[str, str], obj: Mapping[str, Any]) -> None:
         try:
-            key, value = self._entry(obj)
+            key, value, other_names = self._entry(obj)
         except (KeyError, TypeError, AttributeError) as exc:
             # One malformed object must not stop the watch of all the others.
             log.warning("%s: skipping an object without %s", self.resource, exc)
             return
         table[key] = value
+        for name in other_names:
+            aliases[name] = key
 
     def _watch_from(self, resource_version: str) -> str:
         timeout_seconds = int(self._settings.watch_timeout_seconds * (1 + self._rng.random()))
@@ -414,16 +431,17 @@ class _Reflector(Generic[V]):
     def _apply(self, event: Mapping[str, Any], resource_version: str) -> str:
         event_type = event.get("type")
         obj = event.get("object") or {}
-        new_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+        new_version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
         if event_type in ("ADDED", "MODIFIED"):
-            self._put(self.table, obj)
+            self._put(self.table, self.aliases, obj)
         elif event_type == "DELETED":
             try:
-                key, value = self._entry(obj)
+                key, value, other_names = self._entry(obj)
             except (KeyError, TypeError, AttributeError):
-                key, value = "", None
+                return new_version
+            for name in other_names:
+                self.aliases.pop(name, None)
             if self.table.pop(key, None) is not None and self._on_removed is not None:
-                assert value is not None
                 self._on_removed({key: value})
         elif event_type == "ERROR":
             # A Status object; 410 means the watch cache no longer has our version.
@@ -432,7 +450,7 @@ class _Reflector(Generic[V]):
                     f"resourceVersion {resource_version} expired: {obj.get('message')}"
                 )
             raise ApiException(status=obj.get("code"), reason=str(obj.get("message")))
-        return str(new_version)
+        return new_version
 
     def _mark_connected_locked(self) -> None:
         if not self._state.connected and self._state.errors_total:
@@ -518,10 +536,10 @@ class KubernetesMetadataProvider:
 
     # MetadataProvider
     def node(self, name: str) -> NodeInfo | None:
-        return self._nodes.table.get(name)
+        return self._nodes.get(name)
 
     def pod(self, uid: str) -> PodInfo | None:
-        info = self._pods.table.get(uid)
+        info = self._pods.get(uid)
         if info is not None:
             return info
         with self._deleted_lock:

@@ -462,14 +462,19 @@ class ClusterObjects:
         name: str | None = None,
         labels: dict[str, str] | None = None,
         owner: tuple[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> str:
         """Creates a pod bound to `node`; returns its uid."""
-        metadata: dict[str, Any] = {"name": name or unique("pod"), "labels": labels or {}}
+        metadata: dict[str, Any] = {
+            "name": name or unique("pod"),
+            "labels": labels or {},
+            "annotations": annotations or {},
+        }
         if owner is not None:
             kind, owner_name = owner
             metadata["ownerReferences"] = [
                 {
-                    "apiVersion": "batch/v1" if kind == "Job" else "apps/v1",
+                    "apiVersion": {"Job": "batch/v1", "Node": "v1"}.get(kind, "apps/v1"),
                     "kind": kind,
                     "name": owner_name,
                     "uid": str(uuid.uuid4()),

@@ -123,6 +123,12 @@ def test_owner_chain_edge_cases() -> None:
         "shop",
     )
     assert workload_of_pod("static-etcd", {}, []) == ("Pod", "static-etcd")
+    # A static pod's mirror is owned by its Node: the pod is the workload
+    mirror_owner = [{"kind": "Node", "name": "cp-1", "controller": True}]
+    assert workload_of_pod("kube-apiserver-cp-1", {}, mirror_owner) == (
+        "Pod",
+        "kube-apiserver-cp-1",
+    )
 
 
 @given(

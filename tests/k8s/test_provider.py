@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -419,3 +420,30 @@ def test_view_converges_to_the_server_through_churn_and_partitions(
     wait_for(provider_matches, "the provider's view to equal the server's")
     assert set(pods.values()) == server_view()[1] and deleted  # the test did delete some
     assert provider.reflector_states()[1].relists_total >= 2  # the restart forced one
+
+
+def test_static_pods_resolve_under_the_uid_they_run_with(
+    cluster: object, objects: ClusterObjects, start_provider: ProviderFactory
+) -> None:
+    # The kubelet runs a static pod under the uid in its mirror pod's
+    # kubernetes.io/config.mirror annotation (its cgroup carries that uid, so the
+    # agent reports it); the API shows the mirror pod with a uid of its own.
+    namespace = objects.namespace()
+    node = objects.node()
+    static_uid = uuid.uuid4().hex  # the kubelet's config hash: 32 hex digits
+    mirror_uid = objects.pod(
+        namespace,
+        node,
+        name=f"etcd-{node}",
+        owner=("Node", node),
+        annotations={"kubernetes.io/config.mirror": static_uid},
+    )
+    provider = start_provider(cluster.admin.kubeconfig)  # type: ignore[attr-defined]
+    wait_for(lambda: provider.status().synced, "the first list")
+    expected = PodInfo(mirror_uid, namespace, f"etcd-{node}", "Pod", f"etcd-{node}")
+    assert provider.pod(static_uid) == expected
+    assert provider.pod(mirror_uid) == expected
+    assert provider.reflector_states()[1].objects == len(provider._pods.table)
+
+    objects.delete_pod(namespace, f"etcd-{node}")
+    wait_for(lambda: provider.pod(static_uid) is None, "the alias to go with the pod")
