@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := prometheus chromium chromium-driver
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck unit apt-deps kube-apiserver venv clean fuzz
+.PHONY: demo test lint typecheck unit apt-deps kube-apiserver venv clean fuzz docs
 
 venv: $(STAMP)
 
@@ -51,6 +51,11 @@ FUZZ_EXAMPLES ?= 10000
 fuzz: $(STAMP)
 	KUBECARBON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/scale/test_fuzz_ingest.py \
 	  -q -s -p no:cacheprovider --timeout=3600
+
+# Regenerate the files made from code (tests fail when they are stale).
+docs: $(STAMP)
+	$(PY) -m collector.metrics > docs/metrics.md
+	$(PY) -m agent.metrics >> docs/metrics.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
