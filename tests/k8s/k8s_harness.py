@@ -388,7 +388,7 @@ FAST_WATCH = WatchSettings(
     list_page_size=2,  # tiny pages, so every list exercises the continue token
     deleted_pod_retention_seconds=0.0,
 )
-WAIT_SECONDS = 30.0
+WAIT_SECONDS = 60.0  # generous: the machine may be loaded; a pass never waits this long
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout_seconds: float = WAIT_SECONDS) -> Any:
