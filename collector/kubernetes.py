@@ -278,6 +278,7 @@ class _Reflector(Generic[V]):
         stop_event: threading.Event,
         clock: Callable[[], float],
         rng: random.Random,
+        # called with {key or alias: value} of objects that left the collection
         on_removed: Callable[[dict[str, V]], None] | None = None,
     ) -> None:
         self.resource = resource
@@ -362,7 +363,9 @@ class _Reflector(Generic[V]):
                 break
             if self._stop_event.is_set():
                 raise InterruptedError("stopping")
+        # Gone since the last list, under every name they had (for on_removed)
         removed = {key: value for key, value in self.table.items() if key not in fresh}
+        removed.update((name, removed[key]) for name, key in self.aliases.items() if key in removed)
         self.table, self.aliases = fresh, fresh_aliases
         if removed and self._on_removed is not None:
             self._on_removed(removed)
@@ -442,7 +445,7 @@ class _Reflector(Generic[V]):
             for name in other_names:
                 self.aliases.pop(name, None)
             if self.table.pop(key, None) is not None and self._on_removed is not None:
-                self._on_removed({key: value})
+                self._on_removed({key: value, **dict.fromkeys(other_names, value)})
         elif event_type == "ERROR":
             # A Status object; 410 means the watch cache no longer has our version.
             if obj.get("code") == 410:

@@ -447,3 +447,32 @@ def test_static_pods_resolve_under_the_uid_they_run_with(
 
     objects.delete_pod(namespace, f"etcd-{node}")
     wait_for(lambda: provider.pod(static_uid) is None, "the alias to go with the pod")
+
+
+def test_deleted_static_pods_stay_resolvable_under_both_uids(
+    cluster: object, objects: ClusterObjects, start_provider: ProviderFactory
+) -> None:
+    namespace = objects.namespace()
+    node = objects.node()
+    static_uid = uuid.uuid4().hex
+    mirror_uid = objects.pod(
+        namespace,
+        node,
+        name="kube-proxy-static",
+        owner=("Node", node),
+        annotations={"kubernetes.io/config.mirror": static_uid},
+    )
+    settings = dataclasses.replace(FAST_WATCH, deleted_pod_retention_seconds=600.0)
+    provider = start_provider(cluster.admin.kubeconfig, settings)  # type: ignore[attr-defined]
+    wait_for(lambda: provider.pod(static_uid), "the first list")
+    live_before = provider.reflector_states()[1].objects
+    objects.delete_pod(namespace, "kube-proxy-static")
+    wait_for(lambda: provider.reflector_states()[1].objects == live_before - 1, "the delete")
+    assert (
+        _workload(provider, static_uid)
+        == _workload(provider, mirror_uid)
+        == (
+            "Pod",
+            "kube-proxy-static",
+        )
+    )
