@@ -42,11 +42,6 @@ def series(text: str, name: str) -> list[dict[str, str]]:
             if sample == name]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: FleetState.__init__ does `self.seqs = seqs or SeqTracker()`; SeqTracker has "
-    "__len__, so the empty tracker create_app passes is falsy and is replaced by a default "
-    "one: --dedupe-max-agents is ignored (the cap stays 100,000). Fix: `seqs if seqs is not "
-    "None else SeqTracker()` in collector/state.py"))
 async def test_dedupe_forgets_least_recent_agent_ids_past_the_cap(aiohttp_client):
     cap, agents = 50, 400
     app = create_app(Settings(kubernetes="off", dedupe=DedupeSettings(max_agents=cap)),
