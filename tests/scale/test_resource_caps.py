@@ -151,14 +151,11 @@ async def test_silent_nodes_are_forgotten_after_forget_after_and_counted(aiohttp
     assert len(state.nodes) == len(state.latest) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "missing cap: distinct node names are bounded only in time (--forget-after, 1 day by "
-    "default), not in number: a burst of names within that time stays in FleetState.nodes, "
-    ".latest and ._resolved and in /metrics; no setting bounds it and no metric says when it "
-    "would bite (issue 7 report, docs/scaling.md)"))
 async def test_many_node_names_do_not_grow_series_without_bound(aiohttp_client):
+    # --max-nodes bounds the names a burst can leave behind, within --forget-after too
     clock = {"now": T0}
-    app = create_app(Settings(kubernetes="off", export=ExportSettings(stale_after_seconds=60)),
+    app = create_app(Settings(kubernetes="off",
+                              export=ExportSettings(stale_after_seconds=60, max_nodes=1500)),
                      clock=lambda: clock["now"], registry=CollectorRegistry(),
                      status_page=False)
     client = await aiohttp_client(app)
@@ -169,9 +166,10 @@ async def test_many_node_names_do_not_grow_series_without_bound(aiohttp_client):
         clock["now"] += 120
         text = await metrics(client)
         counts.append(len(series(text, "kubecarbon_node_energy_joules_total")))
-    # bounded: the third wave of names adds no more series than the second did
-    assert counts[2] <= counts[1]
-    capped = [name for (name, _), value in exposition_samples(text).items()
-              if name.startswith("kubecarbon_collector_") and "node" in name
-              and any(word in name for word in ("capped", "evicted", "refused", "dropped"))]
-    assert capped
+    assert counts == [1000, 1500, 1500]
+    # the least recently seen go first: all of wave 0, then half of wave 1
+    names = {labels["node"] for labels in series(text, "kubecarbon_node_energy_joules_total")}
+    assert not any(name.startswith("bogus-0-") for name in names)
+    assert sum(name.startswith("bogus-1-") for name in names) == 500
+    assert total(text, "kubecarbon_collector_forgotten_nodes_total", reason="cap") == 1500
+    assert total(text, "kubecarbon_collector_forgotten_nodes_total", reason="silent") == 0
