@@ -115,3 +115,16 @@ def test_thresholds_come_from_values(render_module, promtool, tmp_path):
     variant.write_text(yaml.safe_dump(groups))
     done = _promtool(promtool, "check", "rules", variant)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_alerts_come_after_the_recorded_series_they_read_in_the_same_group():
+    # Groups are evaluated independently; only within a group is the order fixed.
+    groups = yaml.safe_load(RULES_FILE.read_text())
+    for group in groups["groups"]:
+        recorded_so_far: set[str] = set()
+        for rule in group["rules"]:
+            if "record" in rule:
+                recorded_so_far.add(rule["record"])
+                continue
+            for name in re.findall(r"\bkubecarbon:[a-z0-9_:]+", rule["expr"]):
+                assert name in recorded_so_far, f"{rule['alert']} reads {name} from elsewhere"
