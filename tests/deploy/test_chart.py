@@ -197,6 +197,14 @@ def test_agent_posts_to_the_collector_service(render_objects):
                    find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
 
 
+def test_collector_service_keeps_each_agent_on_one_replica_unless_asked(render_objects):
+    # docs/scaling.md: with affinity, retries meet the replica holding the agent's dedupe
+    # history and a node counts in one replica's fleet gauges
+    assert find(render_objects({}), "Service")["spec"]["sessionAffinity"] == "ClientIP"
+    spread = render_objects({"collector": {"service": {"sessionAffinity": "None"}}})
+    assert find(spread, "Service")["spec"]["sessionAffinity"] == "None"
+
+
 def test_agent_resources_come_from_values_and_tolerations_cover_every_node(render_objects):
     with helm.Chart.load(CHART_DIR) as chart:
         defaults = chart.values
