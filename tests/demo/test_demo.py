@@ -1,5 +1,6 @@
 """`kubecarbon demo` as a user runs it: a real subprocess, a real agent, real signals."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -27,6 +28,31 @@ def agent_pid(output: str) -> int:
     match = re.search(r"agent\s+pid (\d+)", output)
     assert match, output
     return int(match.group(1))
+
+
+@contextlib.contextmanager
+def demo_process(tmp_path: Path, *args: str):
+    """A demo in its own session, output to a file; killed if the test leaves it running."""
+    log = tmp_path / "demo.out"
+    with log.open("w") as out:
+        demo = subprocess.Popen(
+            [KUBECARBON, "demo", *args, "--listen", "127.0.0.1:0"],
+            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+    try:
+        yield demo, log
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+
+
+def wait_for_output(demo: subprocess.Popen, log: Path, text: str, deadline: float,
+                    poll_seconds: float, *, must_be_running: bool = True) -> None:
+    while text not in log.read_text() and time.monotonic() < deadline:
+        if must_be_running:
+            assert demo.poll() is None, log.read_text()
+        time.sleep(poll_seconds)
 
 
 def assert_gone(pid: int) -> None:
@@ -64,18 +90,8 @@ def test_demo_runs_for_a_fixed_time_and_leaves_nothing_behind():
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_sigterm_and_sighup_stop_everything_cleanly(signum, tmp_path):
-    log = tmp_path / "demo.out"
-    with log.open("w") as out:
-        demo = subprocess.Popen(
-            [KUBECARBON, "demo", "--simulate-nodes", "20", "--interval", "1",
-             "--listen", "127.0.0.1:0"],
-            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "utilisation" not in log.read_text() and time.monotonic() < deadline:
-            assert demo.poll() is None, log.read_text()
-            time.sleep(0.2)
+    with demo_process(tmp_path, "--simulate-nodes", "20", "--interval", "1") as (demo, log):
+        wait_for_output(demo, log, "utilisation", time.monotonic() + 30, 0.2)
         children = psutil.Process(demo.pid).children(recursive=True)
         assert children, "the demo should run its agent as a child process"
         if signum == signal.SIGINT:
@@ -83,10 +99,6 @@ def test_ctrl_c_sigterm_and_sighup_stop_everything_cleanly(signum, tmp_path):
         else:
             demo.send_signal(signum)
         assert demo.wait(timeout=20) == 0, log.read_text()
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
     output = log.read_text()
     assert "kubecarbon demo: stopped" in output
     assert "Traceback" not in output
@@ -154,26 +166,12 @@ def test_the_real_agent_on_this_machine_is_counted():
 
 @pytest.mark.slow
 def test_ctrl_c_while_the_agent_is_still_starting_is_clean(tmp_path):
-    log = tmp_path / "demo.out"
-    with log.open("w") as out:
-        demo = subprocess.Popen(
-            [KUBECARBON, "demo", "--simulate-nodes", "5", "--interval", "5",
-             "--listen", "127.0.0.1:0"],
-            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while "agent        pid" not in log.read_text() and time.monotonic() < deadline:
-            assert demo.poll() is None, log.read_text()
-            time.sleep(0.02)
+    with demo_process(tmp_path, "--simulate-nodes", "5", "--interval", "5") as (demo, log):
+        wait_for_output(demo, log, "agent        pid", time.monotonic() + 30, 0.02)
         agent = agent_pid(log.read_text())
         time.sleep(0.3)  # the agent's interpreter is up and importing, its handlers not yet
         os.killpg(demo.pid, signal.SIGINT)
         assert demo.wait(timeout=20) == 0, log.read_text()
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
     output = log.read_text()
     assert "Traceback" not in output and "kubecarbon demo: stopped" in output
     assert_gone(agent)
@@ -181,25 +179,11 @@ def test_ctrl_c_while_the_agent_is_still_starting_is_clean(tmp_path):
 
 @pytest.mark.slow
 def test_an_agent_that_dies_is_reported_and_the_demo_goes_on(tmp_path):
-    log = tmp_path / "demo.out"
-    with log.open("w") as out:
-        demo = subprocess.Popen(
-            [KUBECARBON, "demo", "--simulate-nodes", "5", "--interval", "1",
-             "--listen", "127.0.0.1:0"],
-            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        )
-    try:
+    with demo_process(tmp_path, "--simulate-nodes", "5", "--interval", "1") as (demo, log):
         deadline = time.monotonic() + 30
-        while "utilisation" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_output(demo, log, "utilisation", deadline, 0.1, must_be_running=False)
         os.kill(agent_pid(log.read_text()), signal.SIGKILL)
-        while "agent        exited" not in log.read_text() and time.monotonic() < deadline:
-            assert demo.poll() is None, log.read_text()
-            time.sleep(0.1)
+        wait_for_output(demo, log, "agent        exited", deadline, 0.1)
         assert "exited with status -9" in log.read_text()
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=20) == 0, log.read_text()
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
