@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from benchkit import free_loopback_port
 
 EXPORTER = "prometheus-node-exporter"
 MIB = 1024 * 1024
@@ -151,13 +151,6 @@ class Measured:
     rss_bytes: int
 
 
-def free_port() -> int:
-    """A free loopback port for node_exporter, which cannot report the port it bound."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def measure_side_by_side(
     sys_root: Path, exporter_binary: str, seconds: int
 ) -> tuple[Measured, Measured, int]:
@@ -178,7 +171,7 @@ async def measure_side_by_side(
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     sink_port = runner.addresses[0][1]
-    exporter_port = free_port()
+    exporter_port = free_loopback_port()
     exporter = await asyncio.create_subprocess_exec(
         exporter_binary, f"--web.listen-address=127.0.0.1:{exporter_port}",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,

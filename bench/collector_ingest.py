@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
+from benchkit import free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -116,14 +117,8 @@ def serve(kind: str, port: int, nodes: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def start_server(kind: str, nodes: int) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_loopback_port()
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve", kind, "--port", str(port), "--nodes", str(nodes)],
         preexec_fn=lambda: os.sched_setaffinity(0, {0}),

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -25,18 +24,13 @@ from pathlib import Path
 
 import aiohttp
 import yaml
+from benchkit import free_loopback_port
 
 from collector.simulate import FleetSettings, SimulatedFleet, post_reports
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MIB = 1024 * 1024
 TOKEN = "bench-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def memory_mib(pid: int) -> tuple[float, float]:
@@ -77,7 +71,7 @@ async def reference_mib(imports: str) -> float:
 
 
 async def measure_agent(work: Path, seconds: float) -> tuple[float, float]:
-    sink_port, agent_port = free_port(), free_port()
+    sink_port, agent_port = free_loopback_port(), free_loopback_port()
     async with child(sys.executable, "-m", "collector", "--listen", f"127.0.0.1:{sink_port}",
                      "--kubernetes", "off", "--token-file", str(work / "token")), \
             aiohttp.ClientSession() as session:
@@ -99,7 +93,7 @@ async def measure_collector(work: Path, nodes: int, rounds: int = 3) -> tuple[fl
     fleet = SimulatedFleet(FleetSettings(nodes=nodes, seed=11, window_seconds=15))
     config = work / f"collector-{nodes}.yaml"
     config.write_text(yaml.safe_dump(fleet.config_document()))
-    port = free_port()
+    port = free_loopback_port()
     async with child(sys.executable, "-m", "collector", "--listen", f"127.0.0.1:{port}",
                      "--kubernetes", "off", "--config", str(config),
                      "--token-file", str(work / "token")) as collector, \

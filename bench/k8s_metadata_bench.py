@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
-import time
 import tracemalloc
 import uuid
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from benchkit import alternating_medians
 from kubernetes import client
 
 from collector.kubernetes import pod_info_from_object
@@ -65,20 +64,6 @@ def typed_table(data: bytes) -> dict[str, Any]:
     return {pod.metadata.uid: pod for pod in pod_list.items}
 
 
-def median_seconds(
-    work: Callable[[], object], reference: Callable[[], object], repeats: int
-) -> tuple[float, float]:
-    """Medians of `work` and `reference`, run alternately so both see the same noise."""
-    work_times, reference_times = [], []
-    for _ in range(repeats):
-        for function, times in ((work, work_times), (reference, reference_times)):
-            gc.collect()
-            start = time.perf_counter()
-            function()
-            times.append(time.perf_counter() - start)
-    return statistics.median(work_times), statistics.median(reference_times)
-
-
 def retained_bytes(build: Callable[[bytes], dict[str, Any]], data: bytes) -> int:
     gc.collect()
     tracemalloc.start()
@@ -98,8 +83,9 @@ def main() -> None:
 
     data = pod_list_bytes(args.pods)
     assert len(provider_table(data)) == len(typed_table(data)) == args.pods
-    ours, reference = median_seconds(
-        lambda: provider_table(data), lambda: typed_table(data), args.repeats
+    ours, reference = alternating_medians(
+        lambda: provider_table(data), lambda: typed_table(data), args.repeats,
+        warm_up=False, collect_garbage=True,
     )
     ours_bytes = retained_bytes(provider_table, data)
     reference_bytes = retained_bytes(typed_table, data)

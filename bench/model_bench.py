@@ -15,11 +15,10 @@ the milliseconds do not.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
+from benchkit import alternating_medians
 
 from collector.model import (
     ModelParameters,
@@ -50,23 +49,6 @@ def _fleet(nodes: int, rng: np.random.Generator) -> tuple[WindowBatch, list]:
     rapl = np.where(rng.uniform(size=nodes) < 0.2, rng.uniform(100, 5000, nodes), np.nan)
     profiles = [PROFILES[i] for i in rng.integers(0, len(PROFILES), nodes)]
     return WindowBatch(dt, cpus, busy, memory, rapl), profiles
-
-
-def _median_seconds(
-    work: Callable[[], object], reference: Callable[[], object], repeats: int
-) -> tuple[float, float]:
-    """Median of `work` and of `reference`, run alternately so both see the same noise."""
-    work()
-    reference()  # warm caches and lazy imports
-    work_times, reference_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        work_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        reference()
-        reference_times.append(time.perf_counter() - start)
-    return statistics.median(work_times), statistics.median(reference_times)
 
 
 def main() -> None:
@@ -117,7 +99,7 @@ def main() -> None:
     print(f"{'case':<50} {'median ms':>10} {'reference ms':>13} {'ratio':>8}")
     medians = {}
     for name, work in cases:
-        seconds, reference_seconds = _median_seconds(work, reference, args.repeats)
+        seconds, reference_seconds = alternating_medians(work, reference, args.repeats)
         medians[name] = seconds
         ratio = seconds / reference_seconds
         print(f"{name:<50} {seconds * 1e3:>10.2f} {reference_seconds * 1e3:>13.3f} {ratio:>8.1f}")

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
-import time
 import tracemalloc
 from collections.abc import Callable
 
 import orjson
+from benchkit import alternating_medians
 
 from collector.metrics import Exposition
 from collector.simulate import FleetSettings, SimulatedFleet
@@ -28,22 +27,6 @@ from collector.state import FleetState
 from collector.status import StatusHistory, StatusSettings
 
 T0 = 1_764_072_000.0
-
-
-def median_pair(work: Callable[[], object], reference: Callable[[], object],
-                repeats: int) -> tuple[float, float]:
-    """Medians of `work` and `reference`, run alternately so both see the same noise."""
-    work()
-    reference()
-    work_times, reference_times = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        work_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        reference()
-        reference_times.append(time.perf_counter() - start)
-    return statistics.median(work_times), statistics.median(reference_times)
 
 
 def allocated_bytes(build: Callable[[], object]) -> tuple[int, object]:
@@ -78,7 +61,7 @@ def main() -> None:
     history = StatusHistory(state, StatusSettings(), clock=lambda: clock_now[0])
 
     rows = []
-    snapshot, render = median_pair(history.sample, exposition.render, args.repeats)
+    snapshot, render = alternating_medians(history.sample, exposition.render, args.repeats)
     rows.append(("status snapshot (one per interval)", snapshot, render))
     settings = StatusSettings()
     ring_clock = [clock_now[0]]  # its own clock: 4 h of points without ageing the fleet
@@ -93,7 +76,7 @@ def main() -> None:
     ring_bytes, ring = allocated_bytes(full_ring)
     assert isinstance(ring, StatusHistory)
     ring_clock[0] = clock_now[0]
-    summary, render = median_pair(lambda: orjson.dumps(ring.summary()), exposition.render,
+    summary, render = alternating_medians(lambda: orjson.dumps(ring.summary()), exposition.render,
                                   args.repeats)
     rows.append(("/api/v1/summary body (full ring, "
                  f"{len(ring.points)} points)", summary, render))
@@ -105,7 +88,7 @@ def main() -> None:
         reports_holder[:] = [fleet.reports()]
 
     make_reports()
-    generate, encode = median_pair(make_reports, lambda: orjson.dumps(reports_holder[0]),
+    generate, encode = alternating_medians(make_reports, lambda: orjson.dumps(reports_holder[0]),
                                    args.repeats)
     rows.append((f"simulated fleet: one round of {args.nodes} reports", generate, encode))
 
