@@ -42,10 +42,13 @@ import configargparse
 import orjson
 
 from collector.model.coefficients import SECONDS_PER_YEAR, SPECPOWER_DELL_R740
-from collector.model.estimate import curve_watts_at
-from collector.model.fleet import FleetTotals, avoided_co2e_quantiles
+from collector.model.fleet import (
+    UNCERTAINTY_DRAWS,
+    UNCERTAINTY_SEED,
+    FleetTotals,
+    avoided_co2e_quantiles,
+)
 from collector.model.parameters import ModelParameters
-from collector.state import UNCERTAINTY_DRAWS, UNCERTAINTY_SEED
 
 JOULES_PER_KILOWATT_HOUR = 3.6e6
 GRAMS_PER_TONNE = 1e6
@@ -429,8 +432,7 @@ def period_band(data: ReportData) -> tuple[dict[str, float], str] | None:
     avoided_operational_grams = c["avoided_co2e_grams"].by_group.get(("operational",), 0.0)
     baseline_joules = c["baseline_energy_joules"].total
     reference = params.reference_curve
-    watts_per_baseline_server = float(
-        curve_watts_at(reference.watts, params.baseline_utilisation))
+    watts_per_baseline_server = params.baseline_server_watts
     baseline_server_seconds = baseline_joules / watts_per_baseline_server
     embodied_grams_per_server_second = (
         params.embodied_kilograms_per_server * 1000.0

@@ -23,7 +23,14 @@ from collector.intensity import HourlyIntensity
 from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider
 from collector.model.attribution import attribute_pods
 from collector.model.estimate import POWER_SOURCES, WindowBatch, WindowEstimate, estimate_windows
-from collector.model.fleet import FleetGauges, Quantiles, avoided_co2e_rate_quantiles, fleet_gauges
+from collector.model.fleet import (
+    UNCERTAINTY_DRAWS,
+    UNCERTAINTY_SEED,
+    FleetGauges,
+    Quantiles,
+    avoided_co2e_rate_quantiles,
+    fleet_gauges,
+)
 from collector.model.parameters import ModelParameters, NodeProfile, ProfileArrays
 from collector.profiles import ProfileConfig, ResolvedNode, resolve_node
 from collector.settings import ExportSettings
@@ -33,8 +40,6 @@ OTHER = "other"  # where series beyond a cap are added up
 # pod uid -> group lookups kept between batches: room for 10,000 nodes of 110 pods (the
 # kubelet default) and churn; cleared when full rather than grown
 MAX_CACHED_POD_UIDS = 2_000_000
-UNCERTAINTY_DRAWS = 1000
-UNCERTAINTY_SEED = 0  # a fixed seed: the same fleet gives the same band on every scrape
 
 NodeLabels = tuple[str, str, str, str]  # node, region, instance_type, power_source
 WorkloadKey = tuple[str, str, str]  # namespace, workload_kind, workload

@@ -26,7 +26,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from collector.model.estimate import curve_watts_at
 from collector.state import FleetState
 
 TOP_NAMESPACES = 8
@@ -74,8 +73,7 @@ def read_snapshot(state: FleetState, now: float) -> Snapshot:
     view = state.fleet_view(now)
     gauges, fleet, params = view.gauges, state.fleet, state.params
     quantiles = view.avoided_quantiles
-    watts_per_baseline_server = float(
-        curve_watts_at(params.reference_curve.watts, params.baseline_utilisation))
+    watts_per_baseline_server = params.baseline_server_watts
     return Snapshot(
         timestamp=now,
         nodes=len(view.live),

@@ -25,11 +25,11 @@ from collector.model.coefficients import (
     LinearPowerCoefficients,
     PowerCurve,
 )
+from collector.model.curve import curve_watts_at
 from collector.model.estimate import (
     POWER_SOURCES,
     WindowBatch,
     WindowEstimate,
-    curve_watts_at,
     estimate_windows,
 )
 from collector.model.fleet import (

@@ -12,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.model import coefficients as c
+from collector.model.curve import curve_watts_at
 from collector.model.parameters import (
     KIND_CLOUD,
     KIND_DEFAULT,
@@ -147,27 +148,6 @@ class WindowEstimate:
         return int(self.utilisation.shape[0])
 
 
-def curve_watts_at(curve_watts: npt.ArrayLike, utilisation: npt.ArrayLike) -> FloatArray:
-    """Piecewise-linear interpolation of 11-point SPECpower curves.
-
-    curve_watts: shape (11,) for one curve, or (n, 11) for one curve per element;
-    utilisation: values in [0, 1] (clipped), broadcast against the curves.
-    """
-    watts = np.asarray(curve_watts, dtype=np.float64)
-    u = np.clip(np.asarray(utilisation, dtype=np.float64), 0.0, 1.0)
-    steps = len(c.SPECPOWER_UTILISATION_POINTS) - 1
-    position = u * steps
-    lower = np.minimum(np.floor(position).astype(np.intp), steps - 1)
-    fraction = position - lower
-    if watts.ndim == 1:
-        low, high = watts[lower], watts[lower + 1]
-    else:
-        rows = np.arange(watts.shape[0])
-        low, high = watts[rows, lower], watts[rows, lower + 1]
-    result: FloatArray = low + fraction * (high - low)
-    return result
-
-
 def estimate_windows(
     batch: WindowBatch,
     profiles: ProfileArrays,
@@ -245,7 +225,7 @@ def estimate_windows(
     # busy time beyond capacity is counter skew, not work: use the clipped utilisation
     demand_cpus = utilisation * cpus
     baseline_servers = demand_cpus / (ref.logical_cpus * u_b)
-    baseline_power_per_server = float(curve_watts_at(ref.watts, u_b))
+    baseline_power_per_server = params.baseline_server_watts
     baseline_energy = baseline_servers * baseline_power_per_server * dt
     avoided_energy = baseline_energy - energy
     baseline_pue = pue if params.baseline_pue is None else params.baseline_pue

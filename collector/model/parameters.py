@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.model import coefficients as c
+from collector.model.curve import curve_watts_at
 
 NodeKind = Literal["cloud", "baremetal", "default"]
 # Integer codes used in the per-element arrays; index into NODE_KINDS.
@@ -57,6 +58,11 @@ class ModelParameters:
     embodied_kilograms_per_server: float = c.EMBODIED_KILOGRAMS_PER_SERVER
     server_lifetime_years: float = c.SERVER_LIFETIME_YEARS
     uncertainty: UncertaintyRanges = field(default_factory=UncertaintyRanges)
+
+    @property
+    def baseline_server_watts(self) -> float:
+        """Power of one baseline server: the reference curve at u_b (one home for this rule)."""
+        return float(curve_watts_at(self.reference_curve.watts, self.baseline_utilisation))
 
     def __post_init__(self) -> None:
         if not 0 < self.baseline_utilisation <= 1:

@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.app import STATE_KEY, create_app
 from collector.model.coefficients import SPECPOWER_DELL_R740
-from collector.model.estimate import curve_watts_at
+from collector.model.curve import curve_watts_at
 from collector.settings import Settings
 from collector.simulate import FleetSettings, SimulatedFleet, post_reports
 from collector.status import StatusSettings, add_status_routes
