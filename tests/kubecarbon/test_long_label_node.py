@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
-from pathlib import Path
 
 import aiohttp
+from agent_testkit import FIXTURES, FakeClock
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,23 +22,7 @@ from collector.app import create_app
 from collector.settings import Settings
 from kubecarbon import wire
 
-FIXTURE_NODE = Path(__file__).resolve().parents[1] / "fixtures" / "agent" / "v2-systemd-containerd"
 NODE = "worker-" + "x" * 60 + ".example.internal"  # its first part has 67 characters
-
-
-class SteppedClock:
-    def __init__(self) -> None:
-        self.wall, self.mono = time.time() - 3600, 1000.0
-
-    def time(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return self.mono
-
-    def advance(self, seconds: float) -> None:
-        self.wall += seconds
-        self.mono += seconds
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -55,8 +38,8 @@ async def test_reports_of_a_node_with_a_long_name_part_are_counted(aiohttp_serve
         host="127.0.0.1",
     )
     host = tmp_path / "node"
-    shutil.copytree(FIXTURE_NODE, host, symlinks=True)
-    clock = SteppedClock()
+    shutil.copytree(FIXTURES / "v2-systemd-containerd", host, symlinks=True)
+    clock = FakeClock()
     agent = Agent(
         AgentSettings(
             node_name=NODE,
@@ -80,9 +63,9 @@ async def test_reports_of_a_node_with_a_long_name_part_are_counted(aiohttp_serve
     registry = agent.metrics.registry
     assert registry.get_sample_value("kubecarbon_agent_reports_sent_total") == 2
     assert registry.get_sample_value("kubecarbon_agent_reports_failed_total") == 0
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{collector.port}/metrics") as response:
-            text = await response.text()
+    metrics_url = f"http://127.0.0.1:{collector.port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(metrics_url) as response:
+        text = await response.text()
     assert samples(text, "kubecarbon_collector_reports_total")[(("result", "accepted"),)] == 2
     energy = {dict(labels)["node"]: value for labels, value in
               samples(text, "kubecarbon_node_energy_joules_total").items()}
