@@ -177,9 +177,7 @@ class GridIntensity:
 # adjustment) slightly understates both emissions and avoided emissions.
 # Default: one series, MEE and NBS "2023 electricity CO2 emission factors" (2023 data,
 # announcement reported in January 2026): national and regional averages of one calculation.
-_MEE_2023 = (
-    "China MEE and NBS, 2023 electricity CO2 emission factors (2023 data, announced 2026-01)"
-)
+_MEE_2023 = "China MEE and NBS, 2023 electricity CO2 emission factors (2023 data, reported 2026-01)"
 _MEE_2023_NATIONAL = f"{_MEE_2023}, national average; CO2 only, not CO2e"
 _MEE_2023_REGIONAL = f"{_MEE_2023}, regional grid averages; CO2 only, not CO2e"
 # The factor MEE prescribes for enterprise GHG reporting, under its own name so it is never
