@@ -158,9 +158,10 @@ DEFAULT_PUE = PUE_BY_SITE["onprem"]
 
 # --- grid carbon intensity (g CO2e per kWh) ---------------------------------------------
 
-# A sanity band for an annual grid average, not a law: CCF's own tables run from Sweden
-# (5.67 g/kWh, Azure) to South Africa (900.6 g/kWh); 1,200 leaves room for lignite and oil
-# shale. It catches unit slips (brazilsouth once read 1.2); a row outside it must say why.
+# A sanity band for an annual grid average, not a law: CCF's own region averages run from
+# 5.67 g/kWh (Azure swedencentral) to 960 g/kWh (Azure australiasoutheast); 1,200 leaves room
+# for lignite and oil shale. It catches unit slips (brazilsouth once read 1.2); a row
+# outside it must say why.
 PLAUSIBLE_GRID_GRAMS_PER_KILOWATT_HOUR = (5.0, 1200.0)
 
 
