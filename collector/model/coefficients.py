@@ -64,26 +64,64 @@ class PowerCurve:
 
 # --- power -----------------------------------------------------------------------------
 
-_CCF = "Cloud Carbon Footprint methodology (cloudcarbonfootprint.org/docs/methodology), average"
+# Cloud Carbon Footprint (CCF), github.com/cloud-carbon-footprint/cloud-carbon-footprint at
+# commit b7a049c7 (2024-03-25): its methodology page is microsite/docs/HowItWorks/Methodology.md,
+# its code packages/<provider>/src/domain/<Provider>FootprintEstimationConstants.ts.
+_CCF = "Cloud Carbon Footprint @ b7a049c7"
+_CCF_PAGE = f"{_CCF}, microsite/docs/HowItWorks/Methodology.md"
+# Cloud watts feed the actual (elastic) fleet, never the baseline: where CCF's page and code
+# differ, the higher pair is kept, so the actual fleet is not made to look cheaper than CCF
+# says it may be and avoided energy is not overstated (docs/methodology.md, section 2).
 CLOUD_LINEAR_COEFFICIENTS: MappingProxyType[str, LinearPowerCoefficients] = MappingProxyType(
     {
-        "aws": LinearPowerCoefficients(0.74, 3.5, f"{_CCF} AWS min/max watts per vCPU"),
-        "gcp": LinearPowerCoefficients(0.71, 4.26, f"{_CCF} GCP min/max watts per vCPU"),
-        "azure": LinearPowerCoefficients(0.78, 3.76, f"{_CCF} Azure min/max watts per vCPU"),
-        # CCF's Alibaba package (packages/ali, AliFootprintEstimationConstants) uses the
-        # same averages as AWS: MIN_WATTS_AVG 0.74, MAX_WATTS_AVG 3.5.
-        "alibaba": LinearPowerCoefficients(0.74, 3.5, f"{_CCF} Alibaba min/max watts per vCPU"),
+        "aws": LinearPowerCoefficients(
+            0.74,
+            3.5,
+            f"{_CCF}, packages/aws AwsFootprintEstimationConstants.ts MIN_WATTS_AVG, "
+            "MAX_WATTS_AVG (the methodology page agrees)",
+        ),
+        "gcp": LinearPowerCoefficients(
+            0.71,
+            4.26,
+            f"{_CCF_PAGE}, GCP median min/max watts; CCF's code has 0.68 / 4.11 "
+            "(GcpFootprintEstimationConstants.ts MIN/MAX_WATTS_MEDIAN since commit 7c6b24c5, "
+            "2021-10-31, which added AMD EPYC 3rd gen): the higher page pair is kept",
+        ),
+        "azure": LinearPowerCoefficients(
+            0.78,
+            3.76,
+            f"{_CCF_PAGE}, Azure average min/max watts; CCF's code has 0.74 / 3.54 "
+            "(AzureFootprintEstimationConstants.ts MIN/MAX_WATTS_AVG since commit e7d1a712, "
+            "2021-10-09, which added AMD EPYC 3rd gen): the higher page pair is kept",
+        ),
+        "alibaba": LinearPowerCoefficients(
+            0.74,
+            3.5,
+            f"{_CCF}, packages/ali AliFootprintEstimationConstants.ts MIN_WATTS_AVG, "
+            "MAX_WATTS_AVG (the AWS averages; the page has no Alibaba section)",
+        ),
     }
 )
 
 # CCF: 0.000392 kWh per GB-hour. Cloud instance sizes are GiB, which CCF takes as given.
 MEMORY_WATTS_PER_GIBIBYTE = 0.392
 
+# The 11 "Average Active Power (W)" values of each result, as published (3 significant
+# figures); tests/model/test_reference_results.py rebuilds each result's overall score.
 SPECPOWER_DELL_R740 = PowerCurve(
     name="dell-r740-2x-xeon-8180",
     watts=(52.3, 129.0, 147.0, 170.0, 195.0, 224.0, 255.0, 292.0, 344.0, 408.0, 457.0),
     logical_cpus=112,
-    source="SPECpower_ssj2008 result 2017-08-29-00780, Dell PowerEdge R740, 2x Xeon Platinum 8180",
+    source="SPECpower_ssj2008 result power_ssj2008-20170829-00780 (published 2017-09-13), "
+    "Dell PowerEdge R740, 2x Xeon Platinum 8180, 112 threads, 192 GB; 11,790 overall ssj_ops/W",
+)
+# A real 48-thread server, for references of that size (never R740 watts on 48 threads).
+SPECPOWER_INSPUR_NF5280M5 = PowerCurve(
+    name="inspur-nf5280m5-2x-xeon-silver-4214",
+    watts=(112.0, 138.0, 150.0, 161.0, 175.0, 184.0, 198.0, 212.0, 242.0, 261.0, 289.0),
+    logical_cpus=48,
+    source="SPECpower_ssj2008 result power_ssj2008-20210707-01115 (published 2021-08-19), "
+    "Inspur NF5280M5, 2x Xeon Silver 4214, 48 threads, 384 GB; 5,116 overall ssj_ops/W",
 )
 
 # RAPL sees CPU packages and DRAM only; Boavizta's default for the rest of the server.
@@ -93,12 +131,26 @@ RAPL_PLATFORM_FACTOR = 1.33
 
 PUE_BY_SITE: MappingProxyType[str, float] = MappingProxyType(
     {
-        "aws": 1.135,  # CCF, AWS average
-        "gcp": 1.1,  # CCF, Google average
-        "azure": 1.185,  # CCF, Azure average
-        "alibaba": 1.3,  # CCF packages/ali PUE_AVG (1.2 in northern regions, 1.3 elsewhere)
+        "aws": 1.135,  # CCF AWS PUE_AVG (page: "a conservative guess")
+        "gcp": 1.1,  # CCF GCP PUE_AVG, Google's fleet average
+        "azure": 1.185,  # CCF Azure PUE_AVG, Microsoft's trailing 12-month fleet average
+        "alibaba": 1.3,  # CCF packages/ali PUE_AVG (its regions outside the north)
         "onprem": 1.58,  # Uptime Institute Global Data Center Survey 2023, average
-        "china-average-2021": 1.49,  # China data-centre average PUE, 2021
+        "china-average-2021": 1.49,  # China data-centre average PUE, 2021 (CAICT)
+    }
+)
+# A provider's own value for a region, used when a profile names neither `site` nor `pue`.
+# CCF packages/ali PUE_TRAILING_TWELVE_MONTH: 1.2 in the five northern regions.
+PUE_BY_PROVIDER_REGION: MappingProxyType[tuple[str, str], float] = MappingProxyType(
+    {
+        ("alibaba", region): 1.2
+        for region in (
+            "cn-qingdao",
+            "cn-beijing",
+            "cn-zhangjiakou",
+            "cn-huhehaote",
+            "cn-wulanchabu",
+        )
     }
 )
 # A node nobody described sits, by assumption, in an average enterprise data centre.
@@ -106,19 +158,45 @@ DEFAULT_PUE = PUE_BY_SITE["onprem"]
 
 # --- grid carbon intensity (g CO2e per kWh) ---------------------------------------------
 
+# A sanity band for an annual grid average, not a law: CCF's own region averages run from
+# 5.67 g/kWh (Azure swedencentral) to 960 g/kWh (Azure australiasoutheast); 1,200 leaves room
+# for lignite and oil shale. It catches unit slips (brazilsouth once read 1.2); a row
+# outside it must say why.
+PLAUSIBLE_GRID_GRAMS_PER_KILOWATT_HOUR = (5.0, 1200.0)
+
 
 @dataclass(frozen=True)
 class GridIntensity:
     grams_per_kilowatt_hour: float
     source: str
+    # why the value is right although it lies outside PLAUSIBLE_GRID_GRAMS_PER_KILOWATT_HOUR
+    outside_plausible_band_because: str = ""
 
 
-_MEE_NATIONAL = "China MEE, national grid average emission factor (2022 data, published 2023)"
-_MEE_REGIONAL = "China MEE, regional grid emission factor (2023 data)"
-_CCF_AWS = "CCF methodology, AWS region table"
-_CCF_GCP = "CCF methodology, Google region table (grid factor, no CFE)"
-_CCF_AZURE = "CCF methodology, Azure region table"
-_CCF_ALI = "CCF packages/ali, Alibaba region table"
+# China's Ministry of Ecology and Environment (MEE) publishes CO2 factors, not CO2e: the CH4
+# and N2O of fossil generation are left out, so using them as CO2e (kubecarbon does, without
+# adjustment) slightly understates both emissions and avoided emissions.
+# Default: one series, MEE and NBS "2023 electricity CO2 emission factors" (2023 data,
+# announcement reported in January 2026): national and regional averages of one calculation.
+_MEE_2023 = "China MEE and NBS, 2023 electricity CO2 emission factors (2023 data, reported 2026-01)"
+_MEE_2023_NATIONAL = f"{_MEE_2023}, national average; CO2 only, not CO2e"
+_MEE_2023_REGIONAL = f"{_MEE_2023}, regional grid averages; CO2 only, not CO2e"
+# The factor MEE prescribes for enterprise GHG reporting, under its own name so it is never
+# mixed with the series above: "2022 national grid average emission factor", MEE notice on
+# 2023-2025 power-sector GHG reporting (February 2023).
+_MEE_REPORTING_2022 = (
+    "China MEE, national grid average emission factor for enterprise GHG reporting, 2022 "
+    "(MEE notice of February 2023 on 2023-2025 reporting); CO2 only, not CO2e"
+)
+# CCF tables in t/kWh, here times 1e6 and rounded to 0.1 g (tests/model/test_coefficient_sources.py
+# holds CCF's own values and checks every row against them).
+_CCF_AWS = f"{_CCF}, packages/aws AWS_EMISSIONS_FACTORS_METRIC_TON_PER_KWH"
+_CCF_GCP = (
+    f"{_CCF_PAGE}, GCP grid factors without carbon-free energy (the values CCF's code used "
+    "from commit d7fd8fda, 2021-08, to 7fd0e620, 2023-05)"
+)
+_CCF_AZURE = f"{_CCF}, packages/azure AZURE_EMISSIONS_FACTORS_METRIC_TON_PER_KWH"
+_CCF_ALI = f"{_CCF}, packages/ali ALI_EMISSIONS_FACTORS_METRIC_TON_PER_KWH"
 
 
 def _table(source: str, **grams: float) -> dict[str, GridIntensity]:
@@ -127,9 +205,9 @@ def _table(source: str, **grams: float) -> dict[str, GridIntensity]:
 
 GRID_INTENSITY_BY_REGION: MappingProxyType[str, GridIntensity] = MappingProxyType(
     {
-        "china": GridIntensity(570.3, _MEE_NATIONAL),
+        "china": GridIntensity(530.6, _MEE_2023_NATIONAL),
         **_table(
-            _MEE_REGIONAL,
+            _MEE_2023_REGIONAL,
             china_north=636.1,
             china_northeast=512.2,
             china_east=550.0,
@@ -138,6 +216,7 @@ GRID_INTENSITY_BY_REGION: MappingProxyType[str, GridIntensity] = MappingProxyTyp
             china_south=404.2,
             china_southwest=247.2,
         ),
+        "china-mee-reporting-2022": GridIntensity(570.3, _MEE_REPORTING_2022),
         # AWS: US regions use the EPA eGRID NERC factors CCF applies (SERC, RFC, WECC).
         **_table(
             _CCF_AWS,
@@ -214,7 +293,7 @@ GRID_INTENSITY_BY_REGION: MappingProxyType[str, GridIntensity] = MappingProxyTyp
             northeurope=278.6,
             westeurope=328.4,
             uksouth=225.0,
-            ukwest=228.0,
+            ukwest=225.0,
             francecentral=51.3,
             germanywestcentral=338.7,
             japaneast=465.8,
@@ -222,7 +301,7 @@ GRID_INTENSITY_BY_REGION: MappingProxyType[str, GridIntensity] = MappingProxyTyp
             koreacentral=415.6,
             centralindia=708.2,
             canadacentral=120.0,
-            brazilsouth=1.2,
+            brazilsouth=61.7,
         ),
         **_table(
             _CCF_ALI,
@@ -242,7 +321,7 @@ GRID_INTENSITY_BY_REGION: MappingProxyType[str, GridIntensity] = MappingProxyTyp
 )
 # Unknown region: CCF's own fallback for AWS, the mean of its AWS region factors
 # (0.00039278188 t/kWh). Set the region (or a value) in the config to do better.
-DEFAULT_GRID_INTENSITY = GridIntensity(392.8, "CCF methodology, AWS unknown-region average")
+DEFAULT_GRID_INTENSITY = GridIntensity(392.8, f"{_CCF_AWS}, UNKNOWN (average of its regions)")
 
 # --- embodied carbon and baseline ----------------------------------------------------------
 

@@ -149,7 +149,8 @@ def make_profile(
 
     kind: given, else "cloud" for a provider in CLOUD_LINEAR_COEFFICIENTS (or when
     `linear` is given), "baremetal" when a `curve` is given or provider is "baremetal",
-    else "default". PUE: `pue`, else PUE_BY_SITE[site or provider], else DEFAULT_PUE.
+    else "default". PUE: `pue`, else PUE_BY_SITE[site], else PUE_BY_PROVIDER_REGION
+    [provider, region], else PUE_BY_SITE[provider], else DEFAULT_PUE.
     Intensity: given, else GRID_INTENSITY_BY_REGION[region], else DEFAULT_GRID_INTENSITY.
     Raises ValueError for an unknown `site` or a cloud kind without coefficients.
     """
@@ -178,7 +179,8 @@ def make_profile(
                 )
             pue = c.PUE_BY_SITE[site]
         else:
-            pue = c.PUE_BY_SITE.get(provider_key, c.DEFAULT_PUE)
+            provider_pue = c.PUE_BY_SITE.get(provider_key, c.DEFAULT_PUE)
+            pue = c.PUE_BY_PROVIDER_REGION.get((provider_key, region or ""), provider_pue)
     region_name = region or ""
     if grid_intensity_grams_per_kilowatt_hour is not None:
         intensity, intensity_source = grid_intensity_grams_per_kilowatt_hour, "config"

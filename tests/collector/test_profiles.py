@@ -50,7 +50,7 @@ def test_unknown_node_gets_the_default_profile():
     assert resolved.source == "default"
     assert resolved.on_default_profile
     assert resolved.profile.region == "china"
-    assert resolved.profile.grid_intensity_grams_per_kilowatt_hour == 570.3
+    assert resolved.profile.grid_intensity_grams_per_kilowatt_hour == 530.6
 
 
 def test_unknown_provider_label_is_priced_as_default():

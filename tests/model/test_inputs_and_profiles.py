@@ -163,7 +163,8 @@ def test_profile_resolution_from_the_tables():
 
 def test_design_table_values_are_in_the_grid_table():
     expected = {
-        "china": 570.3,
+        "china": 530.6,
+        "china-mee-reporting-2022": 570.3,
         "china-north": 636.1,
         "china-northeast": 512.2,
         "china-east": 550.0,

@@ -13,6 +13,7 @@ from collector.model import (
     SPECPOWER_DELL_R740,
     ModelParameters,
 )
+from collector.model.coefficients import PUE_BY_PROVIDER_REGION, SPECPOWER_INSPUR_NF5280M5
 
 DOC = (Path(__file__).parents[2] / "docs" / "methodology.md").read_text(encoding="utf-8")
 
@@ -36,6 +37,14 @@ def test_every_pue_site_is_documented(site):
     assert re.search(rf"\| {re.escape(site)} \| {PUE_BY_SITE[site]:g} \|", DOC)
 
 
+def test_every_regional_pue_is_documented():
+    flat = " ".join(DOC.split())
+    for (provider, region), pue in PUE_BY_PROVIDER_REGION.items():
+        paragraph = flat.split("(`PUE_BY_PROVIDER_REGION`)")[1].split("An explicit")[0]
+        assert provider.capitalize() in paragraph and f"`{region}`" in paragraph
+        assert f"{pue:g} (CCF" in paragraph
+
+
 @pytest.mark.parametrize("provider", sorted(CLOUD_LINEAR_COEFFICIENTS))
 def test_cloud_coefficients_are_documented(provider):
     linear = CLOUD_LINEAR_COEFFICIENTS[provider]
@@ -46,7 +55,9 @@ def test_cloud_coefficients_are_documented(provider):
 
 def test_reference_curve_and_defaults_are_documented():
     flat = " ".join(DOC.split())
-    assert ", ".join(f"{w:g}" for w in SPECPOWER_DELL_R740.watts) + " W" in flat
+    for curve in (SPECPOWER_DELL_R740, SPECPOWER_INSPUR_NF5280M5):
+        assert ", ".join(f"{w:g}" for w in curve.watts) + " W" in flat
+        assert curve.source.split(" (published")[0].removeprefix("SPECpower_ssj2008 ") in flat
     params = ModelParameters()
     ranges = params.uncertainty
     assert f"u_b | {params.baseline_utilisation:g} (range" in flat

@@ -102,7 +102,7 @@ def test_period_variant_matches_the_window_estimate_for_a_uniform_fleet():
         logical_cpu_seconds=112 * year,
         energy_joules=float(estimate.energy_joules[0]),
         pue=1.49,
-        grid_intensity_grams_per_kilowatt_hour=570.3,
+        grid_intensity_grams_per_kilowatt_hour=530.6,
     )
     expected = float(
         estimate.avoided_operational_co2e_grams[0] + estimate.avoided_embodied_co2e_grams[0]
