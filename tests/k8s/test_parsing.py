@@ -1,4 +1,5 @@
-"""The pure parts of collector/kubernetes.py: API JSON in, NodeInfo/PodInfo out.
+"""The pure parts of collector/kubernetes/: API JSON in, NodeInfo/PodInfo out (objects.py),
+and the reflector's backoff.
 
 Object shapes are those the 1.20 API server returns (see test_provider.py for
 the same objects through a real server).
@@ -15,14 +16,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.kubernetes import (
+from collector.kubernetes.objects import (
     CRONJOB_SUFFIX_MINUTES_RANGE,
-    _Backoff,
     node_info_from_object,
     pod_info_from_object,
     provider_of_node,
     workload_of_pod,
 )
+from collector.kubernetes.reflector import _Backoff
 from collector.metadata import PodInfo
 
 DNS_LABEL = st.from_regex(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", fullmatch=True)
