@@ -30,11 +30,11 @@ demo: $(STAMP)
 	$(VENV)/bin/kubecarbon demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check agent collector tests bench dashboards deploy
+	$(VENV)/bin/ruff check agent collector kubecarbon tests bench dashboards deploy
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy agent collector dashboards/generate.py deploy/render.py
+	$(VENV)/bin/mypy agent collector kubecarbon dashboards/generate.py deploy/render.py
 
 # etcd-server (apt) and a kube-apiserver built once from Debian's `kubernetes`
 # sources, cached in /var/cache/kubecarbon (4 minutes on 2 idle cores, the first time).

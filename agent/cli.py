@@ -10,11 +10,10 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -29,40 +28,17 @@ from agent.settings import (
     ServerSettings,
     SourceSettings,
 )
+from kubecarbon.address import parse_host_port
+from kubecarbon.bounds import bounded
+from kubecarbon.wire import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, NODE_NAME_RULE, is_node_name
 
 EXIT_USAGE = 2
-# the collector's limits on a window (DESIGN wire format)
-MIN_INTERVAL_SECONDS = 1.0
-MAX_INTERVAL_SECONDS = 3600.0
-_DNS1123_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
 
 
 class _OneLineErrorParser(configargparse.ArgParser):  # type: ignore[misc]  # untyped library
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(EXIT_USAGE)
-
-
-def _number(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} is outside {low:g}..{high:g}")
-        return value
-
-    return parse
-
-
-def _listen_address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def _collector_url(text: str) -> str:
@@ -73,10 +49,8 @@ def _collector_url(text: str) -> str:
 
 
 def _node_name(text: str) -> str:
-    if len(text) > 253 or not _DNS1123_SUBDOMAIN.match(text):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a DNS-1123 subdomain (lower case, digits, '-' and '.')"
-        )
+    if not is_node_name(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {NODE_NAME_RULE}")
     return text
 
 
@@ -112,7 +86,7 @@ def build_parser() -> configargparse.ArgParser:
         "--config", is_config_file=True, help="YAML file with any of these keys (e.g. interval: 15)"
     )
     add("--collector-url", type=_collector_url, required=True, help="collector base URL")
-    add("--interval", type=_number(float, MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS),
+    add("--interval", type=bounded(float, MIN_WINDOW_SECONDS, MAX_WINDOW_SECONDS),
         default=SamplerSettings().interval_seconds, help="window length, seconds")  # fmt: skip
     add("--node-name", type=_node_name, default=socket.gethostname().lower(),
         help="this node's Kubernetes name (default: the host name)")  # fmt: skip
@@ -122,22 +96,22 @@ def build_parser() -> configargparse.ArgParser:
         help="the host's /sys")  # fmt: skip
     add("--token-file", type=_readable_file, default=None,
         help="file with the bearer token for the collector (re-read per request)")  # fmt: skip
-    add("--listen", type=_listen_address, default="0.0.0.0:9881",
+    add("--listen", type=parse_host_port, default="0.0.0.0:9881",
         help="HOST:PORT for /metrics and /healthz")  # fmt: skip
     add("--rapl", action="store_true", help="read RAPL energy counters (needs root)")
-    add("--buffer-max-reports", type=_number(int, 1, 10**7),
+    add("--buffer-max-reports", type=bounded(int, 1, 10**7),
         default=defaults_delivery.buffer_max_reports, help="buffer bound, reports")  # fmt: skip
-    add("--buffer-max-bytes", type=_number(int, 4096, 2**40),
+    add("--buffer-max-bytes", type=bounded(int, 4096, 2**40),
         default=defaults_delivery.buffer_max_bytes, help="buffer bound, bytes")  # fmt: skip
-    add("--batch-max-reports", type=_number(int, 1, 10**6),
+    add("--batch-max-reports", type=bounded(int, 1, 10**6),
         default=defaults_delivery.batch_max_reports, help="reports per request")  # fmt: skip
-    add("--batch-max-bytes", type=_number(int, 1024, 2**31),
+    add("--batch-max-bytes", type=bounded(int, 1024, 2**31),
         default=defaults_delivery.batch_max_bytes, help="request body limit, bytes")  # fmt: skip
-    add("--request-timeout", type=_number(float, 0.1, 600),
+    add("--request-timeout", type=bounded(float, 0.1, 600),
         default=defaults_delivery.request_timeout_seconds, help="seconds per request")  # fmt: skip
-    add("--backoff-max", type=_number(float, 0.01, 3600),
+    add("--backoff-max", type=bounded(float, 0.01, 3600),
         default=defaults_delivery.backoff_max_seconds, help="longest retry wait, s")  # fmt: skip
-    add("--shutdown-grace", type=_number(float, 0, 600),
+    add("--shutdown-grace", type=bounded(float, 0, 600),
         default=defaults_delivery.shutdown_grace_seconds,
         help="on SIGTERM, seconds to deliver what is buffered")  # fmt: skip
     add("--gzip", action="store_true", help="gzip request bodies")

@@ -31,7 +31,7 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("source_duration_seconds", "kubecarbon_agent_source_duration_seconds", "gauge",
                "seconds", ("source",), "Time the source's last sample took"),
     MetricSpec("reports_sent", "kubecarbon_agent_reports_sent", "counter", "reports", (),
-               "Reports the collector acknowledged with 200"),
+               "Reports the collector acknowledged with a 2xx"),
     MetricSpec("reports_failed", "kubecarbon_agent_reports_failed", "counter", "reports", (),
                "Reports the collector rejected with a 4xx (or too large to send); not retried"),
     MetricSpec("reports_buffered", "kubecarbon_agent_reports_buffered", "gauge", "reports", (),

@@ -6,7 +6,7 @@ reports as one batch (bounded by count and body size), so a backlog after an
 outage is replayed oldest first. Outcomes:
 
 * 2xx: delivered (`reports_sent_total`).
-* 5xx, 408, 429, timeouts, refused connections: the batch goes back to the
+* 5xx, 408, 425, 429, timeouts, refused connections: the batch goes back to the
   front of the buffer and the sender waits with exponential backoff and full
   jitter (a random delay between 0 and min(max, initial * 2^attempt)).
 * 400, 413, 422: the collector refuses the whole batch for one bad report; the
@@ -31,17 +31,17 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
 import aiohttp
 import orjson
 
 from agent.metrics import AgentMetrics
 from agent.settings import DeliverySettings
+from kubecarbon.backoff import Backoff
+from kubecarbon.wire import REPORTS_PATH, Report, WindowReport
 
 log = logging.getLogger("agent.publisher")
 
-REPORTS_PATH = "/api/v1/reports"
 _BATCH_PREFIX = b'{"reports":['
 _BATCH_SUFFIX = b"]}"
 _RETRYABLE_4XX = frozenset({408, 425, 429})  # timeouts and rate limits pass
@@ -147,23 +147,24 @@ class Publisher:
         self.settings = settings
         self.metrics = metrics
         self.agent_id = agent_id if agent_id is not None else uuid.uuid4().hex
-        self.rng = rng if rng is not None else random.Random()
+        self.backoff = Backoff(
+            settings.backoff_initial_seconds, settings.backoff_max_seconds, rng=rng
+        )
         self.url = settings.collector_url.rstrip("/") + REPORTS_PATH
         self.buffer = ReportBuffer(settings.buffer_max_reports, settings.buffer_max_bytes)
         self._next_seq = 1
         self._work = asyncio.Event()
         self._batch_limit = settings.batch_max_reports
-        self._attempt = 0
         self._session: aiohttp.ClientSession | None = None
         self._outage_reason: str | None = None
         self._draining = False
         self._drain_requested = asyncio.Event()
 
-    def publish(self, report: dict[str, Any]) -> None:
-        """Give the report its identity and buffer it for delivery."""
-        identified = {**report, "agent_id": self.agent_id, "seq": self._next_seq}
+    def publish(self, window: WindowReport) -> None:
+        """Give the window its identity and buffer the report for delivery."""
+        report: Report = {**window, "agent_id": self.agent_id, "seq": self._next_seq}
         self._next_seq += 1
-        item = PendingReport(seq=identified["seq"], body=orjson.dumps(identified))
+        item = PendingReport(seq=report["seq"], body=orjson.dumps(report))
         if len(item.body) + len(_BATCH_PREFIX) + len(_BATCH_SUFFIX) > self.settings.batch_max_bytes:
             log.error(
                 "report seq %d is %d bytes, more than the %d-byte body limit; not sent",
@@ -192,7 +193,7 @@ class Publisher:
 
     async def _back_off(self) -> None:
         """Wait before a retry; a shutdown cuts a long wait short and retries more often."""
-        backoff = self._backoff_seconds()
+        backoff = self.backoff.next_delay_seconds()
         if self._draining:
             await asyncio.sleep(min(backoff, DRAINING_BACKOFF_SECONDS))
             return
@@ -225,14 +226,6 @@ class Publisher:
             await self._session.close()
             self._session = None
 
-    def _backoff_seconds(self) -> float:
-        ceiling = min(
-            self.settings.backoff_max_seconds,
-            self.settings.backoff_initial_seconds * 2 ** min(self._attempt, 30),
-        )
-        self._attempt += 1
-        return self.rng.uniform(0, ceiling)
-
     def _count_dropped(self, dropped: int) -> None:
         if dropped:
             self.metrics.reports_dropped.inc(dropped)
@@ -249,12 +242,12 @@ class Publisher:
             if outcome is Outcome.DELIVERED:
                 self.buffer.settle()
                 self.metrics.reports_sent.inc(len(batch))
-                self._attempt = 0
+                self.backoff.reset()
             elif outcome is Outcome.REJECTED:
                 self.buffer.settle()
                 self.metrics.reports_failed.inc(len(batch))
                 self._batch_limit = self.settings.batch_max_reports
-                self._attempt = 0
+                self.backoff.reset()
             elif outcome is Outcome.BISECT:
                 self._batch_limit = max(1, len(batch) // 2)
                 self._count_dropped(self.buffer.give_back())

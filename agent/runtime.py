@@ -25,12 +25,10 @@ from agent.sources.meminfo import MeminfoSource
 from agent.sources.pod_cpu import PodCpuSource
 from agent.sources.proc_stat import ProcStatSource
 from agent.sources.rapl import RaplSource
+from kubecarbon.wire import MIN_WINDOW_SECONDS
 
 log = logging.getLogger("agent")
 
-# The collector refuses windows shorter than 1 s, so a stop right after a
-# sample does not emit a last, tiny window.
-FINAL_WINDOW_MIN_SECONDS = 1.0
 # /healthz fails once no sample has completed for this many intervals.
 HEALTHY_MISSED_INTERVALS = 3
 
@@ -102,7 +100,8 @@ class Agent:
             await asyncio.gather(self._sampling, return_exceptions=True)
             self._sampling = None
         last = self.sampler.last_sample_time
-        if last is not None and self.sampler.now() - last >= FINAL_WINDOW_MIN_SECONDS:
+        # the collector would refuse a shorter last window
+        if last is not None and self.sampler.now() - last >= MIN_WINDOW_SECONDS:
             self._cycle()
         if self._delivery is not None:
             # the request in flight completes: cancelling it could send its reports twice

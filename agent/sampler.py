@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import NotRequired, Protocol, TypeVar
 
 from agent.metrics import AgentMetrics
 from agent.sources import Source, SourceError
@@ -21,11 +21,24 @@ from agent.sources.density import Density
 from agent.sources.meminfo import Memory
 from agent.sources.proc_stat import CpuTimes
 from agent.sources.rapl import EnergyCounter
+from kubecarbon.wire import (
+    SCHEMA_VERSION,
+    CpuSection,
+    PodRow,
+    RaplSection,
+    Window,
+    WindowReport,
+)
 
 log = logging.getLogger("agent.sampler")
 
 ReadingT = TypeVar("ReadingT")
-Report = dict[str, Any]
+
+
+class MeasuredWindow(Window):
+    """The deltas between two samples; cpu is missing when the cpu source failed."""
+
+    cpu: NotRequired[CpuSection]
 
 
 class Clock(Protocol):
@@ -43,7 +56,7 @@ class SystemClock:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Sample:
     """All readings of one cycle; None where a source failed or is off."""
 
     timestamp: float
@@ -95,7 +108,9 @@ class SourceHealth:
         return reading
 
 
-def _cpu_section(previous: CpuTimes, current: CpuTimes, window: float, user_hz: int) -> Report:
+def _cpu_section(
+    previous: CpuTimes, current: CpuTimes, window: float, user_hz: int
+) -> CpuSection:
     busy_seconds = max(0, current.busy_ticks - previous.busy_ticks) / user_hz
     # Tick counts and the window come from different clocks read a few microseconds
     # apart; no node can be busier than all its CPUs for the whole window.
@@ -105,7 +120,7 @@ def _cpu_section(previous: CpuTimes, current: CpuTimes, window: float, user_hz: 
 
 def _pod_section(
     previous: dict[str, int], current: dict[str, int], density: Density
-) -> list[Report]:
+) -> list[PodRow]:
     """CPU seconds and running containers per pod in the window.
 
     A pod absent from the previous (successful) listing was created inside the
@@ -116,7 +131,7 @@ def _pod_section(
     the two reads of this cycle has no running containers.
     """
     containers = density.containers_by_pod
-    pods = []
+    pods: list[PodRow] = []
     for uid in sorted(current):
         now = current[uid]
         before = previous.get(uid)
@@ -125,7 +140,9 @@ def _pod_section(
     return pods
 
 
-def _rapl_section(previous: dict[str, EnergyCounter], current: dict[str, EnergyCounter]) -> Report:
+def _rapl_section(
+    previous: dict[str, EnergyCounter], current: dict[str, EnergyCounter]
+) -> RaplSection:
     microjoules: dict[str, int] = {}
     for zone, now in current.items():
         before = previous.get(zone)
@@ -135,21 +152,23 @@ def _rapl_section(previous: dict[str, EnergyCounter], current: dict[str, EnergyC
         if used < 0:  # the counter wrapped past max_energy_range_uj
             used += now.max_energy_range_microjoules
         microjoules[now.kind] = microjoules.get(now.kind, 0) + max(0, used)
-    section = {"package_joules": microjoules.get("package", 0) / 1e6}
+    section: RaplSection = {"package_joules": microjoules.get("package", 0) / 1e6}
     if "dram" in microjoules:  # many CPUs have no DRAM domain: absent, not zero
         section["dram_joules"] = microjoules["dram"] / 1e6
     return section
 
 
-def window_report(node_name: str, previous: Snapshot, current: Snapshot, user_hz: int) -> Report:
-    """The deltas between two snapshots, without identity (agent_id, seq).
+def window_report(
+    node_name: str, previous: Sample, current: Sample, user_hz: int
+) -> MeasuredWindow:
+    """The deltas between two samples, without identity (agent_id, seq).
 
     A section appears only when its source succeeded in both cycles (memory and
     density, being levels rather than counters, only in the current one).
     """
     window = current.timestamp - previous.timestamp
-    report: Report = {
-        "schema": 1,
+    report: MeasuredWindow = {
+        "schema": SCHEMA_VERSION,
         "node": node_name,
         "start": previous.timestamp,
         "end": current.timestamp,
@@ -190,7 +209,7 @@ class Sampler:
         self.user_hz = user_hz
         self._anchor_wall = self.clock.time()
         self._anchor_monotonic = self.clock.monotonic()
-        self._previous: Snapshot | None = None
+        self._previous: Sample | None = None
 
     def now(self) -> float:
         """Wall-clock seconds, advanced by the monotonic clock since start."""
@@ -200,10 +219,11 @@ class Sampler:
     def last_sample_time(self) -> float | None:
         return None if self._previous is None else self._previous.timestamp
 
-    def snapshot(self) -> Snapshot:
+    def take_sample(self) -> Sample:
+        """Read every source once, now."""
         timestamp = self.now()
         read = self.health.read
-        return Snapshot(
+        return Sample(
             timestamp=timestamp,
             cpu=read(self.sources.cpu),
             memory=read(self.sources.memory),
@@ -212,19 +232,20 @@ class Sampler:
             rapl=read(self.sources.rapl) if self.sources.rapl is not None else None,
         )
 
-    def sample(self) -> Report | None:
-        """Take a snapshot; return the report of the window that it closes.
+    def sample(self) -> WindowReport | None:
+        """Take a sample; return the report of the window that it closes.
 
         None the first time, and for a window without the node's CPU: the
         estimate starts from utilisation, so the collector refuses reports
         without it, and the cpu source's metric and log already say what is wrong.
         Every other section may be missing (its source failed) and the report goes.
         """
-        current = self.snapshot()
+        current = self.take_sample()
         previous, self._previous = self._previous, current
         if previous is None:
             return None
-        report = window_report(self.node_name, previous, current, self.user_hz)
-        if "cpu" not in report:
+        measured = window_report(self.node_name, previous, current, self.user_hz)
+        cpu = measured.get("cpu")
+        if cpu is None:
             return None
-        return report
+        return {**measured, "cpu": cpu}

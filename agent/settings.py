@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MIB = 1024 * 1024
+from kubecarbon.wire import MAX_BODY_BYTES, MAX_REPORTS_PER_BATCH, MEBIBYTE
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,9 @@ class DeliverySettings:
     collector_url: str = "http://127.0.0.1:9880"  # base URL; reports go to <url>/api/v1/reports
     token_file: Path | None = None  # bearer token, re-read before each request (tokens rotate)
     buffer_max_reports: int = 5760  # a day of 15 s windows
-    buffer_max_bytes: int = 16 * MIB  # bounds memory during a long outage
-    batch_max_reports: int = 500  # the collector's per-request limit
-    batch_max_bytes: int = 4 * MIB  # the collector's body limit (uncompressed)
+    buffer_max_bytes: int = 16 * MEBIBYTE  # bounds memory during a long outage
+    batch_max_reports: int = MAX_REPORTS_PER_BATCH  # the collector's per-request limit
+    batch_max_bytes: int = MAX_BODY_BYTES  # the collector's body limit (uncompressed)
     request_timeout_seconds: float = 10.0
     backoff_initial_seconds: float = 1.0  # first retry waits up to this long
     backoff_max_seconds: float = 60.0  # retries never wait longer than this

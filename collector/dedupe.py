@@ -1,6 +1,6 @@
 """Idempotency for (agent_id, seq) with bounded memory.
 
-Agents number their reports 0, 1, 2, ... per process start and replay unacknowledged
+Agents number their reports 1, 2, 3, ... per process start and replay unacknowledged
 ones oldest first, so per agent id a high-water mark plus a bitmask of the last
 `seq_window` seqs below it tell exactly which recent seqs were applied. A seq
 further back than the window is treated as already seen: by then the agent got

@@ -8,9 +8,10 @@ overrides it for the hours it covers:
     china-east,2025-11-25T14:00:00Z,561.2
     us-east-1,1764079200,402.5
 
-`hour` is the start of a UTC hour, as ISO 8601 or as unix seconds. A report's window
-takes the value of the hour holding its midpoint (windows are at most an hour long);
-regions or hours the file does not cover keep the built-in value.
+`hour` is the start of an hour, as ISO 8601 with a time zone or as unix seconds. A
+report's window takes the value of the hour holding its midpoint (windows are at most
+an hour long); regions or hours the file does not cover keep the built-in value.
+docs/methodology.md documents the format for users.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-SECONDS_PER_HOUR = 3600
+from collector.model.coefficients import SECONDS_PER_HOUR
+
 COLUMNS = ("region", "hour", "grams_per_kilowatt_hour")
 
 

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from collector.app import STATE_KEY, TokenFileError, create_app, default_registry
 from collector.metadata import MetadataProvider, StaticMetadataProvider
-from collector.settings import Settings, SettingsError, parse_settings
+from collector.options import SettingsError, parse_settings
+from collector.settings import Settings
 
 log = logging.getLogger("collector")
 

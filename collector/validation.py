@@ -1,4 +1,4 @@
-"""The agent -> collector wire format: decoding and validating a batch of reports.
+"""Decoding and validating a batch of agent reports against the wire contract (kubecarbon.wire).
 
 Pure functions over bytes and parsed JSON, no I/O. Shape and types are checked by
 a JSON schema compiled once with fastjsonschema; what a schema cannot say
@@ -19,11 +19,14 @@ import fastjsonschema
 import orjson
 
 from collector.settings import IngestLimits
+from kubecarbon.wire import (
+    NODE_NAME_MAX_CHARS,
+    NODE_NAME_PATTERN,
+    NODE_NAME_RULE,
+    SCHEMA_VERSION,
+    Report,
+)
 
-SCHEMA_VERSION = 1
-# Kubernetes node names are DNS-1123 subdomains: dot-joined lowercase labels of at most
-# 63 characters each, 253 in all (maxLength below).
-DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$"
 AGENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 # Upper bounds keep every number finite and far from float precision trouble;
 # the cross-field checks below are the tight ones.
@@ -81,8 +84,8 @@ def batch_schema(limits: IngestLimits) -> dict[str, Any]:
     report = _object(
         {
             "schema": {"const": SCHEMA_VERSION},
-            "node": {"type": "string", "minLength": 1, "maxLength": 253,
-                     "pattern": DNS1123_SUBDOMAIN},
+            "node": {"type": "string", "minLength": 1, "maxLength": NODE_NAME_MAX_CHARS,
+                     "pattern": NODE_NAME_PATTERN},
             "agent_id": {"type": "string", "minLength": 1, "maxLength": 128,
                          "pattern": AGENT_ID_PATTERN},
             "seq": _integer(MAX_SEQ),
@@ -156,14 +159,14 @@ def _schema_error(exc: fastjsonschema.JsonSchemaValueException) -> IngestError:
     field = name.removeprefix("data").lstrip(".") or "body"
     reason = exc.message.removeprefix(name).strip()
     if exc.rule == "pattern" and field.endswith(".node"):
-        reason = "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')"
+        reason = f"must be {NODE_NAME_RULE}"
     status = 413 if exc.rule == "maxItems" else 422
     return IngestError(status, field, reason)
 
 
 @dataclass(frozen=True)
 class BatchValidator:
-    """Turns request bytes into a list of checked report dicts, or raises IngestError."""
+    """Turns request bytes into a list of checked reports, or raises IngestError."""
 
     limits: IngestLimits
     check_schema: Callable[[Any], Any]
@@ -193,7 +196,7 @@ class BatchValidator:
             self._check_report(report, f"reports[{index}]")
         return document["reports"]  # type: ignore[no-any-return]
 
-    def _check_report(self, report: dict[str, Any], where: str) -> None:
+    def _check_report(self, report: Report, where: str) -> None:
         limits = self.limits
         window = report["end"] - report["start"]
         if not limits.min_window_seconds <= window <= limits.max_window_seconds:

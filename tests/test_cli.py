@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from collector.cli import SUBCOMMANDS, main
+from kubecarbon.cli import SUBCOMMANDS, main
 
 
 def test_usage_lists_every_subcommand(capsys):
@@ -18,7 +18,7 @@ def test_unknown_subcommand_is_refused(capsys):
 
 def test_console_script_runs_as_module():
     done = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "--help"],
+        [sys.executable, "-m", "kubecarbon.cli", "--help"],
         capture_output=True,
         text=True,
         check=True,

@@ -41,7 +41,6 @@ from collector.model.fleet import (
     avoided_co2e_rate_quantiles,
     fleet_gauges,
 )
-from collector.model.intensity import HourlyIntensity, parse_hourly_intensity
 from collector.model.parameters import (
     DEFAULT_PROFILE,
     NODE_KINDS,
@@ -67,7 +66,6 @@ __all__ = [
     "FleetGauges",
     "FleetTotals",
     "GridIntensity",
-    "HourlyIntensity",
     "LinearPowerCoefficients",
     "ModelParameters",
     "NodeKind",
@@ -89,5 +87,4 @@ __all__ = [
     "fleet_gauges",
     "group_totals",
     "make_profile",
-    "parse_hourly_intensity",
 ]

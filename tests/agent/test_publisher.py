@@ -49,7 +49,7 @@ async def test_outage_then_recovery_delivers_every_seq_once_in_order(
     sender = asyncio.create_task(publisher.run())
     for index in range(3):  # nothing listens yet: connections are refused
         publisher.publish(window(index))
-    await until(lambda: publisher._attempt >= 3)  # refused, backed off, refused again
+    await until(lambda: publisher.backoff.attempt >= 3)  # refused, backed off, refused again
     assert metric(registry, "kubecarbon_agent_reports_buffered") == 3
     sink.mode = "unavailable"
     server = await aiohttp_server(sink.app(), port=port)
@@ -211,7 +211,7 @@ def test_backoff_grows_exponentially_to_its_cap_with_full_jitter():
     rng.calls = []
     settings = DeliverySettings(backoff_initial_seconds=1.0, backoff_max_seconds=60.0)
     publisher = Publisher(settings, AgentMetrics(CollectorRegistry()), rng=rng)
-    waits = [publisher._backoff_seconds() for _ in range(9)]
+    waits = [publisher.backoff.next_delay_seconds() for _ in range(9)]
     assert waits == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     assert {low for low, _ in rng.calls} == {0}  # full jitter: anywhere from zero
 
@@ -296,7 +296,7 @@ async def test_a_shutdown_cuts_a_long_backoff_short(sink, aiohttp_server, unused
     sender = asyncio.create_task(publisher.run())
     publisher.publish(window(0))
     # refused; the seeded jitter (Random(7)) now waits 194 s of the 600 s ceiling
-    await until(lambda: publisher._attempt == 1)
+    await until(lambda: publisher.backoff.attempt == 1)
     server = await aiohttp_server(sink.app(), port=unused_tcp_port)
     publisher.begin_draining()
     await asyncio.wait_for(sender, 30)  # the guard only stops a broken test from hanging

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from agent_testkit import FIXTURES
 
-from agent.sampler import Snapshot, window_report
+from agent.sampler import Sample, window_report
 from agent.sources import SourceError
 from agent.sources.rapl import EnergyCounter, RaplSource, zone_kind
 
@@ -65,7 +65,7 @@ def test_energy_in_a_window_counts_each_joule_once(node_copy):
     set_energy(root, "intel-rapl:1:0", 19_875_400_000 + 36_000_000)  # 36 J
     set_energy(root, "intel-rapl-mmio:0", 183_004_522_117 + 1_500_000_000)  # same as :0
     report = window_report(
-        "n", Snapshot(0.0, rapl=before), Snapshot(15.0, rapl=source.sample()), user_hz=100
+        "n", Sample(0.0, rapl=before), Sample(15.0, rapl=source.sample()), user_hz=100
     )
     assert report["rapl"] == {"package_joules": 2750.0, "dram_joules": 96.0}
 
@@ -79,7 +79,7 @@ def test_a_counter_that_wraps_gives_the_energy_through_the_wrap(node_copy):
     set_energy(root, "intel-rapl:0:2", 9_050_000_000)
     set_energy(root, "intel-rapl:1", 1)  # psys: ignored
     report = window_report(
-        "n", Snapshot(0.0, rapl=before), Snapshot(15.0, rapl=source.sample()), user_hz=100
+        "n", Sample(0.0, rapl=before), Sample(15.0, rapl=source.sample()), user_hz=100
     )
     # (262,143,328,850 - 262,140,000,000) + 1,000,000,000 uJ
     assert report["rapl"] == {"package_joules": 1003.32885, "dram_joules": 50.0}
@@ -88,7 +88,7 @@ def test_a_counter_that_wraps_gives_the_energy_through_the_wrap(node_copy):
 def test_no_dram_domain_means_no_dram_field_not_zero():
     before = {"intel-rapl:0": EnergyCounter("package", 10, 100)}
     after = {"intel-rapl:0": EnergyCounter("package", 2_000_010, 100_000_000)}
-    report = window_report("n", Snapshot(0.0, rapl=before), Snapshot(1.0, rapl=after), 100)
+    report = window_report("n", Sample(0.0, rapl=before), Sample(1.0, rapl=after), 100)
     assert report["rapl"] == {"package_joules": 2.0}
 
 

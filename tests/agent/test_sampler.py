@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from agent.metrics import AgentMetrics
 from agent.runtime import host_sources
-from agent.sampler import Sampler, Snapshot, window_report
+from agent.sampler import Sample, Sampler, window_report
 from agent.settings import SourceSettings
 from agent.sources.density import Density
 from agent.sources.proc_stat import CpuTimes
@@ -118,8 +118,8 @@ def test_windows_stay_contiguous_when_samples_are_late_or_the_wall_clock_steps(
 
 
 def test_busy_never_exceeds_all_cpus_for_the_whole_window():
-    before = Snapshot(timestamp=100.0, cpu=CpuTimes(0, 0, 2))
-    after = Snapshot(timestamp=101.0, cpu=CpuTimes(203, 203, 2))  # 2.03 s busy in 1 s on 2 CPUs
+    before = Sample(timestamp=100.0, cpu=CpuTimes(0, 0, 2))
+    after = Sample(timestamp=101.0, cpu=CpuTimes(203, 203, 2))  # 2.03 s busy in 1 s on 2 CPUs
     assert window_report("n", before, after, user_hz=100)["cpu"]["busy_seconds"] == 2.0
 
 
@@ -218,7 +218,7 @@ pod_events = st.lists(  # per window, at most one thing happens to each pod
 def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(history):
     counters: dict[str, int] = {"a": 5 * 10**9}  # "a" ran before the agent started
     counted_since_start = {"a": 0}
-    snapshots = [Snapshot(0.0, pod_cpu=dict(counters), density=Density(dict.fromkeys(counters, 1)))]
+    samples = [Sample(0.0, pod_cpu=dict(counters), density=Density(dict.fromkeys(counters, 1)))]
     for step, events in enumerate(history, start=1):
         for uid, (kind, nanoseconds) in events.items():
             if kind == "delete":  # what it counted until the last sample was reported already
@@ -231,9 +231,9 @@ def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(histo
                 counters[uid] = counters.get(uid, 0) + nanoseconds
                 counted_since_start[uid] = counted_since_start.get(uid, 0) + nanoseconds
         density = Density(dict.fromkeys(counters, 1))
-        snapshots.append(Snapshot(15.0 * step, pod_cpu=dict(counters), density=density))
+        samples.append(Sample(15.0 * step, pod_cpu=dict(counters), density=density))
     reported: dict[str, float] = {}
-    for previous, current in itertools.pairwise(snapshots):
+    for previous, current in itertools.pairwise(samples):
         for pod in window_report("n", previous, current, 100)["pods"]:
             assert pod["cpu_seconds"] >= 0
             reported[pod["uid"]] = reported.get(pod["uid"], 0.0) + pod["cpu_seconds"]
@@ -242,11 +242,11 @@ def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(histo
 
 
 def test_pods_come_with_their_containers_or_not_at_all():
-    before = Snapshot(timestamp=0.0, pod_cpu={"p1": 10**9, "p2": 0})
+    before = Sample(timestamp=0.0, pod_cpu={"p1": 10**9, "p2": 0})
     after = {"timestamp": 15.0, "pod_cpu": {"p1": 3 * 10**9, "p2": 5 * 10**8}}
     # p2's cgroup went away between the pod_cpu and the density read of this cycle
-    known = window_report("n", before, Snapshot(**after, density=Density({"p1": 4})), 100)
-    unknown = window_report("n", before, Snapshot(**after), 100)
+    known = window_report("n", before, Sample(**after, density=Density({"p1": 4})), 100)
+    unknown = window_report("n", before, Sample(**after), 100)
     assert known["pods"] == [
         {"uid": "p1", "cpu_seconds": 2.0, "containers": 4},
         {"uid": "p2", "cpu_seconds": 0.5, "containers": 0},

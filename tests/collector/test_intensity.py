@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+from pathlib import Path
 
 import pytest
 from collector_testkit import JSON, T0, body_of, make_report, metadata_for_tests, value
 
 from collector.app import create_app
 from collector.intensity import parse_hourly_intensity
-from collector.settings import Settings, SettingsError, parse_settings
+from collector.options import SettingsError, parse_settings
+from collector.settings import Settings
 
 HOUR = int(T0 // 3600)
+T14 = 1795615200  # 2026-11-25T14:00:00Z
 
 
 def test_iso_and_unix_hours_parse_to_the_same_table():
@@ -28,6 +33,36 @@ def test_iso_and_unix_hours_parse_to_the_same_table():
     assert looked_up[1] != looked_up[1] and looked_up[2] != looked_up[2]  # NaN: not covered
 
 
+def test_any_time_zone_names_the_hour_it_starts():
+    table = parse_hourly_intensity(
+        "region,hour,grams_per_kilowatt_hour\n"
+        "china-east,2026-11-25T14:00:00Z,548.2\n"
+        "china-east,2026-11-25T23:00:00+08:00,551.0\n"
+        f"china-north,{T14},640.5\n"
+    )
+    values = table.lookup(
+        ["china-east", "china-east", "china-east", "china-north", "china-south"],
+        [T14 + 1799, T14 + 3600 + 10, T14 + 7200, T14 + 3599, T14],
+    )
+    assert values[:2].tolist() == [548.2, 551.0]
+    assert math.isnan(values[2])  # no row for 16:00
+    assert values[3] == 640.5
+    assert math.isnan(values[4])  # region not in the file
+
+
+def test_the_documented_example_file_starts_a_collector(tmp_path):
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "methodology.md").read_text()
+    example = re.search(r"```csv\n(.*?)```", doc, flags=re.DOTALL)
+    assert example is not None and "--grid-intensity-file" in doc
+    path = tmp_path / "hourly.csv"
+    path.write_text(example.group(1))
+    table = parse_settings(["--grid-intensity-file", str(path)], env={}).hourly_intensity
+    assert table is not None
+    hour = T14 // 3600
+    assert dict(table.grams_per_kilowatt_hour) == {
+        ("china-east", hour): 548.2, ("china-east", hour + 1): 551.0, ("us-east-1", hour): 402.5}
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "line 1: expected the header"),
     ("region,when,g\n", "line 1: expected the header"),
@@ -37,6 +72,8 @@ def test_iso_and_unix_hours_parse_to_the_same_table():
      "line 2: hour: '2025-11-25T12:00:00' has no time zone"),
     ("region,hour,grams_per_kilowatt_hour\nus-east-1,yesterday,1\n",
      "line 2: hour: expected ISO 8601"),
+    ("region,hour,grams_per_kilowatt_hour\nus-east-1,inf,1\n",
+     "line 2: hour: 'inf' is not the start of an hour"),
     ("region,hour,grams_per_kilowatt_hour\nus-east-1,3600,lots\n", "line 2: could not convert"),
     ("region,hour,grams_per_kilowatt_hour\nus-east-1,3600,nan\n",
      "line 2: grams_per_kilowatt_hour: must be 0..5000"),

@@ -12,7 +12,8 @@ import pytest
 
 from collector.main import build_metadata_provider, main
 from collector.metadata import StaticMetadataProvider
-from collector.settings import Settings, SettingsError, parse_settings
+from collector.options import SettingsError, parse_settings
+from collector.settings import Settings
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -141,7 +142,7 @@ def test_main_refuses_an_empty_token_file(tmp_path, capsys):
 
 
 def test_help_runs_through_the_dispatcher():
-    done = subprocess.run([sys.executable, "-m", "collector.cli", "collector", "--help"],
+    done = subprocess.run([sys.executable, "-m", "kubecarbon.cli", "collector", "--help"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
     for flag in ("--listen", "--config", "--state-file", "--token-file", "--kubernetes",
@@ -188,7 +189,7 @@ def test_the_documented_example_config_is_valid(tmp_path):
 
 
 def test_every_flag_is_documented():
-    from collector.settings import build_parser
+    from collector.options import build_parser
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     flags = {option for action in build_parser()._actions for option in action.option_strings

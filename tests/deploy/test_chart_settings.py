@@ -1,7 +1,7 @@
 """The settings the chart passes are the ones the real agent and collector parse.
 
 The rendered containers' KUBECARBON_* variables go through agent.cli.parse_settings and
-collector.settings.parse_settings, the functions `kubecarbon agent` and `kubecarbon
+collector.options.parse_settings, the functions `kubecarbon agent` and `kubecarbon
 collector` start with, with the pod's paths mapped onto this machine (/host/proc -> /proc,
 mounted files -> temporary files). A renamed flag, or a value a parser refuses, fails here
 before it fails in a cluster.
@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from agent.cli import parse_settings as parse_agent_settings
-from collector.settings import parse_settings as parse_collector_settings
+from collector.options import parse_settings as parse_collector_settings
 
 EVERYTHING = {
     "agent": {"rapl": {"enabled": True}, "intervalSeconds": 30, "port": 9991,

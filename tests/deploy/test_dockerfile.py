@@ -8,7 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
-from collector.cli import SUBCOMMANDS
+from kubecarbon.cli import SUBCOMMANDS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO_ROOT / "deploy" / "Dockerfile").read_text()
@@ -47,7 +47,7 @@ def test_installs_only_the_runtime_extras():
     assert sorted(extras) == ["agent", "collector"]
     assert set(extras) < set(PYPROJECT["project"]["optional-dependencies"])
     copied = {line.split()[0] for line in instructions("COPY") if "--from" not in line}
-    assert copied == {"pyproject.toml", "agent", "collector"}
+    assert copied == {"pyproject.toml", "kubecarbon", "agent", "collector"}
     for package in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]:
         assert package.rstrip("*") in copied  # every package the wheel includes is copied
 

@@ -44,8 +44,9 @@ from collector.kubernetes import (
 )
 from collector.main import build_metadata_provider
 from collector.metadata import ProviderStatus, StaticMetadataProvider
+from collector.options import parse_settings
 from collector.profiles import parse_profile_document
-from collector.settings import Settings, parse_settings
+from collector.settings import Settings
 
 # Deleted pods stay attributable for this long (the production default)
 RETAINING_WATCH = dataclasses.replace(FAST_WATCH, deleted_pod_retention_seconds=600.0)

@@ -22,7 +22,6 @@ from collector.model import (
     fleet_gauges,
     group_totals,
     make_profile,
-    parse_hourly_intensity,
 )
 
 
@@ -179,53 +178,6 @@ def test_design_table_values_are_in_the_grid_table():
     for region, grams in expected.items():
         assert GRID_INTENSITY_BY_REGION[region].grams_per_kilowatt_hour == grams
         assert GRID_INTENSITY_BY_REGION[region].source
-
-
-HOURLY = """\
-region,timestamp,grams_per_kilowatt_hour
-# comment lines and blank lines are skipped
-
-china-east,2026-11-25T14:00:00Z,548.2
-china-east,2026-11-25T15:30:00+00:00,551.0
-china-north,1795615200,640.5
-"""
-
-
-def test_hourly_intensity_parses_and_looks_up_by_hour():
-    table = parse_hourly_intensity(HOURLY)
-    assert table.regions() == ["china-east", "china-north"]
-    t14 = 1795615200.0  # 2026-11-25T14:00:00Z
-    values = table.lookup(
-        ["china-east", "china-east", "china-east", "china-north", "china-south"],
-        [t14 + 1799, t14 + 3600 + 10, t14 + 7200, t14 + 3599, t14],
-    )
-    np.testing.assert_allclose(values[:2], [548.2, 551.0])
-    assert np.isnan(values[2])  # no row for 16:00
-    assert values[3] == 640.5
-    assert np.isnan(values[4])  # region not in the file
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "line 1: header must be"),
-        ("region,time,value\n", "line 1: header must be"),
-        ("region,timestamp,grams_per_kilowatt_hour\nx,1,2,3\n", "line 2: expected 3 fields"),
-        ("region,timestamp,grams_per_kilowatt_hour\nx,yesterday,2\n", "line 2: timestamp"),
-        (
-            "region,timestamp,grams_per_kilowatt_hour\nx,2026-11-25T14:00:00,2\n",
-            "needs a UTC offset",
-        ),
-        ("region,timestamp,grams_per_kilowatt_hour\nx,0,-2\n", "line 2: grams_per_kilowatt_hour"),
-        ("region,timestamp,grams_per_kilowatt_hour\nx,0,nan\n", "must be finite"),
-        ("region,timestamp,grams_per_kilowatt_hour\n,0,1\n", "line 2: region: empty"),
-        ("region,timestamp,grams_per_kilowatt_hour\nx,0,1\nx,60,2\n", "line 3: x already has"),
-        ("region,timestamp,grams_per_kilowatt_hour\nx,inf,1\n", "not finite"),
-    ],
-)
-def test_hourly_intensity_errors_name_the_line(text, message):
-    with pytest.raises(ValueError, match=message):
-        parse_hourly_intensity(text)
 
 
 def test_profile_arrays_refuse_mismatched_shapes_and_unknown_kinds():

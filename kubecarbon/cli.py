@@ -1,7 +1,8 @@
 """The `kubecarbon` console script: one subcommand per part of the product.
 
-Subcommands are imported lazily so that an agent-only install (extra `agent`)
-never imports numpy or the Kubernetes client.
+Each subcommand's module is imported by name only when it runs, so that an
+agent-only install (extra `agent`) never imports numpy or the Kubernetes client,
+and this package depends on neither part.
 """
 
 from __future__ import annotations

@@ -1,0 +1,182 @@
+"""`kubecarbon collector` options: command-line flags, KUBECARBON_* variables, YAML config file.
+
+Precedence is flag > environment > config file > default (ConfigArgParse does the
+merge). The config file may also hold `profiles:`, `default_profile:` and `model:`
+sections, which are not flags; collector/profiles.py parses those. A bad value
+anywhere stops the collector at start with one line naming the key (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import configargparse
+
+from collector.intensity import load_hourly_intensity
+from collector.profiles import ProfileConfig, parse_profile_config
+from collector.settings import (
+    DedupeSettings,
+    ExportSettings,
+    IngestLimits,
+    ServerSettings,
+    Settings,
+    StateSettings,
+)
+from kubecarbon.address import parse_host_port
+from kubecarbon.bounds import bounded
+
+# Config-file sections that are not flags (handled by collector.profiles).
+STRUCTURED_SECTIONS = frozenset({"profiles", "default_profile", "model"})
+
+
+class SettingsError(Exception):
+    """A bad flag, variable or config-file value; the message names the key."""
+
+
+class _StructuredYAMLParser(configargparse.YAMLConfigFileParser):  # type: ignore[misc]
+    """The YAML parser, minus the sections that are not flags."""
+
+    def parse(self, stream: Any) -> Any:
+        items = super().parse(stream)
+        for section in STRUCTURED_SECTIONS:
+            items.pop(section, None)
+        return items
+
+
+class _OneLineErrorParser(configargparse.ArgumentParser):  # type: ignore[misc]
+    """Report a bad flag as one line, not the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise SettingsError(message)
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "1", "on"):
+        return True
+    if lowered in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def build_parser() -> configargparse.ArgumentParser:
+    """The collector's flags; each also reads KUBECARBON_<FLAG> and a config-file key."""
+    limits, dedupe = IngestLimits(), DedupeSettings()
+    export, state = ExportSettings(), StateSettings()
+    parser = _OneLineErrorParser(
+        prog="kubecarbon collector",
+        description="Ingest agent reports, estimate power, energy and CO2e, serve /metrics.",
+        config_file_parser_class=_StructuredYAMLParser,
+        auto_env_var_prefix="KUBECARBON_",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--config", is_config_file=True, metavar="FILE",
+        help="YAML config file: any flag as a key, plus profiles, default_profile and model")
+    add("--listen", type=parse_host_port, default="0.0.0.0:9880", help="HOST:PORT to serve on")
+    add("--token-file", type=Path, help="file with the bearer token agents must send")
+    add("--state-file", type=Path, help="counter snapshot path (restored at start)")
+    add("--snapshot-interval", type=bounded(float, 1.0), metavar="SECONDS",
+        default=state.snapshot_interval_seconds, help="seconds between snapshots")
+    add("--kubernetes", choices=("auto", "off"), default="auto",
+        help="auto: node and pod metadata from the Kubernetes API when reachable")
+    add("--kubeconfig", type=Path,
+        help="kubeconfig to reach the API with (development); default: in-cluster, $KUBECONFIG")
+    add("--grid-intensity-file", type=Path, metavar="CSV",
+        help="hourly grid intensity (region,hour,grams_per_kilowatt_hour) overriding the table")
+    add("--stale-after", type=bounded(float, 1.0), metavar="SECONDS",
+        default=export.stale_after_seconds, help="drop silent nodes from gauges after this")
+    add("--forget-after", type=bounded(float, 1.0), metavar="SECONDS",
+        default=export.forget_after_seconds,
+        help="drop every series of a node silent this long (nodes scaled away)")
+    add("--max-nodes", type=bounded(int, 1), default=export.max_nodes,
+        help="nodes kept; beyond it the least recently seen are forgotten (stale ones first)")
+    add("--per-pod-series", type=_boolean, default=export.per_pod_series, metavar="BOOL",
+        help="export per-pod counters (high cardinality)")
+    add("--max-workload-series", type=bounded(int, 0), default=export.max_workload_series,
+        help="cap on workload series; beyond it workloads add to workload=\"other\"")
+    add("--max-pod-series", type=bounded(int, 0), default=export.max_pod_series,
+        help="cap on pod series when --per-pod-series is on")
+    add("--max-body-bytes", type=bounded(int, 1024), default=limits.max_body_bytes,
+        help="largest request body, before and after gunzip")
+    add("--max-reports-per-batch", type=bounded(int, 1), default=limits.max_reports_per_batch)
+    add("--max-pods-per-report", type=bounded(int, 0), default=limits.max_pods_per_report)
+    add("--min-window", type=bounded(float, 0.001), metavar="SECONDS",
+        default=limits.min_window_seconds, help="shortest report window accepted")
+    add("--max-window", type=bounded(float, 1.0), metavar="SECONDS",
+        default=limits.max_window_seconds, help="longest report window accepted")
+    add("--dedupe-max-agents", type=bounded(int, 1), default=dedupe.max_agents,
+        help="agent ids remembered for idempotency (least recently seen are forgotten)")
+    add("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    return parser
+
+
+def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Settings:
+    """Parse flags, environment and config file into Settings; raises SettingsError."""
+    parser = build_parser()
+    env = dict(os.environ) if env is None else env
+    argv = list(argv)
+    # ConfigArgParse reads every flag from the environment except the config file's path
+    if env.get("KUBECARBON_CONFIG") and not any(
+        arg == "--config" or arg.startswith("--config=") for arg in argv
+    ):
+        argv = ["--config", env["KUBECARBON_CONFIG"], *argv]
+    args = parser.parse_args(argv, env_vars=env)
+    if args.forget_after < args.stale_after:
+        raise SettingsError(
+            f"argument --forget-after: {args.forget_after:g} is below --stale-after "
+            f"{args.stale_after:g}"
+        )
+    if args.min_window > args.max_window:
+        raise SettingsError(
+            f"argument --min-window: {args.min_window:g} is above --max-window {args.max_window:g}"
+        )
+    config_path = Path(args.config) if args.config else None
+    profiles = ProfileConfig()
+    if config_path is not None:
+        try:
+            profiles = parse_profile_config(config_path)
+        except ValueError as exc:
+            raise SettingsError(f"config {config_path}: {exc}") from None
+    hourly_intensity = None
+    if args.grid_intensity_file is not None:
+        try:
+            hourly_intensity = load_hourly_intensity(args.grid_intensity_file)
+        except ValueError as exc:
+            raise SettingsError(
+                f"argument --grid-intensity-file: {args.grid_intensity_file}: {exc}"
+            ) from None
+    host, port = args.listen
+    return Settings(
+        server=ServerSettings(listen_host=host, listen_port=port, token_file=args.token_file),
+        limits=IngestLimits(
+            max_body_bytes=args.max_body_bytes,
+            max_reports_per_batch=args.max_reports_per_batch,
+            max_pods_per_report=args.max_pods_per_report,
+            min_window_seconds=args.min_window,
+            max_window_seconds=args.max_window,
+        ),
+        dedupe=DedupeSettings(max_agents=args.dedupe_max_agents),
+        export=ExportSettings(
+            stale_after_seconds=args.stale_after,
+            forget_after_seconds=args.forget_after,
+            max_nodes=args.max_nodes,
+            per_pod_series=args.per_pod_series,
+            max_workload_series=args.max_workload_series,
+            max_pod_series=args.max_pod_series,
+        ),
+        state=StateSettings(
+            state_file=args.state_file, snapshot_interval_seconds=args.snapshot_interval
+        ),
+        profiles=profiles,
+        hourly_intensity=hourly_intensity,
+        kubernetes=args.kubernetes,
+        kubeconfig=args.kubeconfig,
+        log_level=args.log_level,
+        config_file=config_path,
+    )
+
