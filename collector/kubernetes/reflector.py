@@ -17,7 +17,13 @@ from typing import Any, Generic, TypeVar
 import orjson
 from kubernetes.client.exceptions import ApiException
 
+from kubecarbon.backoff import Backoff
+
 log = logging.getLogger("collector.kubernetes")  # one logger for the package
+
+# Each retry delay is drawn from [d/2, d] ("equal jitter"): spread out, never sooner
+# than half the ceiling d.
+RETRY_JITTER = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,24 +58,6 @@ class ReflectorState:
     last_sync_timestamp_seconds: float | None = None  # end of the last complete list
     disconnected_since_seconds: float | None = None
     last_error: str = ""
-
-
-class _Backoff:
-    """Exponential backoff with jitter: delay in [d/2, d], d doubling up to a cap."""
-
-    def __init__(self, initial_seconds: float, max_seconds: float, rng: random.Random) -> None:
-        self._initial_seconds = initial_seconds
-        self._max_seconds = max_seconds
-        self._rng = rng
-        self._attempt = 0
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-    def next_delay_seconds(self) -> float:
-        ceiling = min(self._max_seconds, self._initial_seconds * 2.0 ** min(self._attempt, 30))
-        self._attempt += 1
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
 
 class _RelistNeeded(Exception):
@@ -107,8 +95,9 @@ class Reflector(Generic[V]):
         self._lock = threading.Lock()
         self._state = ReflectorState(resource=resource)
         self._response: Any = None  # the open watch response, for interrupt()
-        self._backoff = _Backoff(
-            settings.initial_backoff_seconds, settings.max_backoff_seconds, rng
+        self._backoff = Backoff(
+            settings.initial_backoff_seconds, settings.max_backoff_seconds,
+            jitter=RETRY_JITTER, rng=rng,
         )
 
     def state(self) -> ReflectorState:
