@@ -56,6 +56,7 @@ fuzz: $(STAMP)
 docs: $(STAMP)
 	$(PY) -m collector.metrics > docs/metrics.md
 	$(PY) -m agent.metrics >> docs/metrics.md
+	$(PY) -m collector.kubernetes.metrics_doc docs/kubernetes.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

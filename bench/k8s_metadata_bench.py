@@ -3,7 +3,7 @@
     .venv/bin/python bench/k8s_metadata_bench.py [--pods 20000] [--repeats 5]
 
 The provider lists and watches every pod of the cluster. It parses the API's JSON
-with orjson and keeps one small PodInfo per pod (collector/kubernetes.py). The
+with orjson and keeps one small PodInfo per pod (collector/kubernetes/objects.py). The
 reference, measured in the same run on the same bytes, is what the official
 client's typed path does (Watch(deserialize=True), SharedInformer):
 `ApiClient.deserialize` of the same PodList into V1Pod objects. Both times are
@@ -28,7 +28,7 @@ import orjson
 from benchkit import alternating_medians
 from kubernetes import client
 
-from collector.kubernetes import pod_info_from_object
+from collector.kubernetes.objects import pod_info_from_object
 
 FIXTURE = (
     Path(__file__).resolve().parents[1]

@@ -23,14 +23,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from collector.report import (
-    COUNTERS,
-    CounterAccumulator,
-    CounterTotals,
-    choose_step,
-    chunks,
-    sample_grid,
-)
+from collector.report.builder import COUNTERS
+from collector.report.period import choose_step, chunks, sample_grid
+from collector.report.reduction import CounterAccumulator, CounterTotals
 
 REGIONS = ("china-east", "china-north", "us-east-1", "eu-west-1", "westeurope")
 

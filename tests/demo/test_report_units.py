@@ -14,22 +14,18 @@ from hypothesis import strategies as st
 from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_windows
 from collector.model.fleet import avoided_co2e_rate_quantiles
 from collector.model.parameters import ModelParameters, ProfileArrays, make_profile
-from collector.report import (
+from collector.report.band import period_band
+from collector.report.document import report_document
+from collector.report.period import chunks, parse_time, sample_grid
+from collector.report.reduction import (
     CounterAccumulator,
     CounterTotals,
     ReportData,
-    chunks,
-    parse_time,
-    period_band,
-    render_csv,
-    render_html,
-    render_json,
-    report_document,
-    sample_grid,
     series_delta,
     series_increase,
     trapezoid_integral,
 )
+from collector.report.render import render_csv, render_html, render_json
 
 NOW = 1_764_072_000.0
 

@@ -1,4 +1,5 @@
-"""The pure parts of collector/kubernetes.py: API JSON in, NodeInfo/PodInfo out.
+"""The pure parts of collector/kubernetes/: API JSON in, NodeInfo/PodInfo out (objects.py),
+and the reflector's backoff.
 
 Object shapes are those the 1.20 API server returns (see test_provider.py for
 the same objects through a real server).
@@ -15,15 +16,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from collector.kubernetes import (
+from collector.kubernetes.objects import (
     CRONJOB_SUFFIX_MINUTES_RANGE,
-    _Backoff,
     node_info_from_object,
     pod_info_from_object,
     provider_of_node,
     workload_of_pod,
 )
+from collector.kubernetes.reflector import RETRY_JITTER
 from collector.metadata import PodInfo
+from kubecarbon.backoff import Backoff
 
 DNS_LABEL = st.from_regex(r"[a-z]([a-z0-9-]{0,30}[a-z0-9])?", fullmatch=True)
 POD_TEMPLATE_HASH = st.text(alphabet="bcdfghjklmnpqrstvwxz2456789", min_size=5, max_size=10)
@@ -174,7 +176,7 @@ def test_pod_info_interns_repeated_strings() -> None:
 
 @given(seed=st.integers(0, 2**32), initial=st.floats(0.01, 5), cap=st.floats(5, 120))
 def test_backoff_doubles_with_jitter_up_to_the_cap(seed: int, initial: float, cap: float) -> None:
-    backoff = _Backoff(initial, cap, random.Random(seed))
+    backoff = Backoff(initial, cap, jitter=RETRY_JITTER, rng=random.Random(seed))
     for attempt in range(40):
         ceiling = min(cap, initial * 2**attempt)
         assert ceiling / 2 <= backoff.next_delay_seconds() <= ceiling
@@ -184,7 +186,8 @@ def test_backoff_doubles_with_jitter_up_to_the_cap(seed: int, initial: float, ca
 
 def test_backoff_jitter_spreads_reconnects() -> None:
     delays = {
-        round(_Backoff(1.0, 30.0, random.Random(seed)).next_delay_seconds(), 6)
+        round(Backoff(1.0, 30.0, jitter=RETRY_JITTER, rng=random.Random(seed))
+              .next_delay_seconds(), 6)
         for seed in range(50)
     }
     assert len(delays) > 40  # 50 collectors do not all retry at the same instant

@@ -310,7 +310,8 @@ def test_watch_metrics_and_status_through_a_registry(
 ) -> None:
     node = objects.node()
     provider = start_provider(cluster.admin.kubeconfig)  # type: ignore[attr-defined]
-    wait_for(lambda: provider.node(node), "the first list")
+    # both reflectors listed and connected: the pods' list may end after the nodes'
+    wait_for(lambda: provider.node(node) and provider.status().connected, "both first lists")
     registry = CollectorRegistry()
     registry.register(KubernetesWatchMetrics(provider))
     text = generate_latest(registry).decode()

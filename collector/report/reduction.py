@@ -1,0 +1,110 @@
+"""From samples to the period's numbers (pure): reset-aware counter totals, gauge integrals.
+
+`ReportData` is what the reduction of one period yields and what the document is made of.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SeriesKey = tuple[tuple[str, str], ...]
+
+
+def series_key(metric: dict[str, str]) -> SeriesKey:
+    return tuple(sorted(metric.items()))
+
+
+@dataclass
+class CounterTotals:
+    """Reset-aware increases of one counter, summed by its group labels."""
+
+    by_group: dict[tuple[str, ...], float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.by_group.values())
+
+    def by_label(self, position: int) -> dict[str, float]:
+        """Totals by one of the group labels, summed over the others."""
+        out: dict[str, float] = defaultdict(float)
+        for group, value in self.by_group.items():
+            out[group[position]] += value
+        return dict(out)
+
+
+@dataclass
+class ReportData:
+    start: float
+    end: float
+    step_seconds: float
+    prometheus_url: str
+    counters: dict[str, CounterTotals]
+    grid_intensity_by_region: dict[str, float]  # g/kWh, the last value in the period
+    gauge_means: dict[str, float | None]
+    band_grams: dict[str, float]  # quantile -> grams, the rate gauges integrated over the period
+    assumptions: list[dict[str, str]]
+    versions: list[str]
+
+
+def series_delta(baseline: float | None, values: Sequence[float]) -> float:
+    """Change of a signed total: its last value minus the one before the period (or zero)."""
+    if not values:
+        return 0.0
+    return values[-1] - (0.0 if baseline is None else baseline)
+
+
+def series_increase(baseline: float | None, values: Iterable[float]) -> float:
+    """Counter increase from the value before the period through every sample in it."""
+    previous = 0.0 if baseline is None else baseline
+    total = 0.0
+    for value in values:
+        total += value - previous if value >= previous else value
+        previous = value
+    return total
+
+
+def trapezoid_integral(times: Sequence[float], values: Sequence[float], step: float) -> float:
+    """Integral over time of a gauge sampled at the step; gaps (> 1.5 steps) count as zero."""
+    total = 0.0
+    for (t0, v0), (t1, v1) in itertools.pairwise(zip(times, values, strict=True)):
+        if t1 - t0 <= 1.5 * step:
+            total += (v0 + v1) / 2.0 * (t1 - t0)
+    return total
+
+
+class CounterAccumulator:
+    """Per-series change of one counter, fed chunk by chunk in time order.
+
+    Keeps two numbers per series (its last sample and its change so far), so a long
+    range costs memory by series, not by samples.
+    """
+
+    def __init__(self, baselines: dict[SeriesKey, float], signed: bool) -> None:
+        self.last = dict(baselines)  # the value before the period, then the latest sample
+        self.change: dict[SeriesKey, float] = {}
+        self.labels: dict[SeriesKey, dict[str, str]] = {}
+        self.signed = signed
+
+    def add(self, matrix: list[dict[str, Any]]) -> None:
+        """One query_range answer (a matrix) covering the next stretch of the period."""
+        for series in matrix:
+            key = series_key(series["metric"])
+            values = [float(v) for _, v in series["values"]]
+            if not values:
+                continue
+            before = self.last.get(key)
+            step = (series_delta if self.signed else series_increase)(before, values)
+            self.change[key] = self.change.get(key, 0.0) + step
+            self.last[key] = values[-1]
+            self.labels[key] = series["metric"]
+
+    def totals(self, group_labels: tuple[str, ...]) -> CounterTotals:
+        grouped: dict[tuple[str, ...], float] = defaultdict(float)
+        for key, change in self.change.items():
+            labels = self.labels[key]
+            grouped[tuple(labels.get(label, "") for label in group_labels)] += change
+        return CounterTotals(dict(grouped))
