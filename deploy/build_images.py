@@ -74,6 +74,10 @@ LOCAL_BASE_CONFIG = (
 PULL_TIMEOUT_SECONDS = 600
 
 
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KUBECARBON_IMAGE_CACHE", DEFAULT_CACHE_DIR))
+
+
 def log(message: str) -> None:
     print(f"build_images: {message}", file=sys.stderr, flush=True)
 
@@ -300,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", help="base image (default: the Dockerfile's BASE_IMAGE, "
                         "or a local Debian base where it cannot be pulled)")
-    parser.add_argument("--cache-dir", type=Path, default=Path(
-        os.environ.get("KUBECARBON_IMAGE_CACHE", DEFAULT_CACHE_DIR)))
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     args = parser.parse_args(argv)
     started = time.monotonic()
     ensure_debian_packages(["podman"])
