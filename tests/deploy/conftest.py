@@ -1,16 +1,17 @@
 """Shared pieces of the chart, rules and dashboard tests.
 
-deploy/render.py and dashboards/generate.py are scripts, not packages, so they are
-loaded from their files; the tests then use exactly the code that writes the files
-users apply.
+deploy/render.py, deploy/build_images.py and dashboards/generate.py are scripts, not
+packages, so they are loaded from their files; the tests then use exactly the code that
+writes the files users apply.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,11 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# chart_flags beside this file, and the API server harness of tests/k8s, import by name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "k8s"))
+
+from k8s_harness import APISERVER_VERSION, find_etcd, local_cluster  # noqa: E402
 
 
 def _load_script(name: str, path: Path) -> ModuleType:
@@ -33,6 +39,7 @@ RENDER = _load_script("kubecarbon_deploy_render", REPO_ROOT / "deploy" / "render
 DASHBOARDS = _load_script(
     "kubecarbon_dashboards_generate", REPO_ROOT / "dashboards" / "generate.py"
 )
+BUILD_IMAGES = _load_script("kubecarbon_build_images", REPO_ROOT / "deploy" / "build_images.py")
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +50,11 @@ def render_module() -> ModuleType:
 @pytest.fixture(scope="session")
 def dashboards_module() -> ModuleType:
     return DASHBOARDS
+
+
+@pytest.fixture(scope="session")
+def build_images_module() -> ModuleType:
+    return BUILD_IMAGES
 
 
 @pytest.fixture(scope="session")
@@ -62,3 +74,16 @@ def promtool() -> str:
         pytest.fail("promtool is missing: `make apt-deps` installs the Debian package prometheus")
     return path
 
+
+
+@pytest.fixture(scope="session")
+def admin_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Admin kubeconfig of a real kube-apiserver 1.20.2 with etcd, one per session: the one
+    tests/k8s builds (`make kube-apiserver`), started through its harness."""
+    cache = Path(os.environ.get("KUBECARBON_APISERVER_CACHE", "/var/cache/kubecarbon"))
+    binary = cache / f"kube-apiserver-{APISERVER_VERSION}" / "kube-apiserver"
+    etcd = find_etcd()
+    if not binary.is_file() or etcd is None:
+        pytest.fail(f"no kube-apiserver at {binary} or no etcd on PATH: run `make kube-apiserver`")
+    with local_cluster(tmp_path_factory.mktemp("k8s"), binary, etcd) as cluster:
+        yield cluster.admin.kubeconfig
