@@ -18,10 +18,11 @@ import pytest
 from collector_testkit import JSON, T0, body_of, make_report, metadata_for_tests, samples, value
 from prometheus_client import CollectorRegistry
 
-from collector.app import STATE_KEY, create_app
+from collector.app import TELEMETRY_KEY, create_app
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
 from collector.settings import Settings, StateSettings
 from collector.snapshot import encode, restore_snapshot, write_atomically
-from collector.state import FleetState
 
 NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
         "power_source": "cloud_linear"}
@@ -87,13 +88,13 @@ async def test_corrupt_snapshot_means_clean_start(aiohttp_client, clock, tmp_pat
 
 
 async def test_corrupt_rows_are_refused_whole(clock, tmp_path):
-    state = FleetState(metadata=metadata_for_tests(), clock=clock)
-    state.ingest([make_report()])
-    document = orjson.loads(encode(state, T0))
+    ingestor = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=clock)
+    ingestor.ingest([make_report()])
+    document = orjson.loads(encode(ingestor.ledger, T0))
     document["state"]["nodes"][0][4] = -1.0  # a negative energy counter
     path = tmp_path / "state.json"
     path.write_bytes(orjson.dumps(document))
-    fresh = FleetState(clock=clock)
+    fresh = Ledger()
     assert restore_snapshot(fresh, path) == "corrupt"
     assert fresh.nodes == {}
 
@@ -112,11 +113,11 @@ async def test_periodic_snapshots_and_failures_are_counted(aiohttp_client, clock
                      registry=CollectorRegistry(), status_page=False)
     client = await aiohttp_client(app)
     deadline = time.monotonic() + 10
-    while app[STATE_KEY].collector.snapshot_writes["failure"] < 2:
+    while app[TELEMETRY_KEY].snapshot_writes["failure"] < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     (tmp_path / "sub").mkdir()
-    while app[STATE_KEY].collector.snapshot_writes["success"] < 1:
+    while app[TELEMETRY_KEY].snapshot_writes["success"] < 1:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     text = await (await client.get("/metrics")).text()
