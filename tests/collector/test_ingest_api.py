@@ -409,6 +409,45 @@ async def test_metrics_are_gzipped_when_asked(aiohttp_client, clock):
     assert gzip_module.decompress(await zipped.read()) == await plain.read()
 
 
+async def test_ingest_goes_on_while_a_scrape_renders_one_version_of_the_ledger(
+    client, monkeypatch
+):
+    """/metrics renders on a worker thread what the ledger held when the scrape began."""
+    import asyncio
+    import threading
+
+    from collector.exposition import Exposition
+
+    rendering, release = threading.Event(), threading.Event()
+    render = Exposition.render
+
+    def held_render(self, scrape):
+        rendering.set()
+        # bounded: a render on the event loop would block the test's requests, then go on
+        release.wait(timeout=30)
+        return render(self, scrape)
+
+    monkeypatch.setattr(Exposition, "render", held_render)
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    scrape = asyncio.ensure_future(client.get("/metrics"))
+    assert await asyncio.to_thread(rendering.wait, 30)
+    for i in range(3):
+        response = await client.post("/api/v1/reports", data=body_of(make_report(
+            f"node-{i}", agent_id=f"agent-{i}")), headers=JSON)
+        assert await response.json() == {"accepted": 1, "duplicates": 0}
+    assert not scrape.done()  # the render is still held: the reports went in meanwhile
+    release.set()
+    text = await (await scrape).text()
+    nodes = {dict(labels)["node"] for name, labels in samples(text)
+             if name == "kubecarbon_node_energy_joules_total"}
+    assert nodes == {"ip-10-0-1-17"}
+    assert value(text, "kubecarbon_collector_reports_total", result="accepted") == 1
+    assert value(text, "kubecarbon_collector_live_nodes") == 1
+    later = await metrics_text(client)
+    assert value(later, "kubecarbon_collector_reports_total", result="accepted") == 4
+    assert value(later, "kubecarbon_collector_live_nodes") == 4
+
+
 async def test_a_report_tripping_the_model_fails_alone(aiohttp_client, clock, monkeypatch):
     import asyncio
 

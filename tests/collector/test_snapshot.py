@@ -21,8 +21,10 @@ from prometheus_client import CollectorRegistry
 from collector.app import TELEMETRY_KEY, create_app
 from collector.ingest import Ingestor
 from collector.ledger import Ledger
+from collector.metadata import StaticMetadataProvider
 from collector.settings import Settings, StateSettings
 from collector.snapshot import encode, restore_snapshot, write_atomically
+from collector.status import HISTORY_KEY
 
 NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
         "power_source": "cloud_linear"}
@@ -105,6 +107,40 @@ async def test_missing_snapshot_is_reported(aiohttp_client, clock, tmp_path):
         status_page=False))
     text = await (await client.get("/metrics")).text()
     assert value(text, "kubecarbon_collector_snapshot_restore", result="missing") == 1
+
+
+class ListingProvider(StaticMetadataProvider):
+    """A provider that starts, as the Kubernetes one does: it lists the cluster first."""
+
+    def start(self) -> None:
+        time.sleep(0.05)  # a worker thread; the event loop runs on meanwhile
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_status_history_starts_from_the_restored_counters(aiohttp_client, clock,
+                                                                tmp_path):
+    state_file = tmp_path / "state.json"
+    first = await aiohttp_client(create_app(
+        settings_with(state_file), metadata=metadata_for_tests(), clock=clock,
+        registry=CollectorRegistry(), status_page=False))
+    assert (await first.post("/api/v1/reports", data=body_of(make_report()),
+                             headers=JSON)).status == 200
+    energy = value(await (await first.get("/metrics")).text(),
+                   "kubecarbon_node_energy_joules_total", **NODE)
+    await first.close()  # writes the state file
+
+    app = create_app(settings_with(state_file), metadata=ListingProvider(), clock=clock,
+                     registry=CollectorRegistry())
+    await aiohttp_client(app)
+    history = app[HISTORY_KEY]
+    deadline = time.monotonic() + 10
+    while not history.points:  # the sampler takes its first point as soon as it runs
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    # the charts start from the restored counters, not from zero
+    assert history.points[0].energy_joules == pytest.approx(energy)
 
 
 async def test_periodic_snapshots_and_failures_are_counted(aiohttp_client, clock, tmp_path):
