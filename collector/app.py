@@ -35,7 +35,7 @@ from collector.ingest import Ingestor, IngestQueue
 from collector.ledger import Ledger
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
-from collector.settings import Settings
+from collector.settings import Settings, StateSettings
 from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import add_status_routes
 from collector.telemetry import Telemetry
@@ -210,33 +210,6 @@ def create_app(
             content_type="application/json",
         )
 
-    async def snapshots(app: web.Application) -> AsyncIterator[None]:
-        path = settings.state.state_file
-        if path is None:
-            yield
-            return
-        telemetry.snapshot_restore = restore_snapshot(ledger, path)
-        task = asyncio.create_task(
-            _snapshot_loop(ledger, telemetry, path, settings.state.snapshot_interval_seconds,
-                           clock),
-            name="kubecarbon-snapshots",
-        )
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        # on SIGTERM too: run_app shuts down cleanly
-        await save_snapshot(ledger, telemetry, path, clock)
-
-    async def metadata_lifecycle(app: web.Application) -> AsyncIterator[None]:
-        start = getattr(metadata, "start", None)
-        stop = getattr(metadata, "stop", None)
-        if callable(start):
-            await asyncio.to_thread(start)
-        yield
-        if callable(stop):
-            await asyncio.to_thread(stop)
-
     # aiohttp would otherwise gunzip request bodies itself, without a size cap.
     app = web.Application(handler_args={"auto_decompress": False})
     app[LEDGER_KEY] = ledger
@@ -250,8 +223,8 @@ def create_app(
     # anything reads the ledger; the status page's first point, taken when its sampler
     # starts, then shows the restored counters, even while a provider's start() lists
     # the cluster.
-    app.cleanup_ctx.append(snapshots)
-    app.cleanup_ctx.append(metadata_lifecycle)
+    app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock))
+    app.cleanup_ctx.append(_provider_lifecycle(metadata))
     if status_page:
         add_status_routes(app, ledger, views, clock=clock)
     return app
@@ -261,6 +234,48 @@ def _metrics_body(exposition: Exposition, scrape: Scrape, process_metrics: bytes
                   gzipped: bool) -> bytes:
     body = exposition.render(scrape).encode("utf-8") + process_metrics
     return gzip.compress(body, 1) if gzipped else body
+
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
+                clock: Callable[[], float]) -> CleanupContext:
+    """Restore the ledger at startup, write it every interval and at shutdown."""
+
+    async def state_file(app: web.Application) -> AsyncIterator[None]:
+        path = state.state_file
+        if path is None:
+            yield
+            return
+        telemetry.snapshot_restore = restore_snapshot(ledger, path)
+        task = asyncio.create_task(
+            _snapshot_loop(ledger, telemetry, path, state.snapshot_interval_seconds, clock),
+            name="kubecarbon-snapshots",
+        )
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # on SIGTERM too: run_app shuts down cleanly
+        await save_snapshot(ledger, telemetry, path, clock)
+
+    return state_file
+
+
+def _provider_lifecycle(metadata: MetadataProvider) -> CleanupContext:
+    """Start a provider that has `start()` (the Kubernetes one lists the cluster) and stop it."""
+
+    async def provider_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        start = getattr(metadata, "start", None)
+        stop = getattr(metadata, "stop", None)
+        if callable(start):
+            await asyncio.to_thread(start)
+        yield
+        if callable(stop):
+            await asyncio.to_thread(stop)
+
+    return provider_lifecycle
 
 
 async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
