@@ -1,4 +1,5 @@
-"""What every benchmark here shares: same-run references and loopback ports.
+"""What the benchmarks here share: same-run references, loopback ports, the simulated fleet's
+collector config, percentiles.
 
 Benchmarks run as scripts (`python bench/<name>.py`), so this directory is on sys.path.
 """
@@ -45,3 +46,25 @@ def free_loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def fleet_config() -> dict[str, object]:
+    """A collector config for the simulated fleet: one profile rule per provider (a glob).
+
+    The load benchmarks are about load, not pricing detail.
+    """
+    by_provider = {
+        "aws": ("m5.4xlarge", "us-east-1"), "gcp": ("n2-standard-16", "us-central1"),
+        "azure": ("Standard_D16s_v5", "eastus"), "alibaba": ("ecs.g7.4xlarge", "cn-hangzhou"),
+        "baremetal": ("r740-2x8180", "china-east"),
+    }
+    return {"profiles": [
+        {"match": {"node": f"sim-{provider}-*"}, "provider": provider,
+         "instance_type": instance_type, "region": region}
+        for provider, (instance_type, region) in by_provider.items()
+    ]}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -35,6 +35,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "scale"))
 
+from benchkit import fleet_config, percentile
 from scale_testkit import REPORTS_PATH, CollectorProcess, PrometheusProcess
 
 from collector.simulate import FleetSettings, SimulatedFleet
@@ -56,25 +57,6 @@ class Results:
     rounds: int = 0
     late_rounds: int = 0
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds since start, bytes)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def fleet_config() -> dict[str, object]:
-    """One profile rule per provider (a glob): the soak is about load, not pricing detail."""
-    by_provider = {
-        "aws": ("m5.4xlarge", "us-east-1"), "gcp": ("n2-standard-16", "us-central1"),
-        "azure": ("Standard_D16s_v5", "eastus"), "alibaba": ("ecs.g7.4xlarge", "cn-hangzhou"),
-        "baremetal": ("r740-2x8180", "china-east"),
-    }
-    return {"profiles": [
-        {"match": {"node": f"sim-{provider}-*"}, "provider": provider,
-         "instance_type": instance_type, "region": region}
-        for provider, (instance_type, region) in by_provider.items()
-    ]}
 
 
 async def send_round(session: aiohttp.ClientSession, url: str, bodies: list[bytes],

@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/status_bench.py [--nodes 10000] [--repeats 15]
 
-The collector takes one status snapshot per interval and serves /api/v1/summary per
+The collector reads one status point per interval and serves /api/v1/summary per
 page refresh; both must stay small next to what it already does per scrape, rendering
-/metrics. So the reference, measured in the same run and interleaved, is
-`Exposition.render()` of the same FleetState. For the simulator (used by the demo and
+/metrics. So the reference, measured in the same run and interleaved, is a scrape's
+`Exposition.render()` of the same ledger. For the simulator (used by the demo and
 the scale tests) the reference is serialising the reports it made with orjson, the
 least any sender does with them. Memory: the status ring at full capacity (4 h of
-15 s points) against the FleetState it describes, both measured with tracemalloc.
+15 s points) against the ledger (and ingest caches) it describes, both measured with
+tracemalloc.
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ from collections.abc import Callable
 import orjson
 from benchkit import alternating_medians
 
-from collector.metrics import Exposition
+from collector.exposition import Exposition, Scrape
+from collector.fleet_view import FleetViewCache
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
 from collector.simulate import FleetSettings, SimulatedFleet
-from collector.state import FleetState
 from collector.status import StatusHistory, StatusSettings
+from collector.telemetry import Telemetry
 
 T0 = 1_764_072_000.0
 
@@ -49,25 +53,30 @@ def main() -> None:
     fleet = SimulatedFleet(FleetSettings(nodes=args.nodes, seed=1), clock=lambda: clock_now[0])
     metadata = fleet.metadata()
 
-    def fed_state() -> FleetState:
-        state = FleetState(metadata=metadata, clock=lambda: clock_now[0])
-        state.ingest(fleet.reports())
-        return state
+    def fed_ingestor() -> Ingestor:
+        ingestor = Ingestor(Ledger(), metadata=metadata, clock=lambda: clock_now[0])
+        ingestor.ingest(fleet.reports())
+        return ingestor
 
-    state_bytes, built = allocated_bytes(fed_state)
-    state = built
-    assert isinstance(state, FleetState)
-    exposition = Exposition(state, metadata.status)
-    history = StatusHistory(state, StatusSettings(), clock=lambda: clock_now[0])
+    state_bytes, built = allocated_bytes(fed_ingestor)
+    assert isinstance(built, Ingestor)
+    ledger = built.ledger
+    views = FleetViewCache()
+    exposition = Exposition(views)
+    history = StatusHistory(ledger, views, StatusSettings(), clock=lambda: clock_now[0])
+
+    def render() -> str:
+        return exposition.render(Scrape(ledger.view(clock_now[0]), Telemetry(),
+                                        metadata.status()))
 
     rows = []
-    snapshot, render = alternating_medians(history.sample, exposition.render, args.repeats)
-    rows.append(("status snapshot (one per interval)", snapshot, render))
+    point, scrape = alternating_medians(history.sample, render, args.repeats)
+    rows.append(("status point (one per interval)", point, scrape))
     settings = StatusSettings()
     ring_clock = [clock_now[0]]  # its own clock: 4 h of points without ageing the fleet
 
     def full_ring() -> StatusHistory:
-        ring = StatusHistory(state, settings, clock=lambda: ring_clock[0])
+        ring = StatusHistory(ledger, views, settings, clock=lambda: ring_clock[0])
         for _ in range(settings.capacity):
             ring_clock[0] += settings.interval_seconds
             ring.sample()
@@ -76,10 +85,10 @@ def main() -> None:
     ring_bytes, ring = allocated_bytes(full_ring)
     assert isinstance(ring, StatusHistory)
     ring_clock[0] = clock_now[0]
-    summary, render = alternating_medians(lambda: orjson.dumps(ring.summary()), exposition.render,
-                                  args.repeats)
+    summary, scrape = alternating_medians(lambda: orjson.dumps(ring.summary()), render,
+                                          args.repeats)
     rows.append(("/api/v1/summary body (full ring, "
-                 f"{len(ring.points)} points)", summary, render))
+                 f"{len(ring.points)} points)", summary, scrape))
 
     reports_holder: list[list] = []
 
@@ -98,7 +107,7 @@ def main() -> None:
         print(f"{name:<58} {work * 1e3:>10.2f} {reference * 1e3:>13.2f} "
               f"{work / reference:>7.3f}")
     print(f"status ring at capacity ({settings.capacity} points): {ring_bytes / 2**20:.2f} MiB; "
-          f"FleetState of {args.nodes} nodes: {state_bytes / 2**20:.1f} MiB; "
+          f"ledger and ingest caches of {args.nodes} nodes: {state_bytes / 2**20:.1f} MiB; "
           f"ratio {ring_bytes / state_bytes:.3f}")
 
 

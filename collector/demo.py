@@ -32,12 +32,11 @@ import aiohttp
 import configargparse
 from aiohttp import web
 
-from collector.app import STATE_KEY, create_app
+from collector.app import FLEET_VIEWS_KEY, LEDGER_KEY, create_app
 from collector.metadata import StaticMetadataProvider
 from collector.settings import ExportSettings, Settings
 from collector.simulate import FleetSettings, SimulatedFleet, post_reports
-from collector.state import FleetState
-from collector.status import Snapshot, StatusSettings, add_status_routes, read_snapshot
+from collector.status import StatusHistory, StatusPoint, StatusSettings, add_status_routes
 
 AGENT_STOP_GRACE_SECONDS = 10.0
 # SIGHUP too: a closed terminal must not leave the agent (in its own session) running.
@@ -123,9 +122,9 @@ def this_node_name() -> str:
     return name[:253] or "demo-node"
 
 
-def summary_line(snapshot: Snapshot) -> str:
+def summary_line(point: StatusPoint) -> str:
     """One line a person can read at a glance; every number comes from the collector."""
-    band = snapshot.avoided_co2e_grams_per_hour
+    band = point.avoided_co2e_grams_per_hour
 
     def kg(quantile: str) -> str:
         grams = band.get(quantile)
@@ -134,12 +133,12 @@ def summary_line(snapshot: Snapshot) -> str:
         text = f"{grams / 1000:,.1f}"
         return "0.0" if text == "-0.0" else text  # a rounded-away sign says nothing
 
-    clock = time.strftime("%H:%M:%S", time.localtime(snapshot.timestamp))
+    clock = time.strftime("%H:%M:%S", time.localtime(point.timestamp))
     return (
-        f"[{clock}] nodes {snapshot.nodes} | utilisation {snapshot.fleet_cpu_usage_ratio:.1%} | "
-        f"servers actual {snapshot.actual_servers:,.1f} vs baseline "
-        f"{snapshot.baseline_servers:,.1f}: avoided {snapshot.avoided_servers:,.1f} | "
-        f"power {snapshot.power_watts / 1000:,.2f} kW | "
+        f"[{clock}] nodes {point.nodes} | utilisation {point.fleet_cpu_usage_ratio:.1%} | "
+        f"servers actual {point.actual_servers:,.1f} vs baseline "
+        f"{point.baseline_servers:,.1f}: avoided {point.avoided_servers:,.1f} | "
+        f"power {point.power_watts / 1000:,.2f} kW | "
         f"avoided CO2e {kg('0.5')} kg/h (p05-p95 {kg('0.05')} to {kg('0.95')})"
     )
 
@@ -156,7 +155,7 @@ class Demo:
         self.stop = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.agent: asyncio.subprocess.Process | None = None
-        self.state: FleetState | None = None
+        self.history: StatusHistory | None = None
         self.base_url = ""
 
     def say(self, text: str) -> None:
@@ -170,9 +169,8 @@ class Demo:
         settings = Settings(kubernetes="off", profiles=self.fleet.profile_config(),
                             export=ExportSettings(stale_after_seconds=3 * s.interval_seconds))
         app = create_app(settings, metadata=metadata, status_page=False)
-        self.state = app[STATE_KEY]
         # the page's history at the demo's pace (the collector's default is 15 s)
-        add_status_routes(app, self.state, StatusSettings(
+        self.history = add_status_routes(app, app[LEDGER_KEY], app[FLEET_VIEWS_KEY], StatusSettings(
             interval_seconds=s.interval_seconds, refresh_seconds=min(5.0, s.interval_seconds)))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -220,9 +218,9 @@ class Demo:
             self.agent = None
         if self.settings.simulate_nodes > 0:
             await post_reports(session, f"{self.base_url}/api/v1/reports", self.fleet.reports())
-        assert self.state is not None
+        assert self.history is not None
         # read, not sampled: the status page's own task keeps its history
-        self.say(summary_line(read_snapshot(self.state, time.time())))
+        self.say(summary_line(self.history.current()))
 
     async def run(self) -> int:
         s = self.settings

@@ -8,7 +8,7 @@ import sys
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from collector.app import STATE_KEY, TokenFileError, create_app, default_registry
+from collector.app import TokenFileError, create_app, default_registry
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.options import SettingsError, parse_settings
 from collector.settings import Settings
@@ -55,17 +55,16 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     registry = default_registry()
+    metadata = build_metadata_provider(settings, registry)
     try:
-        app = create_app(
-            settings, metadata=build_metadata_provider(settings, registry), registry=registry
-        )
+        app = create_app(settings, metadata=metadata, registry=registry)
     except TokenFileError as exc:
         print(f"kubecarbon collector: error: {exc}", file=sys.stderr)
         return 2
     log.info(
         "kubecarbon collector serving on %s:%d (metadata: %s, state file: %s, auth: %s)",
         settings.server.listen_host, settings.server.listen_port,
-        app[STATE_KEY].metadata.status().source, settings.state.state_file or "none",
+        metadata.status().source, settings.state.state_file or "none",
         "bearer token" if settings.server.token_file else "none",
     )
     web.run_app(

@@ -1,30 +1,20 @@
-"""The /metrics exposition: one catalogue of metric definitions, a fast text renderer, the docs.
+"""The collector's metric catalogue: every kubecarbon_* family it serves, and its reference.
 
-Series come straight from `FleetState` at scrape time. The renderer writes the
-Prometheus text format (0.0.4) itself: at 10,000 nodes that is about 100,000
-samples, several times faster than building a prometheus_client sample object
-for each. The process metrics come from a prometheus_client registry appended
-to the text. docs/metrics.md is generated from `CATALOGUE`
-(`python -m collector.metrics > docs/metrics.md`), and a test checks both the
+`CATALOGUE` is the one list of names, types, units, labels and help texts;
+collector/exposition.py renders /metrics from it and docs/metrics.md is generated
+from it (`python -m collector.metrics > docs/metrics.md`). Tests check both the
 file and the live exposition against it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
-
-from collector.metadata import ProviderStatus
-from collector.state import FleetState, FleetView, NodeLatest, UsageCounters, iter_sorted
 
 PREFIX = "kubecarbon_"
 NODE_LABELS = ("node", "region", "instance_type", "power_source")
 WORKLOAD_LABELS = ("namespace", "workload_kind", "workload")
 POD_LABELS = ("namespace", "pod")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -174,172 +164,6 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "1 when the metadata provider currently reaches its source."),
 )
 SPECS = {spec.name: spec for spec in CATALOGUE}
-SNAPSHOT_RESTORE_RESULTS = ("restored", "missing", "corrupt", "disabled")
-
-
-def build_version() -> str:
-    try:
-        return version("kubecarbon")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def label_text(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    pairs = ",".join(
-        f'{name}="{escape_label_value(value)}"' for name, value in zip(names, values, strict=True)
-    )
-    return "{" + pairs + "}" if pairs else ""
-
-
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else repr(float(value))
-
-
-Row = tuple[tuple[str, ...], float]  # (label values in the spec's label order, value)
-Family = tuple[MetricSpec, Iterable[Row]]
-
-
-class Exposition:
-    """The kubecarbon_* families of a FleetState in the Prometheus text format."""
-
-    def __init__(
-        self,
-        state: FleetState,
-        metadata_status: Callable[[], ProviderStatus],
-        version_: str | None = None,
-    ) -> None:
-        self.state = state
-        self.metadata_status = metadata_status
-        self.version = version_ or build_version()
-        self._label_text: dict[tuple[str, ...], str] = {}  # node label values -> text
-
-    def render(self, now: float | None = None) -> str:
-        return "".join(self._text(now))
-
-    def _text(self, now: float | None) -> Iterator[str]:
-        cache = self._label_text
-        if len(cache) > 2 * len(self.state.nodes) + 1000:
-            cache.clear()  # forgotten nodes' label sets
-        for spec, rows in self.families(now):
-            name = spec.full_name
-            yield f"# HELP {name} {spec.help}\n# TYPE {name} {spec.kind}\n"
-            node_series = spec.labels == NODE_LABELS
-            for values, value in rows:
-                if node_series:
-                    labels = cache.get(values)
-                    if labels is None:
-                        labels = cache[values] = label_text(NODE_LABELS, values)
-                else:
-                    labels = label_text(spec.labels, values)
-                yield f"{name}{labels} {_number(value)}\n"
-
-    def families(self, now: float | None = None) -> Iterator[Family]:
-        state = self.state
-        view: FleetView = state.fleet_view(now)
-        live = sorted(view.live, key=lambda n: n.labels)
-        per_node: dict[str, Callable[[NodeLatest], float | None]] = {
-            "node_cpu_usage_ratio": lambda n: n.utilisation,
-            "node_logical_cpus": lambda n: n.logical_cpus,
-            "node_pods": lambda n: n.pods,
-            "node_containers": lambda n: n.containers,
-            "node_power_watts": lambda n: n.power_watts,
-            "node_last_report_timestamp_seconds": lambda n: n.received_at,
-        }
-        for name, get in per_node.items():
-            values = ((n.labels, get(n)) for n in live)
-            yield SPECS[name], [(labels, v) for labels, v in values if v is not None]
-        nodes = iter_sorted(state.nodes)
-        for index, name in enumerate(("node_energy_joules_total", "node_idle_energy_joules_total",
-                                      "node_co2e_grams_total", "node_embodied_co2e_grams_total")):
-            yield SPECS[name], [(k, c.as_list()[index]) for k, c in nodes]
-        tables: list[tuple[str, Mapping[Any, UsageCounters]]] = [
-            ("namespace", {(k,): c for k, c in state.namespaces.items()}),
-            ("workload", state.workloads),
-        ]
-        if state.export.per_pod_series:
-            tables.append(("pod", state.pods))
-        for scope, table in tables:
-            rows = iter_sorted(table)
-            yield SPECS[f"{scope}_cpu_seconds_total"], [(k, c.cpu_seconds) for k, c in rows]
-            yield SPECS[f"{scope}_energy_joules_total"], [(k, c.energy_joules) for k, c in rows]
-            yield SPECS[f"{scope}_co2e_grams_total"], [(k, c.co2e_grams) for k, c in rows]
-        yield from self._fleet(view)
-        yield from self._collector(view)
-
-    def _fleet(self, view: FleetView) -> Iterator[Family]:
-        state, gauges, fleet = self.state, view.gauges, self.state.fleet
-        yield SPECS["fleet_cpu_usage_ratio"], [((), gauges.fleet_cpu_usage_ratio)]
-        yield SPECS["baseline_servers"], [((), gauges.baseline_servers)]
-        yield SPECS["actual_servers"], [((), gauges.actual_servers)]
-        yield SPECS["avoided_servers"], [((), gauges.avoided_servers)]
-        yield SPECS["baseline_energy_joules_total"], [((), fleet.baseline_energy_joules)]
-        yield SPECS["avoided_energy_joules_total"], [((), fleet.avoided_energy_joules)]
-        yield SPECS["avoided_co2e_grams_total"], [
-            (("embodied",), fleet.avoided_embodied_co2e_grams),
-            (("operational",), fleet.avoided_operational_co2e_grams),
-        ]
-        quantiles = view.avoided_quantiles
-        yield SPECS["avoided_co2e_grams_per_hour"], [] if quantiles is None else [
-            (("0.05",), quantiles.p05),
-            (("0.5",), quantiles.p50),
-            (("0.95",), quantiles.p95),
-        ]
-        yield SPECS["grid_carbon_intensity_grams_per_kilowatt_hour"], [
-            ((region,), grams) for region, grams in sorted(view.grid_intensity_by_region.items())
-        ]
-        params = state.params
-        yield SPECS["model_info"], [((
-            params.reference_curve.name,
-            repr(params.baseline_utilisation),
-            "node" if params.baseline_pue is None else repr(params.baseline_pue),
-            repr(params.embodied_kilograms_per_server),
-            repr(params.server_lifetime_years),
-        ), 1)]
-        yield SPECS["build_info"], [((self.version,), 1)]
-
-    def _collector(self, view: FleetView) -> Iterator[Family]:
-        state, counters = self.state, self.state.collector
-        yield SPECS["collector_reports_total"], [
-            (("accepted",), counters.reports_accepted),
-            (("duplicate",), counters.reports_duplicate),
-            (("rejected",), sum(counters.rejected_by_status.values())),
-        ]
-        yield SPECS["collector_rejected_requests_total"], [
-            ((str(code),), count) for code, count in sorted(counters.rejected_by_status.items())
-        ]
-        yield SPECS["collector_default_profile_nodes"], [
-            ((), sum(1 for n in view.live if n.on_default_profile))
-        ]
-        yield SPECS["collector_default_profile_reports_total"], [
-            ((), counters.default_profile_reports)
-        ]
-        yield SPECS["collector_live_nodes"], [((), len(view.live))]
-        yield SPECS["collector_stale_nodes"], [((), view.stale_count)]
-        yield SPECS["collector_forgotten_nodes_total"], [
-            ((reason,), count) for reason, count in sorted(counters.forgotten_nodes.items())
-        ]
-        yield SPECS["collector_series_capped_pod_rows_total"], [
-            ((series,), count) for series, count in sorted(counters.capped_pod_rows.items())
-        ]
-        yield SPECS["collector_dedupe_agents"], [((), len(state.seqs))]
-        yield SPECS["collector_dedupe_evictions_total"], [((), state.seqs.evictions)]
-        yield SPECS["collector_snapshot_writes_total"], [
-            ((result,), count) for result, count in sorted(counters.snapshot_writes.items())
-        ]
-        yield SPECS["collector_snapshot_last_success_timestamp_seconds"], [
-            ((), counters.snapshot_last_success_timestamp_seconds)
-        ]
-        yield SPECS["collector_snapshot_restore"], [
-            ((result,), int(result == counters.snapshot_restore))
-            for result in SNAPSHOT_RESTORE_RESULTS
-        ]
-        status = self.metadata_status()
-        yield SPECS["collector_metadata_synced"], [((status.source,), int(status.synced))]
-        yield SPECS["collector_metadata_connected"], [((status.source,), int(status.connected))]
 
 
 def metrics_doc() -> str:

@@ -1,6 +1,6 @@
 """State snapshots on disk: atomic writes, and restores that never crash the collector.
 
-A snapshot is one JSON document: a format tag, a version and `FleetState.to_snapshot()`.
+A snapshot is one JSON document: a format tag, a version and `Ledger.to_document()`.
 Writes go to a temporary file in the same directory, are fsynced and renamed over
 the old snapshot, then the directory is fsynced: a crash at any point leaves
 either the old or the new snapshot, never a torn one. A snapshot that is missing
@@ -18,7 +18,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from collector.state import FleetState
+from collector.ledger import Ledger
 
 FORMAT = "kubecarbon-collector-state"
 VERSION = 1
@@ -65,10 +65,10 @@ _SCHEMA = {
 _check = fastjsonschema.compile(_SCHEMA)
 
 
-def encode(state: FleetState, written_at: float) -> bytes:
+def encode(ledger: Ledger, written_at: float) -> bytes:
     return orjson.dumps(
         {"format": FORMAT, "version": VERSION, "written_at": written_at,
-         "state": state.to_snapshot()}
+         "state": ledger.to_document()}
     )
 
 
@@ -92,8 +92,9 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def restore_snapshot(state: FleetState, path: Path) -> str:
-    """Load `path` into `state`; returns "restored", "missing" or "corrupt" (never raises)."""
+def restore_snapshot(ledger: Ledger, path: Path) -> str:
+    """Load `path` into a new `ledger`; returns "restored", "missing" or "corrupt" (never raises
+    on a bad file)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -105,7 +106,7 @@ def restore_snapshot(state: FleetState, path: Path) -> str:
     try:
         document = orjson.loads(data)
         _check(document)
-        state.restore_snapshot(document["state"])
+        ledger.load_document(document["state"])
     except (orjson.JSONDecodeError, fastjsonschema.JsonSchemaException, ValueError) as exc:
         log.error("state snapshot %s is corrupt (%s): starting with empty counters", path, exc)
         return "corrupt"

@@ -1,15 +1,15 @@
 """The status page at `/` and its data at `/api/v1/summary`.
 
-The page needs history that /metrics does not keep, so the collector takes a
-snapshot of its fleet state once per interval into a bounded ring buffer
-(default: 4 hours). Snapshots read the same FleetState view /metrics renders,
+The page needs history that /metrics does not keep, so the collector reads one
+status point of the fleet per interval into a bounded ring buffer (default: 4
+hours). A point is read from the same ledger view and fleet view /metrics renders,
 so the page and /metrics cannot disagree. Baseline power is a gauge like the
 fleet's: baseline_servers times the reference server's power at u_b, the same
 product the model integrates into baseline_energy_joules_total. Namespace totals
 are kept far more coarsely (one mark per `namespace_mark_seconds`), enough to
 show which namespaces emitted most over the kept hours at any cluster size.
 
-Register on an aiohttp app with `add_status_routes(app, state)`.
+Register on an aiohttp app with `add_status_routes(app, ledger, views)`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from collector.state import FleetState
+from collector.fleet_view import FleetView, FleetViewCache
+from collector.ledger import Ledger, LedgerView
+from collector.model.parameters import ModelParameters
 
 TOP_NAMESPACES = 8
 
@@ -35,7 +37,7 @@ TOP_NAMESPACES = 8
 class StatusSettings:
     """How often the page's history is sampled and how much of it is kept."""
 
-    interval_seconds: float = 15.0  # one snapshot per interval
+    interval_seconds: float = 15.0  # one point per interval
     history_seconds: float = 4 * 3600.0  # the ring buffer covers this much time
     refresh_seconds: float = 5.0  # how often the page asks for new data
     namespace_mark_seconds: float = 600.0  # spacing of the namespace-totals marks
@@ -50,8 +52,8 @@ class StatusSettings:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """The fleet at one moment, from the collector's own state."""
+class StatusPoint:
+    """The fleet at one moment, as /metrics shows it."""
 
     timestamp: float
     nodes: int
@@ -62,20 +64,19 @@ class Snapshot:
     power_watts: float  # sum of node_power_watts over live nodes
     baseline_power_watts: float  # baseline_servers * reference power at u_b
     avoided_co2e_grams_per_hour: dict[str, float]  # quantile ("0.05", "0.5", "0.95") -> g/h
-    energy_joules: float  # counter totals since the collector started (or its snapshot)
+    energy_joules: float  # counter totals since the collector started (or its state file)
     baseline_energy_joules: float
     co2e_grams: float
     avoided_co2e_grams: float
 
 
-def read_snapshot(state: FleetState, now: float) -> Snapshot:
-    """The fleet as /metrics shows it at `now`."""
-    view = state.fleet_view(now)
-    gauges, fleet, params = view.gauges, state.fleet, state.params
+def status_point(ledger: LedgerView, view: FleetView, params: ModelParameters) -> StatusPoint:
+    """The fleet as /metrics shows it at `ledger.now`."""
+    gauges, fleet = view.gauges, ledger.fleet
     quantiles = view.avoided_quantiles
     watts_per_baseline_server = params.baseline_server_watts
-    return Snapshot(
-        timestamp=now,
+    return StatusPoint(
+        timestamp=ledger.now,
         nodes=len(view.live),
         fleet_cpu_usage_ratio=gauges.fleet_cpu_usage_ratio,
         baseline_servers=gauges.baseline_servers,
@@ -85,16 +86,16 @@ def read_snapshot(state: FleetState, now: float) -> Snapshot:
         baseline_power_watts=gauges.baseline_servers * watts_per_baseline_server,
         avoided_co2e_grams_per_hour={} if quantiles is None else {
             "0.05": quantiles.p05, "0.5": quantiles.p50, "0.95": quantiles.p95},
-        energy_joules=sum(c.energy_joules for c in state.nodes.values()),
+        energy_joules=sum(c.energy_joules for c in ledger.nodes.values()),
         baseline_energy_joules=fleet.baseline_energy_joules,
-        co2e_grams=sum(c.co2e_grams for c in state.nodes.values()),
+        co2e_grams=sum(c.co2e_grams for c in ledger.nodes.values()),
         avoided_co2e_grams=fleet.avoided_operational_co2e_grams
         + fleet.avoided_embodied_co2e_grams,
     )
 
 
-def namespace_totals(state: FleetState) -> dict[str, float]:
-    return {namespace: c.co2e_grams for namespace, c in state.namespaces.items()}
+def namespace_totals(ledger: LedgerView) -> dict[str, float]:
+    return {namespace: c.co2e_grams for namespace, c in ledger.namespaces.items()}
 
 
 def top_namespaces(now: dict[str, float], before: dict[str, float],
@@ -106,39 +107,49 @@ def top_namespaces(now: dict[str, float], before: dict[str, float],
 
 
 class StatusHistory:
-    """A bounded ring buffer of snapshots, one per interval, plus coarse namespace marks."""
+    """A bounded ring buffer of status points, one per interval, plus coarse namespace marks."""
 
-    def __init__(self, state: FleetState, settings: StatusSettings | None = None,
+    def __init__(self, ledger: Ledger, views: FleetViewCache,
+                 settings: StatusSettings | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.state = state
+        self.ledger = ledger
+        self.views = views
         self.settings = settings or StatusSettings()
         self.clock = clock
-        self.points: deque[Snapshot] = deque(maxlen=self.settings.capacity)
+        self.points: deque[StatusPoint] = deque(maxlen=self.settings.capacity)
         self.marks: deque[tuple[float, dict[str, float]]] = deque(
             maxlen=self.settings.namespace_marks)
 
-    def sample(self) -> Snapshot:
-        snapshot = read_snapshot(self.state, self.clock())
-        self.points.append(snapshot)
-        if not self.marks or (snapshot.timestamp - self.marks[-1][0]
+    def current(self) -> StatusPoint:
+        """The fleet now, without keeping it."""
+        return self._read()[0]
+
+    def sample(self) -> StatusPoint:
+        point, ledger = self._read()
+        self.points.append(point)
+        if not self.marks or (point.timestamp - self.marks[-1][0]
                               >= self.settings.namespace_mark_seconds):
-            self.marks.append((snapshot.timestamp, namespace_totals(self.state)))
-        return snapshot
+            self.marks.append((point.timestamp, namespace_totals(ledger)))
+        return point
 
     def summary(self) -> dict[str, Any]:
-        """What the page shows: the state now, the history, and the top namespaces."""
-        current = read_snapshot(self.state, self.clock())
+        """What the page shows: the fleet now, the history, and the top namespaces."""
+        current, ledger = self._read()
         since, before = self.marks[0] if self.marks else (None, {})
         return {
             "current": asdict(current),
             "history": [asdict(point) for point in self.points],
             "top_namespaces": {
                 "since": since,
-                "co2e_grams": top_namespaces(namespace_totals(self.state), before),
+                "co2e_grams": top_namespaces(namespace_totals(ledger), before),
             },
             "interval_seconds": self.settings.interval_seconds,
             "refresh_seconds": self.settings.refresh_seconds,
         }
+
+    def _read(self) -> tuple[StatusPoint, LedgerView]:
+        ledger = self.ledger.view(self.clock())
+        return status_point(ledger, self.views.view(ledger), self.views.params), ledger
 
     async def run(self) -> None:
         """Sample forever, once per interval (cancel to stop)."""
@@ -154,11 +165,15 @@ def status_page_html() -> bytes:
 HISTORY_KEY = web.AppKey("kubecarbon_status_history", StatusHistory)
 
 
-def add_status_routes(app: web.Application, state: FleetState,
+def add_status_routes(app: web.Application, ledger: Ledger, views: FleetViewCache,
                       settings: StatusSettings | None = None,
                       clock: Callable[[], float] = time.time) -> StatusHistory:
-    """GET / (the page) and GET /api/v1/summary (its data); samples while the app runs."""
-    history = StatusHistory(state, settings, clock)
+    """GET / (the page) and GET /api/v1/summary (its data); samples while the app runs.
+
+    Sampling starts with the app, after the startup steps registered before this call
+    (the state file's restore among them), so the first point shows restored counters.
+    """
+    history = StatusHistory(ledger, views, settings, clock)
     app[HISTORY_KEY] = history
     page = status_page_html()
 

@@ -18,11 +18,14 @@ import pytest
 from collector_testkit import T0, FakeClock, make_report
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.exposition import Exposition, Scrape
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
 from collector.metadata import NodeInfo, PodInfo, ProviderStatus, StaticMetadataProvider
-from collector.metrics import CATALOGUE, Exposition, metrics_doc
+from collector.metrics import CATALOGUE, metrics_doc
 from collector.profiles import parse_profile_document
 from collector.settings import ExportSettings
-from collector.state import FleetState
+from collector.telemetry import Telemetry
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "metrics.txt"
@@ -31,7 +34,7 @@ REGENERATE = os.environ.get("KUBECARBON_REGENERATE") == "1"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 
 
-def golden_state() -> FleetState:
+def golden_state() -> tuple[Ingestor, Telemetry]:
     """A fixed fleet: AWS and GCP VMs, a bare-metal node with RAPL, a config-file bare-metal
     node, an unknown node, one node gone stale; pods in two namespaces and one unknown."""
     clock = FakeClock(T0)
@@ -59,9 +62,9 @@ def golden_state() -> FleetState:
                                       "watts": [60, 90, 105, 120, 135, 150, 168, 186, 205,
                                                 226, 250]}}],
     })
-    state = FleetState(
+    ingestor = Ingestor(
+        Ledger(dataclasses.replace(ExportSettings(), per_pod_series=True)),
         profiles=profiles, metadata=metadata, clock=clock,
-        export=dataclasses.replace(ExportSettings(), per_pod_series=True),
     )
     pods = [{"uid": "p1", "cpu_seconds": 30.0, "containers": 2},
             {"uid": "p2", "cpu_seconds": 20.0, "containers": 2},
@@ -69,9 +72,9 @@ def golden_state() -> FleetState:
             {"uid": "p4", "cpu_seconds": 5.0, "containers": 1},
             {"uid": "ghost", "cpu_seconds": 1.0, "containers": 1}]
     clock.now = T0 - 400  # this node stops reporting: stale at T0
-    state.ingest([make_report("old-1", 1, agent_id="old", start=T0 - 415, busy_seconds=30.0)])
+    ingestor.ingest([make_report("old-1", 1, agent_id="old", start=T0 - 415, busy_seconds=30.0)])
     clock.now = T0
-    state.ingest([
+    ingestor.ingest([
         make_report("aws-1", 1, agent_id="a1", busy_seconds=120.0, pods=pods[:2]),
         make_report("gcp-1", 1, agent_id="g1", busy_seconds=60.0, pods=pods[2:3]),
         make_report("metal-1", 1, agent_id="m1", logical_cpus=112, busy_seconds=800.0,
@@ -80,15 +83,16 @@ def golden_state() -> FleetState:
         make_report("rack-7", 1, agent_id="r7", logical_cpus=48, busy_seconds=300.0, pods=[]),
         make_report("mystery-1", 1, agent_id="x1", logical_cpus=8, busy_seconds=12.0, pods=[]),
     ])
-    state.ingest([make_report("aws-1", 1, agent_id="a1")])  # a duplicate
-    state.collector.rejected_by_status = {401: 2, 422: 1}
-    return state
+    ingestor.ingest([make_report("aws-1", 1, agent_id="a1")])  # a duplicate
+    telemetry = Telemetry(rejected_by_status={401: 2, 422: 1})
+    return ingestor, telemetry
 
 
 def golden_text() -> str:
-    state = golden_state()
+    ingestor, telemetry = golden_state()
     status = ProviderStatus(source="static", synced=True, connected=True)
-    return Exposition(state, lambda: status, version_="0.0.0-golden").render(now=T0)
+    return Exposition(version_="0.0.0-golden").render(
+        Scrape(ingestor.ledger.view(T0), telemetry, status))
 
 
 def test_golden_exposition_matches():
@@ -165,10 +169,10 @@ def test_stale_node_keeps_counters_only():
 def test_label_values_are_escaped():
     odd = 'rack "7"\\east\nwing'
     metadata = StaticMetadataProvider(nodes={"n1": NodeInfo("n1", instance_type=odd)})
-    state = FleetState(metadata=metadata, clock=FakeClock(T0))
-    state.ingest([make_report("n1")])
+    ingestor = Ingestor(Ledger(), metadata=metadata, clock=FakeClock(T0))
+    ingestor.ingest([make_report("n1")])
     status = ProviderStatus(source="static", synced=True, connected=True)
-    text = Exposition(state, lambda: status, version_="x").render(now=T0)
+    text = Exposition(version_="x").render(Scrape(ingestor.ledger.view(T0), Telemetry(), status))
     parsed = {sample.labels.get("instance_type") for family in text_string_to_metric_families(text)
               if family.name == "kubecarbon_node_power_watts" for sample in family.samples}
     assert parsed == {odd}

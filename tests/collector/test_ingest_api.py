@@ -262,18 +262,18 @@ async def test_readiness_fails_while_metadata_is_not_synced(aiohttp_client, cloc
 async def test_a_model_failure_is_a_500_and_applies_nothing(aiohttp_client, clock, monkeypatch):
     app = create_app(metadata=metadata_for_tests(), clock=clock, status_page=False)
     client = await aiohttp_client(app)
-    from collector.app import STATE_KEY
+    from collector.app import LEDGER_KEY
 
     def broken(*args, **kwargs):
         raise ValueError("model exploded")
 
-    monkeypatch.setattr("collector.state.estimate_windows", broken)
+    monkeypatch.setattr("collector.ingest.estimate_windows", broken)
     response = await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
     assert response.status == 500
     assert (await response.json())["error"] == "internal: model exploded"
-    state = app[STATE_KEY]
-    assert state.nodes == {} and state.collector.reports_accepted == 0
-    assert not state.seqs.seen("agent-a", 1)  # a retry will be applied
+    ledger = app[LEDGER_KEY]
+    assert ledger.nodes == {} and ledger.reports_accepted == 0
+    assert not ledger.seqs.seen("agent-a", 1)  # a retry will be applied
 
 
 async def test_simulated_fleet_sums_match_the_reports(aiohttp_client, clock):
@@ -409,20 +409,59 @@ async def test_metrics_are_gzipped_when_asked(aiohttp_client, clock):
     assert gzip_module.decompress(await zipped.read()) == await plain.read()
 
 
+async def test_ingest_goes_on_while_a_scrape_renders_one_version_of_the_ledger(
+    client, monkeypatch
+):
+    """/metrics renders on a worker thread what the ledger held when the scrape began."""
+    import asyncio
+    import threading
+
+    from collector.exposition import Exposition
+
+    rendering, release = threading.Event(), threading.Event()
+    render = Exposition.render
+
+    def held_render(self, scrape):
+        rendering.set()
+        # bounded: a render on the event loop would block the test's requests, then go on
+        release.wait(timeout=30)
+        return render(self, scrape)
+
+    monkeypatch.setattr(Exposition, "render", held_render)
+    await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
+    scrape = asyncio.ensure_future(client.get("/metrics"))
+    assert await asyncio.to_thread(rendering.wait, 30)
+    for i in range(3):
+        response = await client.post("/api/v1/reports", data=body_of(make_report(
+            f"node-{i}", agent_id=f"agent-{i}")), headers=JSON)
+        assert await response.json() == {"accepted": 1, "duplicates": 0}
+    assert not scrape.done()  # the render is still held: the reports went in meanwhile
+    release.set()
+    text = await (await scrape).text()
+    nodes = {dict(labels)["node"] for name, labels in samples(text)
+             if name == "kubecarbon_node_energy_joules_total"}
+    assert nodes == {"ip-10-0-1-17"}
+    assert value(text, "kubecarbon_collector_reports_total", result="accepted") == 1
+    assert value(text, "kubecarbon_collector_live_nodes") == 1
+    later = await metrics_text(client)
+    assert value(later, "kubecarbon_collector_reports_total", result="accepted") == 4
+    assert value(later, "kubecarbon_collector_live_nodes") == 4
+
+
 async def test_a_report_tripping_the_model_fails_alone(aiohttp_client, clock, monkeypatch):
     import asyncio
 
-    import collector.state
-    from collector.app import STATE_KEY
+    import collector.ingest
+    from collector.app import LEDGER_KEY
 
-    real = collector.state.estimate_windows
+    real = collector.ingest.estimate_windows
 
     def fails_on_huge_nodes(batch, *args, **kwargs):
         if (batch.logical_cpus == 4096).any():
             raise ValueError("model exploded")
         return real(batch, *args, **kwargs)
 
-    monkeypatch.setattr(collector.state, "estimate_windows", fails_on_huge_nodes)
+    monkeypatch.setattr(collector.ingest, "estimate_windows", fails_on_huge_nodes)
     app = create_app(metadata=metadata_for_tests(), clock=clock, status_page=False)
     client = await aiohttp_client(app)
     good = [make_report(f"n{i}", agent_id=f"agent-{i}") for i in range(3)]
@@ -431,17 +470,17 @@ async def test_a_report_tripping_the_model_fails_alone(aiohttp_client, clock, mo
         client.post("/api/v1/reports", data=body_of(report), headers=JSON)
         for report in [*good, bad]))
     assert [r.status for r in responses] == [200, 200, 200, 500]
-    assert app[STATE_KEY].collector.reports_accepted == 3
+    assert app[LEDGER_KEY].reports_accepted == 3
 
 
 async def test_group_commit_applies_concurrent_batches_in_one_model_run(clock, monkeypatch):
     import asyncio
 
-    import collector.state
-    from collector.app import IngestQueue
-    from collector.state import FleetState
+    import collector.ingest
+    from collector.ingest import Ingestor, IngestQueue
+    from collector.ledger import Ledger
 
-    real = collector.state.estimate_windows
+    real = collector.ingest.estimate_windows
     sizes: list[int] = []
 
     def counting(batch, *args, **kwargs):
@@ -450,8 +489,8 @@ async def test_group_commit_applies_concurrent_batches_in_one_model_run(clock, m
             raise ValueError("model exploded")
         return real(batch, *args, **kwargs)
 
-    monkeypatch.setattr(collector.state, "estimate_windows", counting)
-    queue = IngestQueue(FleetState(metadata=metadata_for_tests(), clock=clock))
+    monkeypatch.setattr(collector.ingest, "estimate_windows", counting)
+    queue = IngestQueue(Ingestor(Ledger(), metadata=metadata_for_tests(), clock=clock))
     first = [make_report("n1", agent_id="a1"), make_report("n1", agent_id="a1")]  # + a repeat
     results = await asyncio.gather(queue.submit(first), queue.submit([make_report("n2")]))
     assert sizes == [2]  # one model run for both requests; the repeat counted once

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collector_testkit import make_report
 
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
 from collector.metadata import NodeInfo, StaticMetadataProvider
 from collector.profiles import parse_profile_document, resolve_node
-from collector.state import FleetState
 
 CONFIG = parse_profile_document({
     "profiles": [
@@ -60,14 +61,14 @@ def test_unknown_provider_label_is_priced_as_default():
 
 def test_state_re_resolves_when_the_provider_learns_about_a_node():
     nodes: dict[str, NodeInfo] = {}
-    state = FleetState(metadata=StaticMetadataProvider(nodes))
-    state.ingest([make_report(seq=1)])
-    assert state.latest["ip-10-0-1-17"].on_default_profile
+    ingestor = Ingestor(Ledger(), metadata=StaticMetadataProvider(nodes))
+    ingestor.ingest([make_report(seq=1)])
+    assert ingestor.ledger.latest["ip-10-0-1-17"].on_default_profile
     # the provider's tables are live objects: a watch event replaces the entry
-    state.metadata._nodes["ip-10-0-1-17"] = NodeInfo(  # type: ignore[attr-defined]
+    ingestor.metadata._nodes["ip-10-0-1-17"] = NodeInfo(  # type: ignore[attr-defined]
         "ip-10-0-1-17", provider="aws", region="us-east-1")
-    state.ingest([make_report(seq=2, start=make_report()["end"])])
-    latest = state.latest["ip-10-0-1-17"]
+    ingestor.ingest([make_report(seq=2, start=make_report()["end"])])
+    latest = ingestor.ledger.latest["ip-10-0-1-17"]
     assert not latest.on_default_profile
     assert latest.labels[3] == "cloud_linear"
 

@@ -18,10 +18,13 @@ import pytest
 from collector_testkit import JSON, T0, body_of, make_report, metadata_for_tests, samples, value
 from prometheus_client import CollectorRegistry
 
-from collector.app import STATE_KEY, create_app
+from collector.app import TELEMETRY_KEY, create_app
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
+from collector.metadata import StaticMetadataProvider
 from collector.settings import Settings, StateSettings
 from collector.snapshot import encode, restore_snapshot, write_atomically
-from collector.state import FleetState
+from collector.status import HISTORY_KEY
 
 NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
         "power_source": "cloud_linear"}
@@ -87,13 +90,13 @@ async def test_corrupt_snapshot_means_clean_start(aiohttp_client, clock, tmp_pat
 
 
 async def test_corrupt_rows_are_refused_whole(clock, tmp_path):
-    state = FleetState(metadata=metadata_for_tests(), clock=clock)
-    state.ingest([make_report()])
-    document = orjson.loads(encode(state, T0))
+    ingestor = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=clock)
+    ingestor.ingest([make_report()])
+    document = orjson.loads(encode(ingestor.ledger, T0))
     document["state"]["nodes"][0][4] = -1.0  # a negative energy counter
     path = tmp_path / "state.json"
     path.write_bytes(orjson.dumps(document))
-    fresh = FleetState(clock=clock)
+    fresh = Ledger()
     assert restore_snapshot(fresh, path) == "corrupt"
     assert fresh.nodes == {}
 
@@ -106,17 +109,51 @@ async def test_missing_snapshot_is_reported(aiohttp_client, clock, tmp_path):
     assert value(text, "kubecarbon_collector_snapshot_restore", result="missing") == 1
 
 
+class ListingProvider(StaticMetadataProvider):
+    """A provider that starts, as the Kubernetes one does: it lists the cluster first."""
+
+    def start(self) -> None:
+        time.sleep(0.05)  # a worker thread; the event loop runs on meanwhile
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_status_history_starts_from_the_restored_counters(aiohttp_client, clock,
+                                                                tmp_path):
+    state_file = tmp_path / "state.json"
+    first = await aiohttp_client(create_app(
+        settings_with(state_file), metadata=metadata_for_tests(), clock=clock,
+        registry=CollectorRegistry(), status_page=False))
+    assert (await first.post("/api/v1/reports", data=body_of(make_report()),
+                             headers=JSON)).status == 200
+    energy = value(await (await first.get("/metrics")).text(),
+                   "kubecarbon_node_energy_joules_total", **NODE)
+    await first.close()  # writes the state file
+
+    app = create_app(settings_with(state_file), metadata=ListingProvider(), clock=clock,
+                     registry=CollectorRegistry())
+    await aiohttp_client(app)
+    history = app[HISTORY_KEY]
+    deadline = time.monotonic() + 10
+    while not history.points:  # the sampler takes its first point as soon as it runs
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    # the charts start from the restored counters, not from zero
+    assert history.points[0].energy_joules == pytest.approx(energy)
+
+
 async def test_periodic_snapshots_and_failures_are_counted(aiohttp_client, clock, tmp_path):
     state_file = tmp_path / "sub" / "state.json"  # the directory does not exist: writes fail
     app = create_app(settings_with(state_file, interval=0.05), clock=clock,
                      registry=CollectorRegistry(), status_page=False)
     client = await aiohttp_client(app)
     deadline = time.monotonic() + 10
-    while app[STATE_KEY].collector.snapshot_writes["failure"] < 2:
+    while app[TELEMETRY_KEY].snapshot_writes["failure"] < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     (tmp_path / "sub").mkdir()
-    while app[STATE_KEY].collector.snapshot_writes["success"] < 1:
+    while app[TELEMETRY_KEY].snapshot_writes["success"] < 1:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     text = await (await client.get("/metrics")).text()

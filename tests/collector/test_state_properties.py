@@ -1,4 +1,4 @@
-"""Properties of FleetState over arbitrary valid report sequences (no HTTP)."""
+"""Properties of the ledger over arbitrary valid report sequences (no HTTP)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from collector_testkit import T0, FakeClock, make_report, metadata_for_tests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.state import FleetState
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
 
 reports = st.builds(
     lambda node, agent, seq, cpus, busy_share, window, pod_shares, rapl: make_report(
@@ -29,7 +30,7 @@ reports = st.builds(
 )
 
 
-def totals(state: FleetState) -> dict[tuple, float]:
+def totals(state: Ledger) -> dict[tuple, float]:
     """Every counter, keyed by (table, series key, field index)."""
     values: dict[tuple, float] = {}
     for table, rows in (("node", state.nodes), ("namespace", state.namespaces),
@@ -44,16 +45,17 @@ def totals(state: FleetState) -> dict[tuple, float]:
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(reports, min_size=1, max_size=5), min_size=1, max_size=8))
 def test_counters_never_decrease_and_replays_change_nothing(batches):
-    state = FleetState(metadata=metadata_for_tests(), clock=FakeClock())
+    ingestor = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=FakeClock())
+    state = ingestor.ledger
     for batch in batches:
         before = totals(state)
-        result = state.ingest(batch)
+        result = ingestor.ingest(batch)
         after = totals(state)
         assert before.keys() <= after.keys()
         assert all(after[key] >= value - 1e-9 for key, value in before.items())
         assert result.accepted + result.duplicates == len(batch)
         # sending the same batch again is a no-op
-        again = state.ingest(batch)
+        again = ingestor.ingest(batch)
         assert again.accepted == 0 and totals(state) == after
     # pods never get more than the nodes' dynamic energy
     dynamic = sum(c.energy_joules - c.idle_energy_joules for c in state.nodes.values())

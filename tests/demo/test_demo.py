@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from collector.demo import summary_line, this_node_name
-from collector.status import Snapshot
+from collector.status import StatusPoint
 
 KUBECARBON = shutil.which("kubecarbon", path=str(Path(sys.executable).parent)) or "kubecarbon"
 SUMMARY = re.compile(
@@ -135,18 +135,18 @@ def test_bad_flags_are_refused():
 
 
 def test_summary_line_and_node_name():
-    snapshot = Snapshot(
+    point = StatusPoint(
         timestamp=0.0, nodes=301, fleet_cpu_usage_ratio=0.4321, baseline_servers=160.25,
         actual_servers=55.1, avoided_servers=105.15, power_watts=48_300.0,
         baseline_power_watts=70_000.0,
         avoided_co2e_grams_per_hour={"0.05": 20_100.0, "0.5": 39_100.0, "0.95": 60_300.0},
         energy_joules=0.0, baseline_energy_joules=0.0, co2e_grams=0.0, avoided_co2e_grams=0.0,
     )
-    match = SUMMARY.match(summary_line(snapshot))
+    match = SUMMARY.match(summary_line(point))
     assert match and match.groups()[1:] == (
         "43.2", "55.1", "160.2", "105.2", "48.30", "39.1", "20.1", "60.3")
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", this_node_name())
-    near_zero = Snapshot(**{**snapshot.__dict__, "avoided_co2e_grams_per_hour": {
+    near_zero = StatusPoint(**{**point.__dict__, "avoided_co2e_grams_per_hour": {
         "0.05": -40.0, "0.5": 900.0, "0.95": 2_700.0}})
     assert summary_line(near_zero).endswith("(p05-p95 0.0 to 2.7)")
 

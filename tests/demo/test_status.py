@@ -1,4 +1,4 @@
-"""The status page's data: snapshots of the real FleetState, checked against /metrics."""
+"""The status page's data: points read from the real ledger, checked against /metrics."""
 
 import asyncio
 import re
@@ -7,10 +7,13 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.metrics import Exposition
+from collector.exposition import Exposition, Scrape
+from collector.fleet_view import FleetViewCache
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
 from collector.simulate import DEFAULT_NAMESPACES, FleetSettings, SimulatedFleet
-from collector.state import FleetState
 from collector.status import StatusHistory, StatusSettings, add_status_routes
+from collector.telemetry import Telemetry
 
 T0 = 1_764_072_000.0
 
@@ -23,15 +26,16 @@ class Clock:
         return self.now
 
 
-def fed_state(clock: Clock, nodes: int = 40) -> tuple[FleetState, SimulatedFleet]:
+def fed_state(clock: Clock, nodes: int = 40) -> tuple[Ingestor, SimulatedFleet]:
     fleet = SimulatedFleet(FleetSettings(nodes=nodes, seed=11), clock=clock)
-    state = FleetState(metadata=fleet.metadata(), clock=clock)
-    state.ingest(fleet.reports())
-    return state, fleet
+    ingestor = Ingestor(Ledger(), metadata=fleet.metadata(), clock=clock)
+    ingestor.ingest(fleet.reports())
+    return ingestor, fleet
 
 
-def metric_values(state: FleetState, now: float) -> dict[tuple[str, tuple], float]:
-    text = Exposition(state, state.metadata.status).render(now)
+def metric_values(ingestor: Ingestor, now: float) -> dict[tuple[str, tuple], float]:
+    scrape = Scrape(ingestor.ledger.view(now), Telemetry(), ingestor.metadata.status())
+    text = Exposition().render(scrape)
     out: dict[tuple[str, tuple], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -46,10 +50,10 @@ def total(values: dict, name: str) -> float:
 
 def test_summary_numbers_are_the_metrics_numbers():
     clock = Clock(T0)
-    state, _ = fed_state(clock)
-    history = StatusHistory(state, clock=clock)
+    ingestor, _ = fed_state(clock)
+    history = StatusHistory(ingestor.ledger, FleetViewCache(), clock=clock)
     current = history.summary()["current"]
-    metrics = metric_values(state, clock.now)
+    metrics = metric_values(ingestor, clock.now)
     for gauge in ("fleet_cpu_usage_ratio", "baseline_servers", "actual_servers",
                   "avoided_servers"):
         assert current[gauge] == pytest.approx(metrics[f"kubecarbon_{gauge}", ()], rel=1e-12)
@@ -70,31 +74,32 @@ def test_summary_numbers_are_the_metrics_numbers():
 
 def test_baseline_power_is_the_rate_at_which_baseline_energy_is_counted():
     clock = Clock(T0)
-    state, fleet = fed_state(clock)
-    before = state.fleet.baseline_energy_joules
+    ingestor, fleet = fed_state(clock)
+    before = ingestor.ledger.fleet.baseline_energy_joules
     clock.now += 15
-    state.ingest(fleet.reports())  # every node reports exactly the last 15 s
-    snapshot = StatusHistory(state, clock=clock).sample()
-    counted = state.fleet.baseline_energy_joules - before
-    assert snapshot.baseline_power_watts * 15 == pytest.approx(counted, rel=1e-9)
-    assert snapshot.baseline_power_watts > snapshot.power_watts > 0  # this fleet beats u_b
+    ingestor.ingest(fleet.reports())  # every node reports exactly the last 15 s
+    point = StatusHistory(ingestor.ledger, FleetViewCache(), clock=clock).sample()
+    counted = ingestor.ledger.fleet.baseline_energy_joules - before
+    assert point.baseline_power_watts * 15 == pytest.approx(counted, rel=1e-9)
+    assert point.baseline_power_watts > point.power_watts > 0  # this fleet beats u_b
 
 
 def test_top_namespaces_are_what_each_emitted_since_the_oldest_mark():
     clock = Clock(T0)
-    state, fleet = fed_state(clock)
-    history = StatusHistory(state, StatusSettings(interval_seconds=15,
-                                                  namespace_mark_seconds=30), clock=clock)
+    ingestor, fleet = fed_state(clock)
+    ledger = ingestor.ledger
+    history = StatusHistory(ledger, FleetViewCache(), StatusSettings(
+        interval_seconds=15, namespace_mark_seconds=30), clock=clock)
     history.sample()
-    at_mark = {ns: c.co2e_grams for ns, c in state.namespaces.items()}
+    at_mark = {ns: c.co2e_grams for ns, c in ledger.namespaces.items()}
     for _ in range(3):
         clock.now += 15
-        state.ingest(fleet.reports())
+        ingestor.ingest(fleet.reports())
         history.sample()
     assert [t for t, _ in history.marks] == [T0, T0 + 30]
     top = history.summary()["top_namespaces"]
     assert top["since"] == T0
-    expected = sorted(((ns, c.co2e_grams - at_mark[ns]) for ns, c in state.namespaces.items()),
+    expected = sorted(((ns, c.co2e_grams - at_mark[ns]) for ns, c in ledger.namespaces.items()),
                       key=lambda kv: -kv[1])[:8]
     assert [ns for ns, _ in top["co2e_grams"]] == [ns for ns, _ in expected]
     assert [g for _, g in top["co2e_grams"]] == pytest.approx([g for _, g in expected])
@@ -102,9 +107,9 @@ def test_top_namespaces_are_what_each_emitted_since_the_oldest_mark():
 
 def test_history_is_a_bounded_ring():
     clock = Clock(T0)
-    state, _ = fed_state(clock, nodes=3)
+    ingestor, _ = fed_state(clock, nodes=3)
     settings = StatusSettings(interval_seconds=10, history_seconds=60)
-    history = StatusHistory(state, settings, clock=clock)
+    history = StatusHistory(ingestor.ledger, FleetViewCache(), settings, clock=clock)
     for _ in range(50):
         clock.now += 10
         history.sample()
@@ -115,9 +120,10 @@ def test_history_is_a_bounded_ring():
 
 async def test_routes_serve_the_page_and_sample_while_the_app_runs(aiohttp_client):
     clock = Clock(T0)
-    state, _ = fed_state(clock, nodes=5)
+    ingestor, _ = fed_state(clock, nodes=5)
     app = web.Application()
-    history = add_status_routes(app, state, StatusSettings(interval_seconds=0.05), clock=clock)
+    history = add_status_routes(app, ingestor.ledger, FleetViewCache(),
+                                StatusSettings(interval_seconds=0.05), clock=clock)
     client = await aiohttp_client(app)
     page = await client.get("/")
     assert page.status == 200 and page.content_type == "text/html"

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.app import STATE_KEY, create_app
+from collector.app import FLEET_VIEWS_KEY, LEDGER_KEY, create_app
 from collector.model.coefficients import SPECPOWER_DELL_R740
 from collector.model.curve import curve_watts_at
 from collector.settings import Settings
@@ -124,8 +124,8 @@ async def test_status_page_shows_the_metrics_numbers(aiohttp_server, tmp_path, m
     fleet = SimulatedFleet(FleetSettings(nodes=120, seed=5, window_seconds=1.0))
     app = create_app(Settings(kubernetes="off"), metadata=fleet.metadata(), status_page=False)
     # one history point a second, so a few seconds of feeding draw the charts
-    add_status_routes(app, app[STATE_KEY], StatusSettings(interval_seconds=1.0,
-                                                          refresh_seconds=1.0))
+    add_status_routes(app, app[LEDGER_KEY], app[FLEET_VIEWS_KEY],
+                      StatusSettings(interval_seconds=1.0, refresh_seconds=1.0))
     server = await aiohttp_server(app, host="127.0.0.1")
     base = f"http://127.0.0.1:{server.port}"
     async with aiohttp.ClientSession() as session:

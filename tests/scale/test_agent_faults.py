@@ -4,7 +4,7 @@ publisher with its buffer) delivering over real HTTP to the real collector app.
 The tests drive the agent's sampler with a stepped clock instead of its timer loop, so
 each window is exactly 15 s of the fixture node's CPU counters, and run its publisher
 as the agent does (`Publisher.run`, retrying with backoff). What the collector counted
-is compared with a control `FleetState` that applied exactly the reports that should
+is compared with a control ledger that applied exactly the reports that should
 have arrived.
 """
 
@@ -32,10 +32,12 @@ from scale_testkit import (
 from agent.runtime import Agent
 from agent.settings import AgentSettings, DeliverySettings, ServerSettings, SourceSettings
 from collector.app import create_app
+from collector.exposition import Exposition, Scrape
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
 from collector.metadata import StaticMetadataProvider
-from collector.metrics import Exposition
 from collector.settings import Settings
-from collector.state import FleetState
+from collector.telemetry import Telemetry
 
 NODE = "worker-7.example.internal"
 WINDOW_SECONDS = 15.0
@@ -80,9 +82,11 @@ class DrivenAgent:
 
 def control_totals(reports: list[dict]) -> dict[str, float]:
     """What a collector that applied exactly these reports shows."""
-    state = FleetState()
-    state.ingest(reports)
-    return fleet_totals(Exposition(state, StaticMetadataProvider().status).render())
+    ingestor = Ingestor(Ledger())
+    ingestor.ingest(reports)
+    scrape = Scrape(ingestor.ledger.view(time.time()), Telemetry(),
+                    StaticMetadataProvider().status())
+    return fleet_totals(Exposition().render(scrape))
 
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> str:

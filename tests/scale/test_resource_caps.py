@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from scale_testkit import exposition_samples, total
 
-from collector.app import STATE_KEY, create_app
+from collector.app import LEDGER_KEY, create_app
 from collector.metadata import PodInfo, StaticMetadataProvider
 from collector.settings import DedupeSettings, ExportSettings, Settings
 
@@ -51,7 +51,7 @@ async def test_dedupe_forgets_least_recent_agent_ids_past_the_cap(aiohttp_client
     text = await metrics(client)
     assert total(text, "kubecarbon_collector_dedupe_agents") == cap
     assert total(text, "kubecarbon_collector_dedupe_evictions_total") == agents - cap
-    assert len(app[STATE_KEY].seqs) == cap
+    assert len(app[LEDGER_KEY].seqs) == cap
     # the most recent ids are the ones kept: their replays are still recognised
     response = await client.post(REPORTS_PATH, json={"reports": [
         report("node-a", f"agent-{agents - 1}")]})
@@ -147,8 +147,8 @@ async def test_silent_nodes_are_forgotten_after_forget_after_and_counted(aiohttp
          "power_source": "default_profile"}]
     assert total(text, "kubecarbon_collector_forgotten_nodes_total") == 300
     assert total(text, "kubecarbon_collector_stale_nodes") == 0
-    state = app[STATE_KEY]
-    assert len(state.nodes) == len(state.latest) == 1
+    ledger = app[LEDGER_KEY]
+    assert len(ledger.nodes) == len(ledger.latest) == 1
 
 
 async def test_many_node_names_do_not_grow_series_without_bound(aiohttp_client):

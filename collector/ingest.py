@@ -1,0 +1,298 @@
+"""The ingest step: validated reports into the ledger.
+
+    expire -> dedupe -> resolve node and pods -> model -> book -> node cap
+
+`Ingestor.ingest_batches` drops (agent_id, seq) pairs the ledger already holds,
+resolves each node's profile and each pod's (namespace, workload) group, runs the
+model once over the rest, and only then books anything, so a model error leaves
+the ledger as it was. Nodes silent past --forget-after are expired first, so that
+the ledger stays bounded while reports arrive. `IngestQueue` is the group commit:
+batches validated in the same event-loop turn share one model run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from collector.intensity import HourlyIntensity
+from collector.ledger import (
+    UNKNOWN,
+    FleetCounters,
+    Ledger,
+    NodeCounters,
+    NodeLabels,
+    NodeLatest,
+    PodKey,
+)
+from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider
+from collector.model.attribution import attribute_pods
+from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_windows
+from collector.model.parameters import ModelParameters, ProfileArrays
+from collector.profiles import ProfileConfig, ResolvedNode, resolve_node
+
+log = logging.getLogger(__name__)
+
+# pod uid -> group lookups kept between batches: room for 10,000 nodes of 110 pods (the
+# kubelet default) and churn; cleared when full rather than grown
+MAX_CACHED_POD_UIDS = 2_000_000
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+
+
+class Ingestor:
+    """Applies validated batches of reports to a ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        params: ModelParameters | None = None,
+        profiles: ProfileConfig | None = None,
+        metadata: MetadataProvider | None = None,
+        clock: Callable[[], float] = time.time,
+        hourly_intensity: HourlyIntensity | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.profiles = profiles if profiles is not None else ProfileConfig()
+        self.params = params if params is not None else self.profiles.model
+        self.metadata: MetadataProvider = (
+            metadata if metadata is not None else StaticMetadataProvider()
+        )
+        self.clock = clock
+        self.hourly_intensity = hourly_intensity
+        self._resolved: dict[str, tuple[NodeInfo | None, ResolvedNode]] = {}
+        self._group_of_uid: dict[str, int] = {}  # known pods only
+
+    def resolve(self, node_name: str) -> ResolvedNode:
+        """The node's profile, re-resolved whenever the metadata provider's answer changes."""
+        info = self.metadata.node(node_name)
+        cached = self._resolved.get(node_name)
+        if cached is not None and cached[0] is info:
+            return cached[1]
+        if len(self._resolved) > 2 * self.ledger.node_count + 1000:
+            self._resolved.clear()  # forgotten nodes' resolutions
+        resolved = resolve_node(self.profiles, node_name, info)
+        self._resolved[node_name] = (info, resolved)
+        return resolved
+
+    def ingest(self, reports: list[dict[str, Any]]) -> IngestResult:
+        """Apply a validated batch; duplicates are acknowledged and skipped."""
+        return self.ingest_batches([reports])[0]
+
+    def ingest_batches(self, batches: list[list[dict[str, Any]]]) -> list[IngestResult]:
+        """Apply several validated batches with one model run; one result per batch.
+
+        A report repeated within or across the batches counts once, for the first batch
+        that holds it. If the model fails, nothing is applied.
+        """
+        now = self.clock()
+        self.ledger.expire(now)
+        seqs = self.ledger.seqs
+        fresh: list[dict[str, Any]] = []
+        in_run: set[tuple[str, int]] = set()
+        results = []
+        for reports in batches:
+            accepted = 0
+            for report in reports:
+                key = (report["agent_id"], int(report["seq"]))
+                if key in in_run or seqs.seen(*key):
+                    continue
+                in_run.add(key)
+                fresh.append(report)
+                accepted += 1
+            results.append(IngestResult(accepted=accepted, duplicates=len(reports) - accepted))
+        if fresh:
+            self._apply(fresh, now)
+        self.ledger.count_reports(len(fresh), sum(r.duplicates for r in results))
+        self.ledger.enforce_node_cap()
+        return results
+
+    def _apply(self, reports: list[dict[str, Any]], now: float) -> None:
+        # Everything that can fail happens before the first change to the ledger.
+        resolved = [self.resolve(report["node"]) for report in reports]
+        batch = WindowBatch(
+            duration_seconds=np.array([r["end"] - r["start"] for r in reports], dtype=np.float64),
+            logical_cpus=np.array([r["cpu"]["logical_cpus"] for r in reports], dtype=np.float64),
+            busy_seconds=np.array([r["cpu"]["busy_seconds"] for r in reports], dtype=np.float64),
+            memory_total_bytes=np.array(
+                [self._memory_total_bytes(r) for r in reports], dtype=np.float64
+            ),
+            rapl_joules=np.array([_rapl_joules(r) for r in reports], dtype=np.float64),
+        )
+        profile_arrays = ProfileArrays.from_profiles([n.profile for n in resolved], self.params)
+        regions = [n.profile.region for n in resolved]
+        midpoints = [(r["start"] + r["end"]) / 2 for r in reports]
+        estimate = estimate_windows(
+            batch, profile_arrays, self.params,
+            None if self.hourly_intensity is None else self.hourly_intensity.lookup(
+                regions, midpoints),
+        )
+        # a host outside Kubernetes reports no pods section
+        pod_counts = [len(r.get("pods", ())) for r in reports]
+        pod_uids = [pod["uid"] for r in reports for pod in r.get("pods", ())]
+        pod_cpu = np.array([pod["cpu_seconds"] for r in reports for pod in r.get("pods", ())],
+                           dtype=np.float64)
+        attribution = attribute_pods(
+            batch, estimate, np.repeat(np.arange(len(reports)), pod_counts), pod_cpu
+        )
+
+        ledger = self.ledger
+        columns = zip(
+            estimate.power_source.tolist(), estimate.energy_joules.tolist(),
+            estimate.idle_energy_joules.tolist(), estimate.operational_co2e_grams.tolist(),
+            estimate.embodied_co2e_grams.tolist(), batch.duration_seconds.tolist(),
+            batch.logical_cpus.tolist(), batch.busy_seconds.tolist(),
+            batch.memory_total_bytes.tolist(), batch.rapl_joules.tolist(),
+            estimate.utilisation.tolist(), estimate.power_watts.tolist(), strict=True,
+        )
+        for report, node, (source, energy, idle, co2e, embodied, duration, cpus, busy, memory,
+                           rapl, utilisation, watts) in zip(reports, resolved, columns,
+                                                            strict=True):
+            profile = node.profile
+            labels: NodeLabels = (
+                report["node"],
+                profile.region or UNKNOWN,
+                profile.instance_type or UNKNOWN,
+                POWER_SOURCES[int(source)],
+            )
+            window = NodeLatest(
+                labels=labels,
+                profile=profile,
+                on_default_profile=node.on_default_profile,
+                received_at=now,
+                window_end=report["end"],
+                duration_seconds=duration,
+                logical_cpus=cpus,
+                busy_seconds=busy,
+                memory_total_bytes=memory,
+                rapl_joules=rapl,
+                utilisation=utilisation,
+                power_watts=watts,
+                pods=len(report["pods"]) if "pods" in report else None,
+                containers=report.get("containers_running"),
+            )
+            ledger.book_report(report["agent_id"], int(report["seq"]), window,
+                               NodeCounters(energy, idle, co2e, embodied))
+        # Sum pod rows per (namespace, workload) group with numpy, then touch each group's
+        # counters once: a batch has many pods but few groups.
+        ledger.book_group_usage(self._group_ids(pod_uids), pod_cpu,
+                                attribution.pod_energy_joules,
+                                attribution.pod_operational_co2e_grams)
+        if ledger.export.per_pod_series:
+            ledger.book_pod_usage(self._pod_keys(pod_uids), pod_cpu.tolist(),
+                                  attribution.pod_energy_joules.tolist(),
+                                  attribution.pod_operational_co2e_grams.tolist())
+        ledger.book_fleet(FleetCounters(
+            float(estimate.baseline_energy_joules.sum()),
+            float(estimate.avoided_energy_joules.sum()),
+            float(estimate.avoided_operational_co2e_grams.sum()),
+            float(estimate.avoided_embodied_co2e_grams.sum()),
+        ))
+
+    def _memory_total_bytes(self, report: dict[str, Any]) -> float:
+        """The report's memory; without it, the node's capacity as the cluster knows it, else 0.
+
+        0 leaves memory power out of that window: an underestimate, never an invention.
+        """
+        memory = report.get("memory")
+        if memory is not None:
+            return float(memory["total_bytes"])
+        info = self.metadata.node(report["node"])
+        if info is not None and info.memory_capacity_bytes is not None:
+            return float(info.memory_capacity_bytes)
+        return 0.0
+
+    def _group_ids(self, uids: list[str]) -> npt.NDArray[np.intp]:
+        group_of_uid = self._group_of_uid
+        groups = np.fromiter(
+            (group_of_uid.get(uid, -1) for uid in uids), dtype=np.intp, count=len(uids)
+        )
+        for k in np.flatnonzero(groups < 0).tolist():
+            groups[k] = self._group_for(uids[k])
+        return groups
+
+    def _group_for(self, uid: str) -> int:
+        """Group id of a pod uid; remembered only once the metadata provider knows the pod."""
+        info = self.metadata.pod(uid)
+        if info is None:
+            return self.ledger.group_id(UNKNOWN, (UNKNOWN, UNKNOWN, UNKNOWN))
+        group_id = self.ledger.group_id(
+            info.namespace, (info.namespace, info.workload_kind, info.workload_name))
+        if len(self._group_of_uid) >= MAX_CACHED_POD_UIDS:
+            self._group_of_uid.clear()  # pods come and go: start over rather than grow
+        self._group_of_uid[uid] = group_id
+        return group_id
+
+    def _pod_keys(self, uids: list[str]) -> list[PodKey]:
+        keys = []
+        for uid in uids:
+            info = self.metadata.pod(uid)
+            keys.append((UNKNOWN, uid) if info is None else (info.namespace, info.name))
+        return keys
+
+
+class IngestQueue:
+    """Group commit: batches validated in the same event-loop turn share one model run.
+
+    Under load many single-report requests are ready at once; applying them together
+    pays the model's fixed per-call cost once. Each request still waits for its own
+    result, so a reply always means "applied" (or "duplicate").
+    """
+
+    def __init__(self, ingestor: Ingestor) -> None:
+        self.ingestor = ingestor
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[IngestResult]]] = []
+
+    async def submit(self, reports: list[dict[str, Any]]) -> IngestResult:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[IngestResult] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((reports, future))
+        return await future
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            results = self.ingestor.ingest_batches([reports for reports, _ in pending])
+        except Exception:
+            # A model bug tripped by some report: nothing was applied. Apply the batches one
+            # by one so that only the request holding it fails, not its neighbours.
+            for reports, future in pending:
+                self._apply_alone(reports, future)
+            return
+        for (_, future), result in zip(pending, results, strict=True):
+            if not future.done():  # the client may have gone; the reports are applied anyway
+                future.set_result(result)
+
+    def _apply_alone(
+        self, reports: list[dict[str, Any]], future: asyncio.Future[IngestResult]
+    ) -> None:
+        try:
+            result = self.ingestor.ingest(reports)
+        except Exception as exc:
+            log.exception("applying a batch of %d reports failed", len(reports))
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
+
+
+def _rapl_joules(report: Mapping[str, Any]) -> float:
+    rapl = report.get("rapl")
+    if rapl is None:
+        return math.nan
+    return float(rapl["package_joules"] + rapl.get("dram_joules", 0.0))
