@@ -28,6 +28,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from collector.capacity import PodUsageTracker
+from collector.capacity_exposition import CapacityFamilies, capacity_inputs
 from collector.dedupe import SeqTracker
 from collector.exposition import CONTENT_TYPE, Exposition, Scrape
 from collector.fleet_view import FleetViewCache, split_live
@@ -35,6 +37,7 @@ from collector.ingest import Ingestor, IngestQueue
 from collector.ledger import Ledger
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
+from collector.rightsizing import UsageHistory
 from collector.settings import Settings, StateSettings
 from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import add_status_routes
@@ -120,13 +123,16 @@ def create_app(
     validator = BatchValidator.for_limits(settings.limits)
     ledger = Ledger(settings.export, SeqTracker(max_agents=settings.dedupe.max_agents,
                                                 seq_window=settings.dedupe.seq_window))
+    pod_usage = PodUsageTracker(metadata)
+    usage_history = UsageHistory(settings.rightsizing)
     ingest_queue = IngestQueue(Ingestor(
         ledger, params=params, profiles=settings.profiles, metadata=metadata, clock=clock,
-        hourly_intensity=settings.hourly_intensity,
+        hourly_intensity=settings.hourly_intensity, pod_usage=pod_usage,
+        usage_history=usage_history,
     ))
     views = FleetViewCache(params, settings.export.stale_after_seconds,
                            settings.hourly_intensity)
-    exposition = Exposition(views)
+    exposition = Exposition(views, capacity=CapacityFamilies(params, settings.rightsizing))
     telemetry = Telemetry()
 
     def reject(exc: IngestError) -> web.Response:
@@ -168,7 +174,8 @@ def create_app(
     async def get_metrics(request: web.Request) -> web.Response:
         # Everything the scrape shows is taken here, between two ingest steps; the render
         # (about 0.1 s at 10,000 nodes) runs on a worker thread meanwhile.
-        scrape = Scrape(ledger.view(clock()), telemetry.copy(), metadata.status())
+        scrape = Scrape(ledger.view(clock()), telemetry.copy(), metadata.status(),
+                        capacity_inputs(metadata, pod_usage, usage_history))
         process_metrics = generate_latest(registry)
         # Prometheus asks for gzip: about 10x fewer bytes at 10,000 nodes; level 1 already
         # gets most of the gain.

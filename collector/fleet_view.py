@@ -15,7 +15,7 @@ import numpy as np
 
 from collector.intensity import HourlyIntensity
 from collector.ledger import LedgerView, NodeLatest
-from collector.model.estimate import WindowBatch, estimate_windows
+from collector.model.estimate import WindowBatch, WindowEstimate, estimate_windows
 from collector.model.fleet import (
     UNCERTAINTY_DRAWS,
     UNCERTAINTY_SEED,
@@ -37,6 +37,7 @@ class FleetView:
     gauges: FleetGauges
     avoided_quantiles: Quantiles | None  # None without live nodes
     grid_intensity_by_region: dict[str, float]
+    estimate: WindowEstimate | None = None  # of `live`, in its order (rightsizing costs nodes)
 
 
 def split_live(windows: Sequence[NodeLatest], now: float, stale_after_seconds: float
@@ -87,6 +88,7 @@ def compute_fleet_view(
         gauges=fleet_gauges(batch, estimate, params),
         avoided_quantiles=quantiles,
         grid_intensity_by_region=intensity,
+        estimate=estimate,
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from collector.capacity import PodUsageTracker
 from collector.intensity import HourlyIntensity
 from collector.ledger import (
     UNKNOWN,
@@ -38,6 +39,7 @@ from collector.model.attribution import attribute_pods
 from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_windows
 from collector.model.parameters import ModelParameters, ProfileArrays
 from collector.profiles import ProfileConfig, ResolvedNode, resolve_node
+from collector.rightsizing import UsageHistory
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class Ingestor:
         metadata: MetadataProvider | None = None,
         clock: Callable[[], float] = time.time,
         hourly_intensity: HourlyIntensity | None = None,
+        pod_usage: PodUsageTracker | None = None,
+        usage_history: UsageHistory | None = None,
     ) -> None:
         self.ledger = ledger
         self.profiles = profiles if profiles is not None else ProfileConfig()
@@ -72,6 +76,8 @@ class Ingestor:
         )
         self.clock = clock
         self.hourly_intensity = hourly_intensity
+        self.pod_usage = pod_usage  # for requested versus used (collector/capacity.py)
+        self.usage_history = usage_history  # for rightsizing (needs pod_usage)
         self._resolved: dict[str, tuple[NodeInfo | None, ResolvedNode]] = {}
         self._group_of_uid: dict[str, int] = {}  # known pods only
 
@@ -200,6 +206,12 @@ class Ingestor:
             float(estimate.avoided_operational_co2e_grams.sum()),
             float(estimate.avoided_embodied_co2e_grams.sum()),
         ))
+        if self.pod_usage is not None:
+            if len(self.pod_usage) > 2 * ledger.node_count + 1000:  # forgotten nodes
+                self.pod_usage.forget_before(now - ledger.export.forget_after_seconds)
+            cpu_by_workload = self.pod_usage.observe(reports)
+            if self.usage_history is not None:
+                self.usage_history.add([r["end"] for r in reports], cpu_by_workload)
 
     def _memory_total_bytes(self, report: dict[str, Any]) -> float:
         """The report's memory; without it, the node's capacity as the cluster knows it, else 0.
