@@ -230,7 +230,7 @@ def create_app(
     # anything reads the ledger; the status page's first point, taken when its sampler
     # starts, then shows the restored counters, even while a provider's start() lists
     # the cluster.
-    app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock))
+    app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock, usage_history))
     app.cleanup_ctx.append(_provider_lifecycle(metadata))
     if status_page:
         add_status_routes(app, ledger, views, clock=clock)
@@ -247,7 +247,8 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
-                clock: Callable[[], float]) -> CleanupContext:
+                clock: Callable[[], float], history: UsageHistory | None = None
+                ) -> CleanupContext:
     """Restore the ledger at startup, write it every interval and at shutdown."""
 
     async def state_file(app: web.Application) -> AsyncIterator[None]:
@@ -255,9 +256,10 @@ def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
         if path is None:
             yield
             return
-        telemetry.snapshot_restore = restore_snapshot(ledger, path)
+        telemetry.snapshot_restore = restore_snapshot(ledger, path, history)
         task = asyncio.create_task(
-            _snapshot_loop(ledger, telemetry, path, state.snapshot_interval_seconds, clock),
+            _snapshot_loop(ledger, telemetry, path, state.snapshot_interval_seconds, clock,
+                           history),
             name="kubecarbon-snapshots",
         )
         yield
@@ -265,7 +267,7 @@ def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
         with contextlib.suppress(asyncio.CancelledError):
             await task
         # on SIGTERM too: run_app shuts down cleanly
-        await save_snapshot(ledger, telemetry, path, clock)
+        await save_snapshot(ledger, telemetry, path, clock, history)
 
     return state_file
 
@@ -286,10 +288,11 @@ def _provider_lifecycle(metadata: MetadataProvider) -> CleanupContext:
 
 
 async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
-                        clock: Callable[[], float]) -> bool:
+                        clock: Callable[[], float], history: UsageHistory | None = None
+                        ) -> bool:
     """Write one snapshot; failures are logged and counted, never raised."""
     now = clock()
-    data = encode(ledger, now)  # here, on the event loop: ingest cannot change the ledger meanwhile
+    data = encode(ledger, now, history)  # here, on the event loop: ingest cannot change the ledger meanwhile
     try:
         await asyncio.to_thread(write_atomically, path, data)
     except OSError as exc:
@@ -302,7 +305,8 @@ async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
 
 
 async def _snapshot_loop(ledger: Ledger, telemetry: Telemetry, path: Path,
-                         interval_seconds: float, clock: Callable[[], float]) -> None:
+                         interval_seconds: float, clock: Callable[[], float],
+                         history: UsageHistory | None = None) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
-        await save_snapshot(ledger, telemetry, path, clock)
+        await save_snapshot(ledger, telemetry, path, clock, history)

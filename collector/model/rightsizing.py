@@ -71,6 +71,7 @@ class Packing:
 
     used: BoolArray  # per node, in the caller's order
     unplaced: int  # pods larger than any node's free room: each counted as one more node
+    node_of_pod: npt.NDArray[np.intp]  # node index per pod; -1: unplaced or requests nothing
 
     @property
     def nodes(self) -> int:
@@ -96,8 +97,9 @@ def nodes_needed(
     if cpu.shape != memory.shape or room_cpu.shape != room_memory.shape:
         raise ValueError("pod and node arrays must pair up (cpu with memory)")
     used = np.zeros(room_cpu.shape, dtype=np.bool_)
+    node_of_pod = np.full(cpu.shape, -1, dtype=np.intp)
     if room_cpu.size == 0:
-        return Packing(used, int(np.count_nonzero((cpu > 0) | (memory > 0))))
+        return Packing(used, int(np.count_nonzero((cpu > 0) | (memory > 0))), node_of_pod)
     node_order = np.lexsort((np.arange(room_cpu.size), -room_memory, -room_cpu))
     scale_cpu = max(float(room_cpu.max()), 1e-12)
     scale_memory = max(float(room_memory.max()), 1.0)
@@ -120,7 +122,8 @@ def nodes_needed(
             opened.append(target)
         room_cpu[target] -= need_cpu
         room_memory[target] -= need_memory
-    return Packing(used, unplaced)
+        node_of_pod[k] = target
+    return Packing(used, unplaced, node_of_pod)
 
 
 @dataclass(frozen=True)
