@@ -292,7 +292,8 @@ async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
                         ) -> bool:
     """Write one snapshot; failures are logged and counted, never raised."""
     now = clock()
-    data = encode(ledger, now, history)  # here, on the event loop: ingest cannot change the ledger meanwhile
+    # here, on the event loop: ingest cannot change the ledger meanwhile
+    data = encode(ledger, now, history)
     try:
         await asyncio.to_thread(write_atomically, path, data)
     except OSError as exc:
