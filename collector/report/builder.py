@@ -17,6 +17,7 @@ from collector.report.reduction import (
     series_key,
     trapezoid_integral,
 )
+from collector.report.rightsizing import fetch_rightsizing
 
 # How far before `start` to look for a counter's last value (a series silent longer
 # than this at `start` counts from zero when it reappears). Every query stays within
@@ -82,8 +83,9 @@ class ReportBuilder:
         gauge_means = {key: await self._gauge_mean(query) for key, query in GAUGES.items()}
         band = await self._band()
         assumptions, versions = await self._assumptions()
+        rightsizing = await fetch_rightsizing(self.client, self.start, self.end, self.step)
         return ReportData(self.start, self.end, self.step, self.client.base_url, counters,
-                          intensity, gauge_means, band, assumptions, versions)
+                          intensity, gauge_means, band, assumptions, versions, rightsizing)
 
     async def probe(self) -> None:
         """Fail with one clear line unless some node counter exists on the report's grid."""

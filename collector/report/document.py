@@ -8,6 +8,7 @@ from collector.model.coefficients import JOULES_PER_KILOWATT_HOUR, SECONDS_PER_H
 from collector.report.band import period_band
 from collector.report.period import iso
 from collector.report.reduction import ReportData
+from collector.report.rightsizing import rightsizing_section
 
 GRAMS_PER_TONNE = 1e6
 METHODOLOGY = "docs/methodology.md"
@@ -113,6 +114,7 @@ def report_document(data: ReportData) -> dict[str, Any]:
             "mean_avoided_servers": data.gauge_means["avoided_servers"],
             "mean_fleet_cpu_usage_ratio": data.gauge_means["fleet_cpu_usage_ratio"],
         },
+        "rightsizing": rightsizing_section(data.rightsizing),
         "assumptions": data.assumptions,
         "methodology": METHODOLOGY,
     }

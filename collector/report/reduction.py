@@ -9,7 +9,10 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collector.report.rightsizing import RightsizingData
 
 SeriesKey = tuple[tuple[str, str], ...]
 
@@ -48,6 +51,7 @@ class ReportData:
     band_grams: dict[str, float]  # quantile -> grams, the rate gauges integrated over the period
     assumptions: list[dict[str, str]]
     versions: list[str]
+    rightsizing: RightsizingData | None = None  # collector/report/rightsizing.py
 
 
 def series_delta(baseline: float | None, values: Sequence[float]) -> float:
