@@ -128,7 +128,7 @@ def create_app(
     ingest_queue = IngestQueue(Ingestor(
         ledger, params=params, profiles=settings.profiles, metadata=metadata, clock=clock,
         hourly_intensity=settings.hourly_intensity, pod_usage=pod_usage,
-        usage_history=usage_history,
+        usage_history=usage_history, idle_by_requests=settings.idle_attribution == "requests",
     ))
     views = FleetViewCache(params, settings.export.stale_after_seconds,
                            settings.hourly_intensity)

@@ -126,6 +126,9 @@ def build_parser() -> configargparse.ArgumentParser:
         help="sampled history a workload needs before it gets a recommendation")
     add("--rightsizing-max-workloads", type=bounded(int, 0), default=rightsizing.max_workloads,
         help="workloads with a usage history (bounded memory and state file)")
+    add("--idle-attribution", choices=("node", "requests"), default="node",
+        help="node: idle power stays with the node; requests: also split over pods by "
+        "requested CPU share (full allocation)")
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     return parser
 
@@ -200,6 +203,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
             min_history_seconds=args.rightsizing_min_history,
             max_workloads=args.rightsizing_max_workloads,
         ),
+        idle_attribution=args.idle_attribution,
         profiles=profiles,
         hourly_intensity=hourly_intensity,
         kubernetes=args.kubernetes,

@@ -97,6 +97,9 @@ class Settings:
     export: ExportSettings = field(default_factory=ExportSettings)
     state: StateSettings = field(default_factory=StateSettings)
     rightsizing: RightsizingSettings = field(default_factory=RightsizingSettings)
+    # "node": idle energy stays with the node (default); "requests": also split over pods by
+    # requested CPU share, so namespace totals include it (docs/methodology.md, section 5)
+    idle_attribution: str = "node"
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     hourly_intensity: HourlyIntensity | None = None  # --grid-intensity-file, loaded
     kubernetes: str = "auto"  # "auto": use the Kubernetes API when reachable; "off": static

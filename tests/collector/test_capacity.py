@@ -91,3 +91,33 @@ def test_the_latest_window_wins_and_silent_nodes_are_dropped() -> None:
     assert usage.latest()["n2"].cores[WEB] == pytest.approx(0.4)
     usage.forget_before(T0 - 500)
     assert set(usage.latest()) == {"n1", "n2"}
+
+
+def test_idle_attribution_by_requests_is_an_option_and_the_default_is_unchanged() -> None:
+    def namespace_energy(idle_by_requests: bool) -> tuple[dict[str, float], float, float]:
+        metadata = StaticMetadataProvider(pods={
+            "w1": PodInfo("w1", "shop", "web-1", "Deployment", "web", "n1", 3.0),
+            "c1": PodInfo("c1", "ops", "cron-1", "CronJob", "cron", "n1", 1.0),
+        })
+        ingestor = Ingestor(Ledger(), metadata=metadata, clock=FakeClock(T0),
+                            idle_by_requests=idle_by_requests)
+        ingestor.ingest([make_report("n1", 1, agent_id="a", busy_seconds=60.0, pods=[
+            {"uid": "w1", "cpu_seconds": 10.0, "containers": 1},
+            {"uid": "c1", "cpu_seconds": 30.0, "containers": 1}])])
+        view = ingestor.ledger.view(T0)
+        (node,) = view.nodes.values()
+        totals = {ns: c.energy_joules for ns, c in view.namespaces.items()}
+        return totals, node.energy_joules, node.idle_energy_joules
+
+    by_use, node_energy, idle = namespace_energy(False)
+    by_requests, node_energy_again, _ = namespace_energy(True)
+    assert node_energy_again == node_energy  # the node's own counters never change
+    # default: dynamic energy by CPU use (10 : 30 of 60 busy seconds), idle stays with the node
+    dynamic = node_energy - idle
+    assert by_use["shop"] == pytest.approx(dynamic * 10 / 60)
+    assert by_use["ops"] == pytest.approx(dynamic * 30 / 60)
+    # by requests: idle split 3 : 1 on top
+    assert by_requests["shop"] == pytest.approx(dynamic * 10 / 60 + idle * 3 / 4)
+    assert by_requests["ops"] == pytest.approx(dynamic * 30 / 60 + idle / 4)
+    # everything but the CPU used outside pods (20 of 60 busy seconds) is allocated
+    assert sum(by_requests.values()) == pytest.approx(node_energy - dynamic * 20 / 60)
