@@ -207,6 +207,41 @@ def avoided_co2e_point_grams(totals: FleetTotals, params: ModelParameters | None
     )
 
 
+@dataclass(frozen=True)
+class ParameterDraws:
+    """`draws` values of each uncertain parameter, uniform over its range."""
+
+    baseline_utilisation: FloatArray
+    pue_multiplier: FloatArray
+    power_curve_multiplier: FloatArray
+    grid_intensity_multiplier: FloatArray
+    embodied_kilograms_per_server: FloatArray
+    server_lifetime_years: FloatArray
+
+
+def parameter_draws(params: ModelParameters, draws: int,
+                    seed: int | np.random.Generator | None) -> ParameterDraws:
+    """Each parameter drawn uniformly from its range (ModelParameters.uncertainty), in a
+    fixed order, so a seed gives the same draws to every band computed from them."""
+    if draws < 1:
+        raise ValueError(f"draws: must be >= 1, got {draws}")
+    rng = np.random.default_rng(seed)
+    ranges = params.uncertainty
+
+    def uniform(interval: Range) -> FloatArray:
+        values: FloatArray = rng.uniform(interval.low, interval.high, draws)
+        return values
+
+    return ParameterDraws(
+        uniform(ranges.baseline_utilisation),
+        uniform(ranges.pue_multiplier),
+        uniform(ranges.power_curve_multiplier),
+        uniform(ranges.grid_intensity_multiplier),
+        uniform(ranges.embodied_kilograms_per_server),
+        uniform(ranges.server_lifetime_years),
+    )
+
+
 def avoided_co2e_quantiles(
     totals: FleetTotals,
     params: ModelParameters | None = None,
@@ -220,24 +255,16 @@ def avoided_co2e_quantiles(
     wider, more honest band than independent per-node errors would.
     """
     params = params or ModelParameters()
-    if draws < 1:
-        raise ValueError(f"draws: must be >= 1, got {draws}")
-    rng = np.random.default_rng(seed)
-    ranges = params.uncertainty
-
-    def uniform(interval: Range) -> FloatArray:
-        values: FloatArray = rng.uniform(interval.low, interval.high, draws)
-        return values
-
+    d = parameter_draws(params, draws, seed)
     samples = _avoided_co2e_grams(
         totals,
         params,
-        uniform(ranges.baseline_utilisation),
-        uniform(ranges.pue_multiplier),
-        uniform(ranges.power_curve_multiplier),
-        uniform(ranges.grid_intensity_multiplier),
-        uniform(ranges.embodied_kilograms_per_server),
-        uniform(ranges.server_lifetime_years),
+        d.baseline_utilisation,
+        d.pue_multiplier,
+        d.power_curve_multiplier,
+        d.grid_intensity_multiplier,
+        d.embodied_kilograms_per_server,
+        d.server_lifetime_years,
     )
     p05, p50, p95 = np.quantile(samples, [0.05, 0.5, 0.95])
     return Quantiles(float(p05), float(p50), float(p95))

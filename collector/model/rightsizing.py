@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.model import coefficients as c
-from collector.model.fleet import Quantiles
-from collector.model.parameters import ModelParameters, Range
+from collector.model.fleet import Quantiles, parameter_draws
+from collector.model.parameters import ModelParameters
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -200,17 +200,10 @@ def yearly_savings(
     point = _yearly_grams(watts, grams_per_joule, servers, one, one, one,
                           one * params.embodied_kilograms_per_server,
                           one * params.server_lifetime_years)[0]
-    rng = np.random.default_rng(seed)
-    ranges = params.uncertainty
-
-    def uniform(interval: Range) -> FloatArray:
-        values: FloatArray = rng.uniform(interval.low, interval.high, draws)
-        return values
-
+    d = parameter_draws(params, draws, seed)
     samples = _yearly_grams(
-        watts, grams_per_joule, servers, uniform(ranges.power_curve_multiplier),
-        uniform(ranges.pue_multiplier), uniform(ranges.grid_intensity_multiplier),
-        uniform(ranges.embodied_kilograms_per_server), uniform(ranges.server_lifetime_years))
+        watts, grams_per_joule, servers, d.power_curve_multiplier, d.pue_multiplier,
+        d.grid_intensity_multiplier, d.embodied_kilograms_per_server, d.server_lifetime_years)
     p05, p50, p95 = (float(q) / 1e6 for q in np.quantile(samples, [0.05, 0.5, 0.95]))
     return YearlySavings(
         nodes=int(watts.size),
