@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -29,7 +30,11 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from collector.capacity import PodUsageTracker
-from collector.capacity_exposition import CapacityFamilies, capacity_inputs
+from collector.capacity_exposition import (
+    CapacityFamilies,
+    capacity_inputs,
+    rightsizing_summary,
+)
 from collector.dedupe import SeqTracker
 from collector.exposition import CONTENT_TYPE, Exposition, Scrape
 from collector.fleet_view import FleetViewCache, split_live
@@ -49,6 +54,8 @@ log = logging.getLogger(__name__)
 LEDGER_KEY = web.AppKey("kubecarbon_ledger", Ledger)
 FLEET_VIEWS_KEY = web.AppKey("kubecarbon_fleet_views", FleetViewCache)
 TELEMETRY_KEY = web.AppKey("kubecarbon_telemetry", Telemetry)
+RightsizingNow = Callable[[], "dict[str, Any] | None"]
+RIGHTSIZING_KEY: web.AppKey[RightsizingNow] = web.AppKey("kubecarbon_rightsizing")
 READ_CHUNK_BYTES = 64 * 1024
 
 
@@ -232,8 +239,19 @@ def create_app(
     # the cluster.
     app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock, usage_history))
     app.cleanup_ctx.append(_provider_lifecycle(metadata))
+    capacity_families = exposition.capacity
+
+    def rightsizing_now() -> dict[str, Any] | None:
+        inputs = capacity_inputs(metadata, pod_usage, usage_history)
+        if inputs is None:
+            return None
+        ledger_view = ledger.view(clock())
+        _, view = capacity_families.views(inputs, ledger_view, views.view(ledger_view))
+        return rightsizing_summary(view, inputs.recommendations)
+
+    app[RIGHTSIZING_KEY] = rightsizing_now
     if status_page:
-        add_status_routes(app, ledger, views, clock=clock)
+        add_status_routes(app, ledger, views, clock=clock, rightsizing=rightsizing_now)
     return app
 
 

@@ -51,6 +51,23 @@ def capacity_inputs(metadata: MetadataProvider, pod_usage: PodUsageTracker,
                           history.recommendations, history.untracked_workloads)
 
 
+def rightsizing_summary(view: RightsizingView | None,
+                        recommendations: Mapping[WorkloadKey, Recommendation]
+                        ) -> dict[str, object] | None:
+    """What the status page shows of rightsizing; None before the fleet has live nodes."""
+    if view is None:
+        return None
+    band = view.savings.co2e_tonnes_band
+    sized = sum(1 for r in recommendations.values() if r.cores is not None)
+    return {
+        "avoidable_nodes": view.savings.nodes,
+        "it_energy_kwh_per_year": view.savings.it_energy_kilowatt_hours,
+        "co2e_tonnes_per_year": {"0.05": band.p05, "0.5": band.p50, "0.95": band.p95},
+        "workloads_sized": sized,
+        "workloads_waiting": len(recommendations) - sized,
+    }
+
+
 class CapacityFamilies:
     def __init__(self, params: ModelParameters | None = None,
                  settings: RightsizingSettings | None = None) -> None:

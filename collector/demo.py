@@ -33,7 +33,7 @@ import configargparse
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.app import FLEET_VIEWS_KEY, LEDGER_KEY, create_app
+from collector.app import FLEET_VIEWS_KEY, LEDGER_KEY, RIGHTSIZING_KEY, create_app
 from collector.metadata import StaticMetadataProvider
 from collector.settings import ExportSettings, RightsizingSettings, Settings
 from collector.simulate import FleetSettings, SimulatedFleet, post_reports
@@ -202,7 +202,8 @@ class Demo:
         app = create_app(settings, metadata=metadata, status_page=False)
         # the page's history at the demo's pace (the collector's default is 15 s)
         self.history = add_status_routes(app, app[LEDGER_KEY], app[FLEET_VIEWS_KEY], StatusSettings(
-            interval_seconds=s.interval_seconds, refresh_seconds=min(5.0, s.interval_seconds)))
+            interval_seconds=s.interval_seconds, refresh_seconds=min(5.0, s.interval_seconds)),
+            rightsizing=app[RIGHTSIZING_KEY])
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.listen_host, s.listen_port)
