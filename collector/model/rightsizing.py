@@ -86,9 +86,10 @@ def nodes_needed(
 ) -> Packing:
     """First fit decreasing of pods (CPU cores, memory bytes) onto nodes (allocatable room).
 
-    Nodes are tried largest first (by CPU, then memory, then their order); pods are placed
+    Nodes are tried largest first (by CPU, then memory, then their order): a pod goes to
+    the first open node with room, else opens the first node that fits it; pods are placed
     largest first by their larger share of the largest node. Pods that request nothing
-    take no room. O(pods x nodes used) in the worst case.
+    take no room. One vectorised scan of the nodes per pod.
     """
     cpu = np.asarray(pod_cpu, dtype=np.float64)
     memory = np.asarray(pod_memory, dtype=np.float64)
@@ -104,25 +105,27 @@ def nodes_needed(
     scale_cpu = max(float(room_cpu.max()), 1e-12)
     scale_memory = max(float(room_memory.max()), 1.0)
     size = np.maximum(cpu / scale_cpu, memory / scale_memory)
-    opened: list[int] = []  # node indices in opening order
+    # rooms and the used flag in node order: each pod is one vectorised scan of them
+    free_cpu, free_memory = room_cpu[node_order], room_memory[node_order]
+    open_ = np.zeros(room_cpu.shape, dtype=np.bool_)
     unplaced = 0
     for k in np.argsort(-size, kind="stable").tolist():
         need_cpu, need_memory = float(cpu[k]), float(memory[k])
         if need_cpu <= 0 and need_memory <= 0:
             continue
-        target = next((n for n in opened
-                       if room_cpu[n] >= need_cpu and room_memory[n] >= need_memory), None)
-        if target is None:
-            target = next((int(n) for n in node_order.tolist() if not used[n]
-                           and room_cpu[n] >= need_cpu and room_memory[n] >= need_memory), None)
-            if target is None:
+        fits = (free_cpu >= need_cpu) & (free_memory >= need_memory)
+        candidates = fits & open_
+        slot = int(candidates.argmax())
+        if not candidates[slot]:  # no open node has room: open the first one that fits
+            slot = int(fits.argmax())
+            if not fits[slot]:
                 unplaced += 1
                 continue
-            used[target] = True
-            opened.append(target)
-        room_cpu[target] -= need_cpu
-        room_memory[target] -= need_memory
-        node_of_pod[k] = target
+            open_[slot] = True
+        free_cpu[slot] -= need_cpu
+        free_memory[slot] -= need_memory
+        node_of_pod[k] = node_order[slot]
+    used[node_order] = open_
     return Packing(used, unplaced, node_of_pod)
 
 
