@@ -41,6 +41,8 @@ def _collapsed_ranges():
         baseline_utilisation=Range(0.15, 0.15),
         pue_multiplier=Range(1.0, 1.0),
         power_curve_multiplier=Range(1.0, 1.0),
+        cloud_power_multiplier=Range(1.0, 1.0),
+        rapl_platform_factor=Range(1.33, 1.33),
         grid_intensity_multiplier=Range(1.0, 1.0),
         embodied_kilograms_per_server=Range(1313.0, 1313.0),
         server_lifetime_years=Range(4.0, 4.0),
@@ -48,7 +50,7 @@ def _collapsed_ranges():
 
 
 def test_collapsed_ranges_give_the_point_estimate_of_the_gauges():
-    params = ModelParameters(uncertainty=_collapsed_ranges())
+    params = ModelParameters(uncertainty=_collapsed_ranges(), reference_alternatives=())
     batch, estimate = _mixed_fleet(params)
     band = avoided_co2e_rate_quantiles(batch, estimate, params, draws=50, seed=7)
     point = fleet_gauges(batch, estimate).avoided_co2e_grams_per_hour
@@ -92,7 +94,7 @@ def test_lower_baseline_utilisation_range_means_more_avoided():
 
 def test_period_variant_matches_the_window_estimate_for_a_uniform_fleet():
     # a year of one 112-CPU node at 50 % in the China grid, as a report would see it
-    params = ModelParameters(uncertainty=_collapsed_ranges())
+    params = ModelParameters(uncertainty=_collapsed_ranges(), reference_alternatives=())
     year = 365 * 24 * 3600.0
     batch = WindowBatch.of(year, 112, 56 * year)
     profile = make_profile(None, "china", site="china-average-2021")
