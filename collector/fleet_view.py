@@ -70,6 +70,7 @@ def compute_fleet_view(
     estimate = estimate_windows(
         batch, profile_arrays, params,
         None if hourly_intensity is None else hourly_intensity.lookup(regions, midpoints),
+        np.array([n.overhead_cpu_seconds for n in live], dtype=np.float64),
     )
     band = (
         avoided_rate_band(batch, estimate, params, draws=UNCERTAINTY_DRAWS, seed=UNCERTAINTY_SEED)
