@@ -94,6 +94,7 @@ def test_readings_of_the_claimed_4459_tonnes():
 def test_the_conservative_reading():
     batch, estimate = _one_year(CONSERVATIVE)
     assert fleet_gauges(batch, estimate).avoided_servers == pytest.approx(761.93, abs=0.01)
+    assert estimate.avoided_energy_joules[0] / 3.6e9 == pytest.approx(848.49, abs=0.01)
     operational, embodied = _tonnes(estimate)
     assert operational == pytest.approx(721.0, abs=0.05)
     assert embodied == 0.0  # no credit for servers that were never built
