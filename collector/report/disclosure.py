@@ -63,7 +63,7 @@ _SOURCES = {
     "pue_multiplier": "kubecarbon assumption: +-10 % on published PUE",
     "grid_intensity_multiplier": "kubecarbon assumption: +-10 % on annual grid factors",
     "embodied_kilograms_per_server": "Dell PowerEdge R740 product carbon footprint "
-    "(manufacturing); range covers 1-socket to memory-heavy 2-socket servers",
+    "(manufacturing share); range: kubecarbon assumption (docs/methodology.md, section 8)",
     "server_lifetime_years": "Cloud Carbon Footprint (4 years); range 4-6 years",
     "memory_watts_per_gibibyte": "Cloud Carbon Footprint memory coefficient, 0.000392 kWh/GB-h",
 }
