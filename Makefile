@@ -6,10 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Tools that live outside PyPI (Debian packages), installed once per machine.
-APT_PACKAGES := prometheus chromium chromium-driver
+APT_PACKAGES := prometheus chromium chromium-driver containerd runc containernetworking-plugins iptables
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck unit apt-deps kube-apiserver venv clean fuzz docs
+.PHONY: demo test lint typecheck unit apt-deps kube-apiserver kube-node venv clean fuzz docs
 
 venv: $(STAMP)
 
@@ -41,7 +41,13 @@ typecheck: $(STAMP)
 kube-apiserver:
 	tests/k8s/build-apiserver.sh >/dev/null
 
-unit: $(STAMP) apt-deps kube-apiserver
+# The API server and a node for tests/cluster (kubelet, kube-proxy, scheduler,
+# controller-manager, the pause process), built together: about 8 minutes the first time.
+kube-node:
+	tests/k8s/build-kubernetes.sh kube-apiserver kubelet kube-proxy kube-scheduler \
+	  kube-controller-manager pause >/dev/null
+
+unit: $(STAMP) apt-deps kube-node
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
