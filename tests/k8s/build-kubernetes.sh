@@ -122,6 +122,7 @@ if [[ " ${TO_BUILD[*]} " == *" pause "* ]]; then
     log "compiling build/pause statically"
     # the flags of the tree's build/pause/Makefile, minus its container toolchain
     pause_version=$(sed -n 's/^TAG ?*= *//p' build/pause/Makefile)
+    mkdir -p _output/bin
     gcc -Os -Wall -Werror -static -DVERSION="v$pause_version-kubecarbon" \
         -o _output/bin/pause build/pause/linux/pause.c
 fi
