@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 APT_PACKAGES := prometheus chromium chromium-driver containerd runc containernetworking-plugins iptables
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck unit apt-deps kube-apiserver kube-node venv clean fuzz docs
+.PHONY: demo test lint typecheck unit apt-deps kube-apiserver kube-node venv clean fuzz docs image
 
 venv: $(STAMP)
 
@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy agent collector dashboards/generate.py deploy/render.py
+	$(VENV)/bin/mypy agent collector dashboards/generate.py deploy/render.py deploy/build_images.py
 
 # etcd-server (apt) and a kube-apiserver built once from Debian's `kubernetes`
 # sources, cached in /var/cache/kubecarbon (4 minutes on 2 idle cores, the first time).
@@ -51,6 +51,11 @@ unit: $(STAMP) apt-deps kube-node
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# kubecarbon and kubecarbon-agent images from deploy/Dockerfile with podman, saved for
+# `ctr images import` under /var/cache/kubecarbon/images (deploy/build_images.py).
+image:
+	$(PYTHON) deploy/build_images.py $(if $(BASE_IMAGE),--base $(BASE_IMAGE))
 
 # The hostile-input fuzz run at full size; `make test` runs the same test with 500 payloads.
 FUZZ_EXAMPLES ?= 10000

@@ -1,8 +1,8 @@
 """Shared pieces of the chart, rules and dashboard tests.
 
-deploy/render.py and dashboards/generate.py are scripts, not packages, so they are
-loaded from their files; the tests then use exactly the code that writes the files
-users apply.
+deploy/render.py, deploy/build_images.py and dashboards/generate.py are scripts, not
+packages, so they are loaded from their files; the tests then use exactly the code that
+writes the files users apply.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ RENDER = _load_script("kubecarbon_deploy_render", REPO_ROOT / "deploy" / "render
 DASHBOARDS = _load_script(
     "kubecarbon_dashboards_generate", REPO_ROOT / "dashboards" / "generate.py"
 )
+BUILD_IMAGES = _load_script("kubecarbon_build_images", REPO_ROOT / "deploy" / "build_images.py")
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +44,11 @@ def render_module() -> ModuleType:
 @pytest.fixture(scope="session")
 def dashboards_module() -> ModuleType:
     return DASHBOARDS
+
+
+@pytest.fixture(scope="session")
+def build_images_module() -> ModuleType:
+    return BUILD_IMAGES
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,15 @@
 {{- default (printf "%s-token" (include "kubecarbon.fullname" .)) .Values.token.existingSecret }}
 {{- end }}
 
+{{/* The collector's image. */}}
 {{- define "kubecarbon.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The agent's image (the Dockerfile's `agent` target). */}}
+{{- define "kubecarbon.agentImage" -}}
+{{- $image := .Values.agent.image }}
+{{- printf "%s:%s" $image.repository (default .Chart.AppVersion $image.tag) }}
 {{- end }}
 
 {{/* Labels every object carries. */}}
