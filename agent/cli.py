@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import re
@@ -37,6 +38,11 @@ MAX_INTERVAL_SECONDS = 3600.0
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
+# What a kubelet sets in each pod for the Service `kubecarbon-collector` of its namespace (the
+# chart maps other release names onto these): the collector's address without cluster DNS,
+# the way client libraries find the API server through KUBERNETES_SERVICE_HOST/PORT.
+SERVICE_HOST_VARIABLE = "KUBECARBON_COLLECTOR_SERVICE_HOST"
+SERVICE_PORT_VARIABLE = "KUBECARBON_COLLECTOR_SERVICE_PORT"
 
 
 class _OneLineErrorParser(configargparse.ArgParser):  # type: ignore[misc]  # untyped library
@@ -70,6 +76,20 @@ def _collector_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
     return text
+
+
+def _collector_url_from_service(env: Mapping[str, str]) -> str:
+    """http://CLUSTER-IP:PORT from the Service variables; ValueError names the bad one."""
+    host, port = env.get(SERVICE_HOST_VARIABLE, ""), env.get(SERVICE_PORT_VARIABLE, "")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # A pod started before its Service existed keeps `$(NAME)` unexpanded until restarted.
+        raise ValueError(f"{SERVICE_HOST_VARIABLE}: {host!r} is not an IP address") from None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"{SERVICE_PORT_VARIABLE}: {port!r} is not a port")
+    netloc = f"[{address}]" if address.version == 6 else str(address)
+    return f"http://{netloc}:{int(port)}"
 
 
 def _node_name(text: str) -> str:
@@ -111,7 +131,9 @@ def build_parser() -> configargparse.ArgParser:
     add(
         "--config", is_config_file=True, help="YAML file with any of these keys (e.g. interval: 15)"
     )
-    add("--collector-url", type=_collector_url, required=True, help="collector base URL")
+    add("--collector-url", type=_collector_url, default=None,
+        help=f"collector base URL (default: http://${SERVICE_HOST_VARIABLE}:"
+        f"${SERVICE_PORT_VARIABLE}, which a kubelet sets for the Service kubecarbon-collector)")
     add("--interval", type=_number(float, MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS),
         default=SamplerSettings().interval_seconds, help="window length, seconds")  # fmt: skip
     add("--node-name", type=_node_name, default=socket.gethostname().lower(),
@@ -150,7 +172,17 @@ def parse_settings(
 ) -> tuple[AgentSettings, str]:
     """Settings and log level from argv, the environment and the config file; exits 2 on error."""
     parser = build_parser()
-    options = parser.parse_args(list(argv), env_vars=env if env is not None else os.environ)
+    env = os.environ if env is None else env
+    options = parser.parse_args(list(argv), env_vars=env)
+    collector_url = options.collector_url
+    if collector_url is None:
+        if SERVICE_HOST_VARIABLE not in env and SERVICE_PORT_VARIABLE not in env:
+            parser.error("the following arguments are required: --collector-url "
+                         f"(or {SERVICE_HOST_VARIABLE} and {SERVICE_PORT_VARIABLE})")
+        try:
+            collector_url = _collector_url_from_service(env)
+        except ValueError as exc:
+            parser.error(str(exc))
     host, port = options.listen
     settings = AgentSettings(
         node_name=options.node_name,
@@ -159,7 +191,7 @@ def parse_settings(
         ),
         sampler=SamplerSettings(interval_seconds=options.interval),
         delivery=DeliverySettings(
-            collector_url=options.collector_url,
+            collector_url=collector_url,
             token_file=options.token_file,
             buffer_max_reports=options.buffer_max_reports,
             buffer_max_bytes=options.buffer_max_bytes,

@@ -2,13 +2,14 @@
 
     python3 deploy/build_images.py                 # what `make image` runs
     python3 deploy/build_images.py --base python:3.12-slim-bookworm
+    python3 deploy/build_images.py --offline       # never pull (the test suites)
 
 kubecarbon:<version> is the Dockerfile's default target (collector, demo, report);
 kubecarbon-agent:<version> its `agent` target, the agent extra only. Both are tagged under
 docker.io/library/, the name a kubelet gives the chart's default `kubecarbon:<version>`.
 
 The base is the Dockerfile's BASE_IMAGE (or --base): taken from podman's storage, else
-pulled. When that fails for the default base (no registry reachable), the build uses a
+pulled (not with --offline). When that fails for the default base, the build uses a
 Debian bookworm base with Python made here by mmdebstrap from Debian's packages, cached
 as a tarball under the cache directory; the output says which base was used.
 
@@ -72,6 +73,10 @@ LOCAL_BASE_CONFIG = (
     'CMD ["python3"]',
 )
 PULL_TIMEOUT_SECONDS = 600
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KUBECARBON_IMAGE_CACHE", DEFAULT_CACHE_DIR))
 
 
 def log(message: str) -> None:
@@ -232,16 +237,17 @@ def local_debian_base(podman: str, cache_dir: Path) -> Base:
     return Base(LOCAL_BASE, origin)
 
 
-def resolve_base(podman: str, requested: str | None, cache_dir: Path) -> Base:
+def resolve_base(podman: str, requested: str | None, cache_dir: Path,
+                 offline: bool = False) -> Base:
     public = requested or dockerfile_default_base(DOCKERFILE.read_text())
     if image_exists(podman, public):
         return Base(public, f"{public}, already in podman's storage")
-    error = pull(podman, public)
+    error = "--offline" if offline else pull(podman, public)
     if error is None:
         return Base(public, f"{public}, pulled")
     if requested:
         raise SystemExit(f"build_images: cannot pull the requested base {public}: {error}")
-    log(f"cannot pull {public} ({error}): no registry reachable, using a local Debian base")
+    log(f"no {public} ({error}): using a local Debian base")
     return local_debian_base(podman, cache_dir)
 
 
@@ -300,15 +306,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", help="base image (default: the Dockerfile's BASE_IMAGE, "
                         "or a local Debian base where it cannot be pulled)")
-    parser.add_argument("--cache-dir", type=Path, default=Path(
-        os.environ.get("KUBECARBON_IMAGE_CACHE", DEFAULT_CACHE_DIR)))
+    parser.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    parser.add_argument("--offline", action="store_true", help="never pull: the base from "
+                        "podman's storage, else the local Debian base (what the tests use)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     ensure_debian_packages(["podman"])
     podman = shutil.which("podman") or "podman"
     version = package_version()
     with locked(args.cache_dir), tempfile.TemporaryDirectory() as scratch:
-        base = resolve_base(podman, args.base, args.cache_dir)
+        base = resolve_base(podman, args.base, args.cache_dir, args.offline)
         log(f"base: {base.origin}")
         sections = pip_config_sections(host_pip_listing())
         pip_conf = None

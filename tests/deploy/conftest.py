@@ -8,9 +8,10 @@ writes the files users apply.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,6 +19,11 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# chart_flags beside this file, and the API server harness of tests/k8s, import by name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "k8s"))
+
+from k8s_harness import APISERVER_VERSION, find_etcd, local_cluster  # noqa: E402
 
 
 def _load_script(name: str, path: Path) -> ModuleType:
@@ -68,3 +74,16 @@ def promtool() -> str:
         pytest.fail("promtool is missing: `make apt-deps` installs the Debian package prometheus")
     return path
 
+
+
+@pytest.fixture(scope="session")
+def admin_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Admin kubeconfig of a real kube-apiserver 1.20.2 with etcd, one per session: the one
+    tests/k8s builds (`make kube-apiserver`), started through its harness."""
+    cache = Path(os.environ.get("KUBECARBON_APISERVER_CACHE", "/var/cache/kubecarbon"))
+    binary = cache / f"kube-apiserver-{APISERVER_VERSION}" / "kube-apiserver"
+    etcd = find_etcd()
+    if not binary.is_file() or etcd is None:
+        pytest.fail(f"no kube-apiserver at {binary} or no etcd on PATH: run `make kube-apiserver`")
+    with local_cluster(tmp_path_factory.mktemp("k8s"), binary, etcd) as cluster:
+        yield cluster.admin.kubeconfig

@@ -14,46 +14,21 @@ import kubernetes_validate
 import kubernetes_validate.utils as kv_utils
 import pytest
 import yaml
+from chart_flags import FLAG_VALUES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO_ROOT / "helm" / "kubecarbon"
 CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
-# One render per values flag, plus everything at once.
-FLAG_VALUES: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "rapl": {"agent": {"rapl": {"enabled": True}}},
-    "host-network": {"agent": {"hostNetwork": True}},
-    "replicas": {"collector": {"replicas": 3}},
-    "persistence": {"collector": {"persistence": {"enabled": True, "storageClassName": "fast"}}},
-    "existing-claim": {"collector": {"persistence": {"enabled": True, "existingClaim": "mine"}}},
-    "kubernetes-off": {"collector": {"kubernetes": "off"}},
-    "collector-config": {"collector": {"config": {"default_profile": {"provider": "baremetal"}}}},
-    "token-value": {"token": {"value": "s3cret-token-0123456789"}},
-    "token-existing": {"token": {"existingSecret": "my-token"}},
-    "network-policy": {"networkPolicy": {"enabled": True}},
-    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
-    "pod-monitor": {"podMonitor": {"enabled": True}},
-    "prometheus-rule": {"prometheusRule": {"enabled": True}},
-    "dashboards": {"dashboards": {"enabled": True, "annotations": {"grafana_folder": "Carbon"}}},
-    "everything": {
-        "agent": {"rapl": {"enabled": True}, "hostNetwork": True,
-                  "extraEnv": [{"name": "KUBECARBON_LOG_LEVEL", "value": "debug"}]},
-        "collector": {"replicas": 2, "config": {"model": {}}},
-        "networkPolicy": {"enabled": True,
-                          "additionalFrom": [{"ipBlock": {"cidr": "10.0.0.0/16"}}]},
-        "serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
-        "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True},
-        "imagePullSecrets": [{"name": "regcred"}],
-    },
-}
+def schema_versions() -> list[str]:
+    """Every Kubernetes minor kubernetes-validate has schemas for, oldest first."""
+    return sorted({kv_utils.major_minor(v) for v in kv_utils.all_versions()},
+                  key=lambda v: tuple(map(int, v.split("."))))
 
 
 def newest_kubernetes_versions(count: int = 3) -> list[str]:
-    minors = sorted({kv_utils.major_minor(v) for v in kv_utils.all_versions()},
-                    key=lambda v: tuple(map(int, v.split("."))))
-    return minors[-count:]
+    return schema_versions()[-count:]
 
 
 def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
@@ -95,20 +70,20 @@ def test_lint_is_clean(flag):
 
 
 def oldest_supported_version() -> str:
-    """The floor of Chart.yaml's kubeVersion (">=1.25.0-0" -> "1.25")."""
+    """The floor of Chart.yaml's kubeVersion (">=1.20.0-0" -> "1.20")."""
     with helm.Chart.load(CHART_DIR) as chart:
         floor = re.fullmatch(r">=(\d+\.\d+)\.\d+-0", chart.metadata["kubeVersion"])
     assert floor is not None
     return floor.group(1)
 
 
-@pytest.mark.parametrize("flag", sorted(FLAG_VALUES))
-def test_every_render_validates_on_the_newest_and_the_oldest_supported_kubernetes(
-    flag, render_objects
-):
-    objects = render_objects(FLAG_VALUES[flag])
-    versions = [*newest_kubernetes_versions(), oldest_supported_version()]
-    assert len(set(versions)) == 4
+def minor(version: str) -> tuple[int, int]:
+    major, minor_number = version.split(".")
+    return int(major), int(minor_number)
+
+
+def validate_strictly(objects: list[dict[str, Any]], versions: list[str]) -> int:
+    """Objects validated (operator CRDs aside) against each version; fails naming the field."""
     validated = 0
     for obj in objects:
         if obj["kind"] in CRD_KINDS:
@@ -121,7 +96,28 @@ def test_every_render_validates_on_the_newest_and_the_oldest_supported_kubernete
                 pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} on {kube_version}: "
                             f"{path}: {exc.message}")
         validated += 1
-    assert validated >= 6  # two accounts, Secret, Service, DaemonSet, Deployment at least
+    return validated
+
+
+def test_claimed_versions_are_the_ones_tested():
+    # The floor is tested against a real 1.20 API server (test_helm_release.py,
+    # test_plain_install.py); kubernetes-validate has schemas from 1.25 on, all checked below.
+    assert oldest_supported_version() == "1.20"
+    assert minor(schema_versions()[0]) <= (1, 25)
+
+
+@pytest.mark.parametrize("flag", sorted(FLAG_VALUES))
+def test_every_render_validates_on_the_newest_and_the_oldest_schema(flag, render_objects):
+    versions = [*newest_kubernetes_versions(), schema_versions()[0]]
+    assert len(set(versions)) == 4
+    # two accounts, Secret, Service, DaemonSet, Deployment at least
+    assert validate_strictly(render_objects(FLAG_VALUES[flag]), versions) >= 6
+
+
+@pytest.mark.parametrize("flag", ["defaults", "everything"])
+def test_renders_validate_on_every_supported_version_with_a_schema(flag, render_objects):
+    versions = [v for v in schema_versions() if minor(v) >= minor(oldest_supported_version())]
+    assert validate_strictly(render_objects(FLAG_VALUES[flag]), versions) >= 6
 
 
 def test_strict_validation_catches_a_broken_object(render_objects):
@@ -138,6 +134,8 @@ def test_flags_add_exactly_their_objects(render_objects):
                                                           "PersistentVolumeClaim", "ConfigMap"})
     expected_extra = {
         "network-policy": {("NetworkPolicy", "kubecarbon-collector")},
+        "cgroup-v1": set(),
+        "service-env": set(),
         "service-monitor": {("ServiceMonitor", "kubecarbon-collector")},
         "pod-monitor": {("PodMonitor", "kubecarbon-agent")},
         "prometheus-rule": {("PrometheusRule", "kubecarbon")},
@@ -156,6 +154,14 @@ def test_flags_add_exactly_their_objects(render_objects):
 # --- the agent DaemonSet ------------------------------------------------------------------
 
 
+def host_mounts(daemonset: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """Host path -> (its hostPath type, where the container sees it, read-only)."""
+    mounts = {m["name"]: m for m in container(daemonset)["volumeMounts"]}
+    return {v["hostPath"]["path"]: (v["hostPath"]["type"], mounts[v["name"]]["mountPath"],
+                                    mounts[v["name"]].get("readOnly", False))
+            for v in pod_spec(daemonset)["volumes"] if "hostPath" in v}
+
+
 def test_agent_is_unprivileged_and_reads_host_proc_and_sys_read_only(render_objects):
     objects = render_objects({})
     daemonset = find(objects, "DaemonSet")
@@ -163,7 +169,8 @@ def test_agent_is_unprivileged_and_reads_host_proc_and_sys_read_only(render_obje
     assert spec["automountServiceAccountToken"] is False
     account = find(objects, "ServiceAccount", "kubecarbon-agent")
     assert account["automountServiceAccountToken"] is False
-    assert spec["hostPID"] is False and spec["hostNetwork"] is False and spec["hostIPC"] is False
+    # unset is false (and the form the API server stores: test_plain_install.py re-applies)
+    assert not {"hostPID", "hostNetwork", "hostIPC"} & spec.keys()
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["runAsUser"] != 0
     assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -172,14 +179,28 @@ def test_agent_is_unprivileged_and_reads_host_proc_and_sys_read_only(render_obje
     assert security["allowPrivilegeEscalation"] is False
     assert security["readOnlyRootFilesystem"] is True
     assert security["capabilities"] == {"drop": ["ALL"]}
-    host_paths = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
-    assert sorted(host_paths.values()) == ["/proc", "/sys"]
-    mounts = {m["name"]: m for m in container(daemonset)["volumeMounts"]}
-    for volume_name in host_paths:
-        assert mounts[volume_name]["readOnly"] is True
+    # Only what the agent reads, each its own read-only mount: no /proc or /sys whole, whose
+    # read-only bind would leave the mounts below it (cgroup hierarchies) writable.
     env = env_of(daemonset)
-    assert env["KUBECARBON_HOST_PROC"] == mounts["host-proc"]["mountPath"]
-    assert env["KUBECARBON_HOST_SYS"] == mounts["host-sys"]["mountPath"]
+    proc, sys_root = env["KUBECARBON_HOST_PROC"], env["KUBECARBON_HOST_SYS"]
+    assert host_mounts(daemonset) == {
+        "/proc/stat": ("File", f"{proc}/stat", True),
+        "/proc/meminfo": ("File", f"{proc}/meminfo", True),
+        "/sys/fs/cgroup": ("Directory", f"{sys_root}/fs/cgroup", True),
+    }
+
+
+def test_agent_mounts_one_cgroup_hierarchy_per_cgroup_version(render_objects):
+    v1 = find(render_objects(FLAG_VALUES["cgroup-v1"]), "DaemonSet")
+    sys_root = env_of(v1)["KUBECARBON_HOST_SYS"]
+    cgroups = {path: mount for path, mount in host_mounts(v1).items() if "cgroup" in path}
+    # the CPU accounting hierarchy (a symlink to cpu,cpuacct where systemd co-mounts them)
+    assert cgroups == {
+        "/sys/fs/cgroup/cpuacct": ("Directory", f"{sys_root}/fs/cgroup/cpuacct", True)}
+    assert _differences(find(render_objects({}), "DaemonSet"), v1) == {
+        ".spec.template.spec.volumes[2].hostPath.path",
+        ".spec.template.spec.containers[0].volumeMounts[2].mountPath",
+    }
 
 
 def test_agent_node_name_comes_from_the_downward_api(render_objects):
@@ -190,11 +211,28 @@ def test_agent_node_name_comes_from_the_downward_api(render_objects):
 def test_agent_posts_to_the_collector_service(render_objects):
     objects = render_objects({})
     service = find(objects, "Service")
-    url = env_of(find(objects, "DaemonSet"))["KUBECARBON_COLLECTOR_URL"]
+    env = env_of(find(objects, "DaemonSet"))
+    url = env["KUBECARBON_COLLECTOR_URL"]
     port = service["spec"]["ports"][0]["port"]
     assert url == f"http://{service['metadata']['name']}.kubecarbon.svc:{port}"
+    assert "KUBECARBON_COLLECTOR_SERVICE_HOST" not in env
     assert selects(service["spec"]["selector"],
                    find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
+
+
+@pytest.mark.parametrize("release", ["kubecarbon", "prod"])
+def test_without_dns_agents_take_the_service_variables_the_kubelet_sets(release, render_module):
+    objects = render_module.manifest_objects(
+        render_module.render_chart(FLAG_VALUES["service-env"], release=release))
+    service = find(objects, "Service")["metadata"]["name"]
+    daemonset = find(objects, "DaemonSet")
+    env = env_of(daemonset)
+    assert "KUBECARBON_COLLECTOR_URL" not in env
+    # The kubelet's names for a Service: upper case, dashes as underscores.
+    prefix = service.upper().replace("-", "_")
+    assert env["KUBECARBON_COLLECTOR_SERVICE_HOST"] == f"$({prefix}_SERVICE_HOST)"
+    assert env["KUBECARBON_COLLECTOR_SERVICE_PORT"] == f"$({prefix}_SERVICE_PORT)"
+    assert pod_spec(daemonset)["enableServiceLinks"] is True
 
 
 def test_collector_service_keeps_each_agent_on_one_replica_unless_asked(render_objects):
@@ -232,7 +270,7 @@ def _differences(left: Any, right: Any, path: str = "") -> set[str]:
     return set() if left == right else {path}
 
 
-def test_rapl_opt_in_changes_only_the_user(render_objects):
+def test_rapl_opt_in_changes_only_the_user_and_mounts_powercap(render_objects):
     plain = find(render_objects({}), "DaemonSet")
     rapl = find(render_objects(FLAG_VALUES["rapl"]), "DaemonSet")
     assert _differences(plain, rapl) == {
@@ -240,6 +278,14 @@ def test_rapl_opt_in_changes_only_the_user(render_objects):
         ".spec.template.spec.securityContext.runAsGroup",
         ".spec.template.spec.securityContext.runAsNonRoot",
         ".spec.template.spec.containers[0].env",
+        ".spec.template.spec.containers[0].volumeMounts",
+        ".spec.template.spec.volumes",
+    }
+    # powercap zones are symlinks from /sys/class into /sys/devices; neither has mounts below
+    sys_root = env_of(rapl)["KUBECARBON_HOST_SYS"]
+    assert set(host_mounts(rapl).items()) - set(host_mounts(plain).items()) == {
+        ("/sys/class", ("Directory", f"{sys_root}/class", True)),
+        ("/sys/devices", ("Directory", f"{sys_root}/devices", True)),
     }
     assert env_of(rapl)["KUBECARBON_RAPL"] == "true" and "KUBECARBON_RAPL" not in env_of(plain)
     assert pod_spec(rapl)["securityContext"]["runAsUser"] == 0
@@ -323,6 +369,8 @@ def test_disruption_budget_only_with_several_replicas(render_objects):
     assert selects(budget["spec"]["selector"]["matchLabels"],
                    find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
     assert "PodDisruptionBudget" not in {o["kind"] for o in render_objects({})}
+    # policy/v1 where the cluster serves it (1.21+); test_helm_release.py installs on 1.20
+    assert budget["apiVersion"] == "policy/v1"
 
 
 def test_collector_config_is_mounted_and_named_by_env(render_objects):
@@ -460,6 +508,10 @@ BAD_VALUES = [
      "/prometheusRule/thresholds/fleetUtilisationBelowRatio", ""),
     ({"token": {"value": "short"}}, "/token/value", "pattern"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", ""),
+    ({"agent": {"cgroupVersion": 3}}, "/agent/cgroupVersion", "1, 2"),
+    ({"agent": {"collectorAddress": "clusterIP"}}, "/agent/collectorAddress",
+     "'dns', 'serviceEnv'"),
+    ({"agent": {"image": {"repository": ""}}}, "/agent/image/repository", "minLength"),
 ]
 
 
@@ -504,6 +556,9 @@ def test_notes_say_where_to_look_next(render_module):
     assert "a ServiceMonitor and a PodMonitor were created" in full
     assert "PrometheusRule kubecarbon" in full and "grafana_dashboard=\"1\"" in full
     assert "UID 0" in full
+    assert "kubecarbon-agent:0.1.0 (agents) and kubecarbon:0.1.0 (collector)" in plain
+    assert "rollout restart daemonset/kubecarbon-agent" in full and "rollout" not in plain
+    assert "hostPath type error" in full and "hostPath type error" not in plain
 
 
 def test_collector_down_alert_watches_the_job_the_service_monitor_creates(render_module):
