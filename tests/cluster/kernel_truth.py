@@ -38,6 +38,8 @@ CPU_TOLERANCE = 0.03  # relative, per pod, namespace and workload; and node util
 # counter moves by microseconds, and 3 % of that is below the timing of a read.
 ABSOLUTE_FLOOR_CPU_SECONDS = 0.05
 QOS_DIRS = ("", "burstable", "besteffort")
+# Tables the ground-truth test leaves for the end of the run's output (conftest prints them).
+GROUND_TRUTH_TABLES: list[str] = []
 
 
 def read_busy_total(proc_stat: Path) -> tuple[int, int]:
@@ -168,6 +170,11 @@ class KernelRecorder:
 
     def uids(self) -> set[str]:
         return {uid for sample in self.samples for uid in sample.pods}
+
+    def seen(self, uid: str) -> tuple[float, float] | None:
+        """When the pod's cgroup was first and last read, or None if never."""
+        times = [sample.wall for sample in self.samples if uid in sample.pods]
+        return (times[0], times[-1]) if times else None
 
     def pod_cpu_seconds(self, uid: str, report_times: list[float]) -> float:
         """What the agent should have reported for the pod over the windows between report times."""

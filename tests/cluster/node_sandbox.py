@@ -266,11 +266,11 @@ def _host_routes() -> list[ipaddress.IPv4Network]:
     return routes
 
 
-def acquire_slot() -> tuple[Slot, IO[str]]:
+def acquire_slot(numbers: Sequence[int] = range(MAX_SLOTS)) -> tuple[Slot, IO[str]]:
     """The first free slot whose networks no host route overlaps, locked until the handle closes."""
     LOCK_DIR.mkdir(parents=True, exist_ok=True)
     routes = _host_routes()
-    for number in range(MAX_SLOTS):
+    for number in numbers:
         slot = Slot(number)
         handle = slot.lock_path.open("a")
         try:
@@ -286,7 +286,7 @@ def acquire_slot() -> tuple[Slot, IO[str]]:
             handle.close()
             continue
         return slot, handle
-    raise RuntimeError(f"all {MAX_SLOTS} node slots are busy or collide with host routes")
+    raise RuntimeError(f"node slots {list(numbers)} are busy or collide with host routes")
 
 
 def cleanup_slot(slot: Slot, hierarchies: Sequence[Hierarchy]) -> list[str]:
@@ -308,6 +308,17 @@ def cleanup_slot(slot: Slot, hierarchies: Sequence[Hierarchy]) -> list[str]:
         shutil.rmtree(slot.workdir)
         found.append(f"directory {slot.workdir}")
     found.extend(restore_sysctls_if_last(slot))
+    return found
+
+
+def leftovers(slot: Slot, hierarchies: Sequence[Hierarchy]) -> list[str]:
+    """What of a node on `slot` is still on the machine (nothing, after cleanup_slot)."""
+    found = [str(h.mountpoint / slot.name) for h in hierarchies
+             if (h.mountpoint / slot.name).exists()]
+    if Path(f"/sys/class/net/{slot.host_interface}").exists():
+        found.append(f"interface {slot.host_interface}")
+    if slot.workdir.exists():
+        found.append(str(slot.workdir))
     return found
 
 
