@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Tools that live outside PyPI (Debian packages), installed once per machine.
-APT_PACKAGES := prometheus chromium chromium-driver containerd runc containernetworking-plugins iptables
+APT_PACKAGES := prometheus chromium chromium-driver containerd runc containernetworking-plugins iptables \
+  victoria-metrics
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: demo test lint typecheck unit apt-deps kube-apiserver kube-node venv clean fuzz docs image

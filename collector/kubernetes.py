@@ -154,8 +154,9 @@ def workload_of_pod(
     step above them is inferred from names the controllers generate:
     a ReplicaSet named <deployment>-<pod-template-hash> belongs to Deployment
     <deployment>; a Job named <cronjob>-<minutes (or, before 1.21, seconds) since
-    the epoch> to CronJob <cronjob>. Other controller kinds are reported as themselves; a pod without
-    a controller, or a static pod (owned by its Node), is its own workload (kind "Pod").
+    the epoch> to CronJob <cronjob>. Other controller kinds are reported as
+    themselves; a pod without a controller, or a static pod (owned by its Node), is
+    its own workload (kind "Pod").
     """
     owner = next((ref for ref in owner_references if ref.get("controller")), None)
     if owner is None and owner_references:

@@ -33,7 +33,9 @@ from node_sandbox import leftovers  # noqa: E402
 from oci_image import compile_static, write_image_archive  # noqa: E402
 from prometheus_host import (  # noqa: E402
     PROMETHEUS,
+    VMAGENT,
     PrometheusServer,
+    Scraper,
     running_prometheus,
     scrape_configs,
     setup_monitoring,
@@ -178,16 +180,18 @@ def recording(cluster: LocalNodeCluster | ExternalCluster, api_client: client.Ap
 @pytest.fixture(scope="session")
 def prometheus(cluster: LocalNodeCluster | ExternalCluster, api_client: client.ApiClient,
                kubecarbon: dict[str, object],
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    if not os.access(PROMETHEUS, os.X_OK):
-        pytest.fail("prometheus is missing: `make apt-deps` installs the Debian package")
+               tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[PrometheusServer, Scraper]]:
+    for program in (PROMETHEUS, VMAGENT):
+        if not os.access(program, os.X_OK):
+            pytest.fail(f"{program} is missing: `make apt-deps` installs the Debian packages")
     directory = tmp_path_factory.mktemp("prometheus")
     token = setup_monitoring(api_client, directory)
     configuration = api_client.configuration
     ca_file = Path(configuration.ssl_ca_cert)
     scrape = scrape_configs(configuration.host, token, ca_file, release.NAMESPACE, release.RELEASE)
-    with running_prometheus(directory, scrape, release.rule_groups()) as server:
-        yield server
+    with running_prometheus(directory, scrape, release.rule_groups()) as servers:
+        yield servers
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -4,24 +4,27 @@
 ten times a second, and keeps which pod each uid is (from the API: namespace,
 name, and its workload found through the owners' own ownerReferences, not the
 collector's naming rules). `CollectorRecorder` scrapes the collector's
-/metrics four times a second and keeps a sample whenever the node's report
-time moves: one sample per applied report. The report times bound the agent's
-windows (a report is applied a few milliseconds after the agent's sample), so
-the kernel's counters interpolated at those times are the ground truth for
-exactly the windows the collector counted:
+/metrics four times a second and keeps a sample whenever the node's latest
+window moves on (`kubecarbon_node_last_window_end_timestamp_seconds`, when the
+agent read the counters; same machine, same clock): one sample per applied
+report. The kernel's counters interpolated at those window ends are the ground
+truth for exactly the windows the collector counted, however late a report
+was delivered:
 
 - a pod present at both ends of a window counts its counter's increase;
 - a pod that appeared inside a window counts its whole counter (so does the agent);
 - a pod gone by the end of a window counts nothing for it (its cgroup, and what
   it counted since the last sample, are gone for the agent too).
 
-Counter increases telescope, so a few milliseconds of misalignment at the
-windows' ends changes a sum over many windows by far less than the tolerance.
+Counter increases telescope, so the few milliseconds between the agent's
+timestamp and its reads change a sum over many windows by far less than the
+tolerance.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import threading
 import time
@@ -30,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kube_objects import running_containers
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -94,9 +98,9 @@ def _poll(stop: threading.Event, period: float, step: Callable[[], None]) -> Non
 
 
 class KernelRecorder:
-    def __init__(self, kubepods: Path, apps: client.AppsV1Api, batch_owner: Callable[[str, str], str | None],
-                 core: client.CoreV1Api, proc_stat: Path = Path("/proc/stat"),
-                 period: float = 0.1) -> None:
+    def __init__(self, kubepods: Path, apps: client.AppsV1Api,
+                 batch_owner: Callable[[str, str], str | None], core: client.CoreV1Api,
+                 proc_stat: Path = Path("/proc/stat"), period: float = 0.1) -> None:
         self.kubepods, self.proc_stat, self.period = kubepods, proc_stat, period
         self.core, self.apps, self.batch_owner = core, apps, batch_owner
         self.samples: list[KernelSample] = []
@@ -176,10 +180,10 @@ class KernelRecorder:
         times = [sample.wall for sample in self.samples if uid in sample.pods]
         return (times[0], times[-1]) if times else None
 
-    def pod_cpu_seconds(self, uid: str, report_times: list[float]) -> float:
-        """What the agent should have reported for the pod over the windows between report times."""
+    def pod_cpu_seconds(self, uid: str, window_ends: list[float]) -> float:
+        """What the agent should have reported for the pod over the windows between these ends."""
         total = 0.0
-        for start, end in zip(report_times, report_times[1:], strict=False):
+        for start, end in itertools.pairwise(window_ends):
             now = self.usage_at(uid, end)
             if now is None:
                 continue
@@ -195,18 +199,17 @@ class KernelRecorder:
 
 @dataclass
 class CollectorSample:
-    report_time: float  # kubecarbon_node_last_report_timestamp_seconds
+    window_end: float  # kubecarbon_node_last_window_end_timestamp_seconds
     namespace_cpu: dict[str, float] = field(default_factory=dict)
     workload_cpu: dict[tuple[str, str, str], float] = field(default_factory=dict)
     pod_cpu: dict[tuple[str, str], float] = field(default_factory=dict)
     node_usage_ratio: float = 0.0
     node_containers: float = 0.0
     node_pods: float = 0.0
-    seen_at: float = 0.0  # when this test saw it
 
 
 def parse_collector_metrics(text: str, node: str) -> CollectorSample | None:
-    sample = CollectorSample(report_time=0.0)
+    sample = CollectorSample(window_end=0.0)
     found = False
     for family in text_string_to_metric_families(text):
         for metric in family.samples:
@@ -214,8 +217,8 @@ def parse_collector_metrics(text: str, node: str) -> CollectorSample | None:
             name = metric.name
             if labels.get("node", node) != node:
                 continue
-            if name == "kubecarbon_node_last_report_timestamp_seconds":
-                sample.report_time, found = value, True
+            if name == "kubecarbon_node_last_window_end_timestamp_seconds":
+                sample.window_end, found = value, True
             elif name == "kubecarbon_namespace_cpu_seconds_total":
                 sample.namespace_cpu[labels["namespace"]] = value
             elif name == "kubecarbon_workload_cpu_seconds_total":
@@ -274,13 +277,10 @@ class CollectorRecorder:
         sample = parse_collector_metrics(text, self.node)
         if sample is None:
             return
-        if not self.samples or sample.report_time != self.samples[-1].report_time:
-            sample.seen_at = time.time()
+        if not self.samples or sample.window_end != self.samples[-1].window_end:
             self.samples.append(sample)
 
     def _snapshot_api(self) -> None:
-        from kube_objects import running_containers  # noqa: PLC0415 (a sibling helper)
-
         pods = self.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.node}")
         self.api_snapshots.append(ApiSnapshot(time.time(), {
             p.metadata.uid: running_containers(p) for p in pods.items

@@ -29,8 +29,8 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -75,7 +75,6 @@ class Component:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -160,7 +159,7 @@ class LocalNodeCluster:
     # --- images ----------------------------------------------------------------
 
     def import_images(self, archives: Sequence[Path]) -> None:
-        """`ctr -n k8s.io images import` each OCI or docker archive, as a node without a registry."""
+        """`ctr -n k8s.io images import` each OCI or docker archive (no registry to pull from)."""
         for archive in archives:
             subprocess.run(
                 ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", "images",
@@ -187,23 +186,22 @@ class LocalNodeCluster:
     def _write_credentials(self) -> None:
         self.cert_dir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
-        rows = []
-        for user, (token, groups) in self._tokens.items():
-            rows.append(f'{token},{user},uid-{user.replace(":", "-")}' + (f',"{groups}"' if groups else ""))
+        # token,user,uid[,"groups"]: the token file of --token-auth-file
+        rows = [f'{token},{user},uid-{user.replace(":", "-")}' + (f',"{groups}"' if groups else "")
+                for user, (token, groups) in self._tokens.items()]
         (self.workdir / "tokens.csv").write_text("\n".join(rows) + "\n")
         pki = self.cert_dir
         _openssl("genrsa", "-out", str(pki / "sa.key"), "2048")
         # the API server's client certificate for the kubelet API (logs, exec)
+        ca, client = pki / "kubelet-client-ca", pki / "apiserver-kubelet-client"
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                  "-subj", "/CN=kubecarbon-test-kubelet-client-ca",
-                 "-keyout", str(pki / "kubelet-client-ca.key"), "-out", str(pki / "kubelet-client-ca.crt"))
+                 "-keyout", f"{ca}.key", "-out", f"{ca}.crt")
         _openssl("req", "-newkey", "rsa:2048", "-nodes",
                  "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
-                 "-keyout", str(pki / "apiserver-kubelet-client.key"),
-                 "-out", str(pki / "apiserver-kubelet-client.csr"))
-        _openssl("x509", "-req", "-days", "2", "-in", str(pki / "apiserver-kubelet-client.csr"),
-                 "-CA", str(pki / "kubelet-client-ca.crt"), "-CAkey", str(pki / "kubelet-client-ca.key"),
-                 "-CAcreateserial", "-out", str(pki / "apiserver-kubelet-client.crt"))
+                 "-keyout", f"{client}.key", "-out", f"{client}.csr")
+        _openssl("x509", "-req", "-days", "2", "-in", f"{client}.csr", "-CA", f"{ca}.crt",
+                 "-CAkey", f"{ca}.key", "-CAcreateserial", "-out", f"{client}.crt")
 
     def _etcd_argv(self) -> list[str]:
         return [
@@ -395,14 +393,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     f"{_tail(self.log_path(component.name))}"
                 )
 
-    def _wait(self, what: str, ready: callable, timeout: float = START_TIMEOUT_SECONDS) -> None:  # type: ignore[valid-type]
+    def _wait(self, what: str, ready: Callable[[], bool],
+              timeout: float = START_TIMEOUT_SECONDS) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
             if ready():
                 return
             time.sleep(0.1)
-        logs = "\n".join(f"--- {c.name}\n{_tail(self.log_path(c.name), 10)}" for c in self._components)
+        logs = "\n".join(f"--- {c.name}\n{_tail(self.log_path(c.name), 10)}"
+                         for c in self._components)
         raise RuntimeError(f"{what} not ready after {timeout:.0f}s\n{logs}")
 
     def _wait_for_file(self, path: Path, what: str) -> None:

@@ -362,7 +362,8 @@ def _mount_script(slot: Slot, hierarchies: Sequence[Hierarchy], links: dict[str,
     for hierarchy in hierarchies:
         lines.append(f"mkdir -p {hierarchy.mountpoint}")
         options = f"-o {hierarchy.options} " if hierarchy.options else ""
-        lines.append(f"mount -t {hierarchy.fstype} {options}{hierarchy.fstype} {hierarchy.mountpoint}")
+        lines.append(f"mount -t {hierarchy.fstype} {options}{hierarchy.fstype} "
+                     f"{hierarchy.mountpoint}")
     for name, target in links.items():
         lines.append(f"ln -s {target} {CGROUP_ROOT / name}")
     lines += [

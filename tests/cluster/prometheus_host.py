@@ -1,11 +1,18 @@
-"""Prometheus as users run it next to a cluster: Debian's prometheus on the host.
+"""Prometheus as users run it next to a cluster, from Debian's packages.
 
-It finds kubecarbon through `kubernetes_sd_configs` against the real API
-server, with its own ServiceAccount's token and RBAC (what the Prometheus Helm
-charts grant), and keeps the targets the chart's ServiceMonitor and PodMonitor
+Targets are found with `kubernetes_sd_configs` against the real API server,
+with a ServiceAccount's token and RBAC of its own (what the Prometheus Helm
+charts grant), keeping the targets the chart's ServiceMonitor and PodMonitor
 describe: the collector Service's `http` endpoints (job = the Service's name,
 as prometheus-operator sets it) and the agent pods' `metrics` port (job =
-`<namespace>/<PodMonitor name>`). It loads the chart's rules.
+`<namespace>/<PodMonitor name>`).
+
+Debian builds its prometheus without Kubernetes discovery (removed in
+1.5.0+ds-1 for client-go's dependencies), so the scrape runs in Debian's
+vmagent (VictoriaMetrics' Prometheus-compatible scraper: the same
+kubernetes_sd_configs, relabelling and `up` series), which remote-writes every
+sample into Debian's prometheus; that one evaluates the chart's rules and
+answers the dashboards' queries.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from kube_objects import apply, wait_for
 from kubernetes import client
 
 PROMETHEUS = "/usr/bin/prometheus"
+VMAGENT = "/usr/bin/vmagent"
 MONITORING_NAMESPACE = "monitoring"
 SCRAPE_SECONDS = 2
 
@@ -111,31 +119,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class PrometheusServer:
-    def __init__(self, directory: Path, scrape: list[dict[str, Any]],
-                 rule_groups: dict[str, Any]) -> None:
-        self.directory = directory
+class Process:
+    """A server process on a loopback port of its own, stopped with SIGTERM."""
+
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name, self.directory = name, directory
         self.address = f"127.0.0.1:{free_port()}"
-        (directory / "rules.yaml").write_text(yaml.safe_dump(rule_groups))
-        (directory / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": f"{SCRAPE_SECONDS}s",
-                       "evaluation_interval": f"{SCRAPE_SECONDS}s"},
-            "rule_files": [str(directory / "rules.yaml")],
-            "scrape_configs": scrape,
-        }))
-        self.log_path = directory / "prometheus.log"
+        self.log_path = directory / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, argv: list[str], ready_path: str) -> None:
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [PROMETHEUS, f"--config.file={self.directory / 'prometheus.yml'}",
-                 f"--storage.tsdb.path={self.directory / 'tsdb'}",
-                 f"--web.listen-address={self.address}", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        wait_for("Prometheus /-/ready", self._ready, timeout=60,
+            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_for(f"{self.name} {ready_path}", lambda: self._ready(ready_path), timeout=60,
                  explain=lambda: self.log_path.read_text()[-2000:])
 
     def stop(self) -> None:
@@ -147,43 +144,84 @@ class PrometheusServer:
                 self._process.kill()
                 self._process.wait()
 
-    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+    def get(self, path: str, params: dict[str, str] | None = None) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         with urllib.request.urlopen(f"http://{self.address}{path}{query}", timeout=10) as reply:
             return json.load(reply)
 
-    def _ready(self) -> bool:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://{self.address}/-/ready", timeout=2) as reply:
-                return bool(reply.status == 200)
+    def _ready(self, path: str) -> bool:
+        if self._process is not None and self._process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.log_path.read_text()[-2000:]}")
+        with contextlib.suppress(OSError), \
+                urllib.request.urlopen(f"http://{self.address}{path}", timeout=2) as reply:
+            return bool(reply.status == 200)
         return False
 
+
+class PrometheusServer(Process):
+    """Debian's prometheus: the chart's rules, and samples remote-written by the scraper."""
+
+    def __init__(self, directory: Path, rule_groups: dict[str, Any]) -> None:
+        super().__init__("prometheus", directory)
+        (directory / "rules.yaml").write_text(yaml.safe_dump(rule_groups))
+        (directory / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"evaluation_interval": f"{SCRAPE_SECONDS}s"},
+            "rule_files": [str(directory / "rules.yaml")],
+        }))
+
+    def run(self) -> None:
+        self.start([PROMETHEUS, f"--config.file={self.directory / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.directory / 'tsdb'}",
+                    f"--web.listen-address={self.address}", "--web.enable-remote-write-receiver",
+                    "--log.level=warn"], "/-/ready")
+
     def query(self, expr: str) -> list[dict[str, Any]]:
-        body = self._get("/api/v1/query", {"query": expr})
+        body = self.get("/api/v1/query", {"query": expr})
         if body["status"] != "success":
             raise AssertionError(f"{expr}: {body}")
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
-    def targets(self) -> list[dict[str, Any]]:
-        active: list[dict[str, Any]] = self._get("/api/v1/targets")["data"]["activeTargets"]
-        return active
-
     def rule_health(self) -> list[tuple[str, str, str]]:
-        groups = self._get("/api/v1/rules")["data"]["groups"]
+        groups = self.get("/api/v1/rules")["data"]["groups"]
         return [(rule["name"], rule["health"], rule.get("lastError", ""))
                 for group in groups for rule in group["rules"]]
 
 
+class Scraper(Process):
+    """Debian's vmagent: kubernetes_sd_configs discovery and scrapes, written to Prometheus."""
+
+    def __init__(self, directory: Path, scrape: list[dict[str, Any]]) -> None:
+        super().__init__("vmagent", directory)
+        (directory / "scrape.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": f"{SCRAPE_SECONDS}s"},
+            "scrape_configs": scrape,
+        }))
+
+    def run(self, prometheus: PrometheusServer) -> None:
+        self.start([VMAGENT, f"-promscrape.config={self.directory / 'scrape.yml'}",
+                    "-promscrape.config.strictParse",
+                    f"-remoteWrite.url=http://{prometheus.address}/api/v1/write",
+                    f"-remoteWrite.tmpDataPath={self.directory / 'vmagent-queue'}",
+                    f"-httpListenAddr={self.address}", "-loggerLevel=WARN"], "/health")
+
+    def targets(self) -> list[dict[str, Any]]:
+        active: list[dict[str, Any]] = self.get("/api/v1/targets")["data"]["activeTargets"]
+        return active
+
+
 @contextlib.contextmanager
 def running_prometheus(directory: Path, scrape: list[dict[str, Any]],
-                       rule_groups: dict[str, Any]) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(directory, scrape, rule_groups)
+                       rule_groups: dict[str, Any]) -> Iterator[tuple[PrometheusServer, Scraper]]:
+    prometheus = PrometheusServer(directory, rule_groups)
+    scraper = Scraper(directory, scrape)
     try:
-        server.start()
-        yield server
+        prometheus.run()
+        scraper.run(prometheus)
+        yield prometheus, scraper
     finally:
-        server.stop()
+        scraper.stop()
+        prometheus.stop()
 
 
 def setup_monitoring(api_client: client.ApiClient, directory: Path) -> Path:
