@@ -194,6 +194,7 @@ def prometheus(cluster: LocalNodeCluster | ExternalCluster, api_client: client.A
         yield servers
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The ground-truth table ends the run's output (tests/cluster/test_kernel_truth.py)."""
     for table in GROUND_TRUTH_TABLES:

@@ -23,6 +23,7 @@ import json
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -176,7 +177,10 @@ class PrometheusServer(Process):
                     "--log.level=warn"], "/-/ready")
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        body = self.get("/api/v1/query", {"query": expr})
+        try:
+            body = self.get("/api/v1/query", {"query": expr})
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{expr}: {exc.code} {exc.read().decode()}") from exc
         if body["status"] != "success":
             raise AssertionError(f"{expr}: {body}")
         result: list[dict[str, Any]] = body["data"]["result"]

@@ -65,8 +65,13 @@ def _variable_values(prometheus, dashboard: dict) -> dict[str, str]:
         with urllib.request.urlopen(url, timeout=10) as reply:
             found = json.load(reply)["data"]
         assert found, f"variable ${variable['name']} has no values"
-        values[variable["name"]] = "|".join(re.escape(value) for value in found)
+        values[variable["name"]] = "|".join(_grafana_regex_escape(value) for value in found)
     return values
+
+
+def _grafana_regex_escape(value: str) -> str:
+    """A label value inside a PromQL regex string, escaped as Grafana's Prometheus source does."""
+    return re.sub(r"([$^*{}\[\]'+?.()|\\])", r"\\\\\1", value)
 
 
 def test_every_dashboard_panel_returns_data(prometheus):

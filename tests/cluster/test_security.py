@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 import release
 from kube_objects import ready, running_pods, wait_for
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.stream import stream
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -63,17 +64,23 @@ def _agent_pod(core: client.CoreV1Api) -> client.V1Pod:
     return pods[0]
 
 
-def _probe(core: client.CoreV1Api, pod: client.V1Pod) -> dict:
-    output = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, release.NAMESPACE,
-                    container="agent", command=["python3", "-c", PROBE],
-                    stderr=True, stdin=False, stdout=True, tty=False)
+def _probe(kubeconfig: Path, pod: client.V1Pod) -> dict:
+    """PROBE's findings, run in the agent container as `kubectl exec` would."""
+    # stream() swaps its client's request method while it runs: a client of its own keeps
+    # the recorders' threads, which share the session's client, off the websocket
+    with config.new_client_from_config(str(kubeconfig)) as api_client:
+        output = stream(client.CoreV1Api(api_client).connect_get_namespaced_pod_exec,
+                        pod.metadata.name, release.NAMESPACE, container="agent",
+                        command=["python3", "-c", PROBE],
+                        stderr=True, stdin=False, stdout=True, tty=False)
     return json.loads(output.strip().splitlines()[-1])
 
 
-def test_the_agent_has_no_token_is_not_root_and_cannot_write_the_host(core, kubecarbon):
+def test_the_agent_has_no_token_is_not_root_and_cannot_write_the_host(core, kubeconfig,
+                                                                     kubecarbon):
     pod = _agent_pod(core)
     assert pod.spec.automount_service_account_token is False
-    found = _probe(core, pod)
+    found = _probe(kubeconfig, pod)
     assert found["uid"] == 10001
     assert found["token"] is False
     assert found["root_fs"] == "EROFS"
@@ -125,7 +132,7 @@ def test_as_root_for_rapl_the_agent_still_cannot_write_the_host(core, kubeconfig
                    lambda: next((p for p in running_pods(core, release.NAMESPACE)
                                  if p.metadata.labels.get("app.kubernetes.io/component") ==
                                  "agent" and p.metadata.name != before and ready(p)), None))
-    found = _probe(core, pod)
+    found = _probe(kubeconfig, pod)
     assert found["uid"] == 0
     # root owns the cgroup files: only the read-only mount stops the writes
     assert found["writes"]["cgroup notify_on_release"] == "EROFS"
