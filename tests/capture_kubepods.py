@@ -1,19 +1,19 @@
 """Copy the shape and counters of a real node's kubepods cgroups into an agent fixture.
 
     python tests/capture_kubepods.py OUT --pod REAL_UID=FIXTURE_UID [--pod ...]
-        [--cgroup-root /sys/fs/cgroup] [--parent kubecarbon-node-0] [--proc /proc]
+        [--cgroup-root /sys/fs/cgroup] [--parent kubecarbon-node-0] [--hierarchy cpuacct ...]
 
-For every cgroup v1 hierarchy under --cgroup-root that holds
-`<parent>/kubepods`, the kubepods directory, its QoS directories and the
-chosen pods' directories (their container cgroups, the sandbox's included) are
-recreated under OUT/sys/fs/cgroup/<hierarchy>/kubepods, with the interface
-files the agent's sources and the tests read copied byte for byte. --parent
-is the cgroup the node's kubepods sits in on this host (the cluster suite's
-node sandbox; empty on an ordinary node). A pod's uid is renamed to its
-FIXTURE_UID in directory names (the tests know pods by those uids); container
-ids and every counter stay as the kernel wrote them. OUT/proc gets the host's
-`stat` and `meminfo`, and an empty cgroup v2 at `unified/` is recorded when
-the host mounts one (a hybrid host). OUT is replaced.
+For each cgroup v1 hierarchy named (default: cpu and cpuacct) that holds
+`<parent>/kubepods` under --cgroup-root, the kubepods directory, its QoS
+directories and the chosen pods' directories (their container cgroups, the
+sandbox's included) are recreated under OUT/sys/fs/cgroup/<hierarchy>/kubepods,
+with the interface files the agent's sources and the tests read copied byte for
+byte. --parent is the cgroup the node's kubepods sits in on this host (the
+cluster suite's node sandbox; empty on an ordinary node). A pod's uid is renamed
+to its FIXTURE_UID in directory names (the tests know pods by those uids);
+container ids and every counter stay as the kernel wrote them. The empty cgroup
+v2 a hybrid host mounts at `unified/` is recorded too. OUT/sys/fs/cgroup is
+replaced; the rest of OUT (the fixture's /proc) is left as it is.
 
 The cgroup v1 fixture `tests/fixtures/agent/v1-cgroupfs-containerd` was made this
 way from the suite's real node (kubelet 1.20, containerd 1.6, runc 1.1, cgroupfs driver).
@@ -55,17 +55,17 @@ def _pod_dir_name(uid: str) -> str:
 
 
 def capture(out: Path, renames: dict[str, str], cgroup_root: Path, parent: str,
-            proc: Path) -> list[str]:
+            hierarchies: list[str]) -> list[str]:
     """Write the fixture; returns the directories of the pods it copied."""
-    if out.exists():
-        shutil.rmtree(out)
+    cgroups = out / "sys" / "fs" / "cgroup"
+    if cgroups.exists():
+        shutil.rmtree(cgroups)
     copied = []
-    hierarchies = sorted(p for p in cgroup_root.iterdir() if not p.is_symlink() and p.is_dir())
-    for hierarchy in hierarchies:
-        kubepods = hierarchy / parent / "kubepods" if parent else hierarchy / "kubepods"
+    for name in hierarchies:
+        kubepods = cgroup_root / name / parent / "kubepods"
         if not kubepods.is_dir():
             continue
-        target = out / "sys" / "fs" / "cgroup" / hierarchy.name / "kubepods"
+        target = cgroups / name / "kubepods"
         _copy_files(kubepods, target)
         for qos in ("", *QOS_DIRS):
             source_dir = kubepods / qos if qos else kubepods
@@ -76,17 +76,14 @@ def capture(out: Path, renames: dict[str, str], cgroup_root: Path, parent: str,
                 pod = source_dir / _pod_dir_name(real_uid)
                 if pod.is_dir():
                     _copy_pod(pod, target_dir / _pod_dir_name(fixture_uid))
-                    copied.append(f"{hierarchy.name}/{pod.relative_to(kubepods)}")
+                    copied.append(f"{name}/{pod.relative_to(kubepods)}")
     if not copied:
         raise SystemExit(f"none of the pods {sorted(renames)} is under {cgroup_root}/*/{parent}")
     unified = cgroup_root / "unified"
     if (unified / "cgroup.controllers").is_file():
-        (out / "sys" / "fs" / "cgroup" / "unified").mkdir(parents=True, exist_ok=True)
-        (out / "sys" / "fs" / "cgroup" / "unified" / "cgroup.controllers").write_bytes(
+        (cgroups / "unified").mkdir(parents=True, exist_ok=True)
+        (cgroups / "unified" / "cgroup.controllers").write_bytes(
             (unified / "cgroup.controllers").read_bytes())
-    (out / "proc").mkdir(parents=True)
-    for name in ("stat", "meminfo"):
-        (out / "proc" / name).write_bytes((proc / name).read_bytes())
     return copied
 
 
@@ -96,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pod", action="append", required=True, metavar="REAL_UID=FIXTURE_UID")
     parser.add_argument("--cgroup-root", type=Path, default=Path("/sys/fs/cgroup"))
     parser.add_argument("--parent", default="", help="cgroup holding kubepods (default: root)")
-    parser.add_argument("--proc", type=Path, default=Path("/proc"))
+    parser.add_argument("--hierarchy", action="append", dest="hierarchies",
+                        help="v1 hierarchy to copy (default: cpu and cpuacct)")
     args = parser.parse_args(argv)
     renames = dict(pair.split("=", 1) for pair in args.pod)
-    for line in capture(args.out, renames, args.cgroup_root, args.parent, args.proc):
+    hierarchies = args.hierarchies or ["cpu", "cpuacct"]
+    for line in capture(args.out, renames, args.cgroup_root, args.parent, hierarchies):
         print(line)
     return 0
 

@@ -7,23 +7,38 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client import ApiException
 from kubernetes.dynamic import DynamicClient
 
 FIELD_MANAGER = "kubecarbon-test"
+MAX_RETRIES = 10  # client-go's for responses with Retry-After
 WAIT_SECONDS = 180.0  # generous: the machine is shared; a pass never waits this long
 
 
 def apply(api_client: client.ApiClient, objects: Iterable[dict[str, Any]]) -> None:
-    """`kubectl apply --server-side -f` for each object, in order."""
+    """`kubectl apply --server-side -f` for each object, in order.
+
+    Like kubectl (client-go), a request the server answers with Retry-After is
+    sent again after that many seconds, up to 10 times: a pod created right after
+    its namespace meets one until the namespace's default ServiceAccount has a token.
+    """
     dynamic = DynamicClient(api_client)
     for obj in objects:
         resource = dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"])
         metadata = obj["metadata"]
-        resource.server_side_apply(
-            body=obj, name=metadata["name"],
-            namespace=metadata.get("namespace") if resource.namespaced else None,
-            field_manager=FIELD_MANAGER, force_conflicts=True,
-        )
+        for attempt in range(MAX_RETRIES + 1):
+            try:
+                resource.server_side_apply(
+                    body=obj, name=metadata["name"],
+                    namespace=metadata.get("namespace") if resource.namespaced else None,
+                    field_manager=FIELD_MANAGER, force_conflicts=True,
+                )
+                break
+            except ApiException as exc:
+                retry_after = (exc.headers or {}).get("Retry-After")
+                if retry_after is None or attempt == MAX_RETRIES:
+                    raise
+                time.sleep(float(retry_after))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_SECONDS,

@@ -101,6 +101,7 @@ class LocalNodeCluster:
         self.cert_dir = self.workdir / "pki"
         self.ca_file = self.cert_dir / "apiserver.crt"  # self-signed by the API server
         self.containerd_socket = self.workdir / "run" / "containerd" / "containerd.sock"
+        self.static_pod_dir = self.workdir / "manifests"  # the kubelet's static pods
         self.started_seconds: dict[str, float] = {}
         self._components: list[Component] = []
         self._tokens = {
@@ -186,6 +187,7 @@ class LocalNodeCluster:
     def _write_credentials(self) -> None:
         self.cert_dir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
+        self.static_pod_dir.mkdir(exist_ok=True)
         # token,user,uid[,"groups"]: the token file of --token-auth-file
         rows = [f'{token},{user},uid-{user.replace(":", "-")}' + (f',"{groups}"' if groups else "")
                 for user, (token, groups) in self._tokens.items()]
@@ -338,6 +340,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
                              "imagefs.available": "1%"},
             "maxPods": 150,
+            "staticPodPath": str(self.static_pod_dir),
             "oomScoreAdj": 0,
             "serializeImagePulls": False,
             "registryPullQPS": 0,
