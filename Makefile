@@ -48,7 +48,8 @@ kube-node:
 	tests/k8s/build-kubernetes.sh kube-apiserver kubelet kube-proxy kube-scheduler \
 	  kube-controller-manager pause >/dev/null
 
-unit: $(STAMP) apt-deps kube-node
+# tests/cluster runs the images on its node: built (warm: seconds) before the tests.
+unit: $(STAMP) apt-deps kube-node image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit
