@@ -40,6 +40,7 @@ from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import add_status_routes
 from collector.telemetry import Telemetry
 from collector.validation import BatchValidator, IngestError, decode_body
+from kubecarbon.wire import REPORTS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def create_app(
     app[LEDGER_KEY] = ledger
     app[FLEET_VIEWS_KEY] = views
     app[TELEMETRY_KEY] = telemetry
-    app.router.add_post("/api/v1/reports", post_reports)
+    app.router.add_post(REPORTS_PATH, post_reports)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -105,6 +105,7 @@ class Exposition:
             "node_power_watts": lambda n: n.power_watts,
             "node_pue": lambda n: n.profile.pue,
             "node_last_report_timestamp_seconds": lambda n: n.received_at,
+            "node_last_window_end_timestamp_seconds": lambda n: n.window_end,
         }
         for name, get in per_node.items():
             values = ((n.labels, get(n)) for n in live)

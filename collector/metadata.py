@@ -1,7 +1,7 @@
 """Where the collector learns what a node is and who owns a pod.
 
 The collector asks a `MetadataProvider`; the static one answers from the config
-file only, the Kubernetes one (collector/kubernetes.py) from one list-then-watch
+file only, the Kubernetes one (collector/kubernetes/) from one list-then-watch
 of nodes and pods. Config-file overrides always take precedence over what a
 provider reports; that merge happens in the profile resolver, not here.
 """

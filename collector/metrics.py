@@ -58,6 +58,11 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "Collector time (unix) when the node's latest report was applied.",
           "Judged by the collector's clock, not the agent's; nodes silent longer than "
           "--stale-after leave every node gauge and fleet gauge."),
+    _spec("node_last_window_end_timestamp_seconds", G, "seconds", NODE_LABELS,
+          "End of the node's latest window: when its agent read the counters (unix, agent's "
+          "clock).",
+          "Minus node_last_report_timestamp_seconds: the delivery delay plus the agent's "
+          "clock offset. The node's counters hold the CPU read up to this time."),
     _spec("node_energy_joules_total", C, "joules", NODE_LABELS,
           "Estimated IT energy of the node (before PUE)."),
     _spec("node_idle_energy_joules_total", C, "joules", NODE_LABELS,

@@ -29,6 +29,7 @@ import orjson
 
 from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider
 from collector.profiles import ProfileConfig, parse_profile_document
+from kubecarbon.wire import SCHEMA_VERSION
 
 GIBIBYTE = 1024**3
 SECONDS_PER_HOUR = 3600.0
@@ -306,7 +307,7 @@ class SimulatedFleet:
         pod_seconds = (busy_seconds * (1.0 - s.system_share) / weights.sum() * weights).tolist()
         memory_used = node.machine.memory_bytes * min(0.95, 0.25 + 0.6 * utilisation)
         report: dict[str, Any] = {
-            "schema": 1,
+            "schema": SCHEMA_VERSION,
             "node": node.name,
             "agent_id": node.agent_id,
             "seq": node.next_seq,
