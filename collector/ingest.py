@@ -134,10 +134,12 @@ class Ingestor:
         profile_arrays = ProfileArrays.from_profiles([n.profile for n in resolved], self.params)
         regions = [n.profile.region for n in resolved]
         midpoints = [(r["start"] + r["end"]) / 2 for r in reports]
+        overhead = self._overhead_cpu_seconds(reports)
         estimate = estimate_windows(
             batch, profile_arrays, self.params,
             None if self.hourly_intensity is None else self.hourly_intensity.lookup(
                 regions, midpoints),
+            overhead,
         )
         # a host outside Kubernetes reports no pods section
         pod_counts = [len(r.get("pods", ())) for r in reports]
@@ -157,9 +159,10 @@ class Ingestor:
             batch.memory_total_bytes.tolist(), batch.rapl_joules.tolist(),
             estimate.utilisation.tolist(), estimate.power_watts.tolist(), strict=True,
         )
-        for report, node, (source, energy, idle, co2e, embodied, duration, cpus, busy, memory,
-                           rapl, utilisation, watts) in zip(reports, resolved, columns,
-                                                            strict=True):
+        for report, node, overhead_seconds, (
+            source, energy, idle, co2e, embodied, duration, cpus, busy, memory, rapl,
+            utilisation, watts,
+        ) in zip(reports, resolved, overhead.tolist(), columns, strict=True):
             profile = node.profile
             labels: NodeLabels = (
                 report["node"],
@@ -182,6 +185,7 @@ class Ingestor:
                 power_watts=watts,
                 pods=len(report["pods"]) if "pods" in report else None,
                 containers=report.get("containers_running"),
+                overhead_cpu_seconds=overhead_seconds,
             )
             ledger.book_report(report["agent_id"], int(report["seq"]), window,
                                NodeCounters(energy, idle, co2e, embodied))
@@ -200,6 +204,20 @@ class Ingestor:
             float(estimate.avoided_operational_co2e_grams.sum()),
             float(estimate.avoided_embodied_co2e_grams.sum()),
         ))
+
+    def _overhead_cpu_seconds(self, reports: list[dict[str, Any]]) -> npt.NDArray[np.float64]:
+        """Per report, CPU time of pods in the model's overhead namespaces (left out of the
+        baseline's demand); zeros when none are configured or the pods are unknown."""
+        namespaces = set(self.params.overhead_namespaces)
+        overhead = np.zeros(len(reports))
+        if not namespaces:
+            return overhead
+        for index, report in enumerate(reports):
+            for pod in report.get("pods", ()):
+                info = self.metadata.pod(pod["uid"])
+                if info is not None and info.namespace in namespaces:
+                    overhead[index] += pod["cpu_seconds"]
+        return overhead
 
     def _memory_total_bytes(self, report: dict[str, Any]) -> float:
         """The report's memory; without it, the node's capacity as the cluster knows it, else 0.
