@@ -110,7 +110,7 @@ def test_cpu_per_pod_namespace_and_workload_and_the_node_match_the_kernel(record
     kernel_busy = sum(kernel.busy_share(a.window_end, b.window_end)
                       * (b.window_end - a.window_end) for a, b in windows)
     rows.append(Row("node", f"utilisation, {len(windows)} windows", kernel_busy / seconds,
-                    measured_busy / seconds, unit="ratio"))
+                    measured_busy / seconds))
 
     table = format_table(rows, f"span {span:.1f} s, {len(samples) - 1} agent windows, "
                                f"tolerance {CPU_TOLERANCE:.0%}")
