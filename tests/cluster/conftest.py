@@ -169,7 +169,9 @@ def recording(cluster: LocalNodeCluster | ExternalCluster, api_client: client.Ap
 
     kernel = KernelRecorder(cluster.sandbox.cgroup("cpuacct") / "kubepods",
                             client.AppsV1Api(api_client), cronjob_of, core)
-    collector = CollectorRecorder(f"{collector_url}/metrics", node_name, core)
+    kubelet = (f"https://{cluster.slot.node_ip}:10250", cluster.admin.token,
+               cluster.kubelet_ca_file)
+    collector = CollectorRecorder(f"{collector_url}/metrics", node_name, kubelet)
     kernel.start()
     collector.start()
     yield kernel, collector

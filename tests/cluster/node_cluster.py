@@ -102,6 +102,8 @@ class LocalNodeCluster:
         self.ca_file = self.cert_dir / "apiserver.crt"  # self-signed by the API server
         self.containerd_socket = self.workdir / "run" / "containerd" / "containerd.sock"
         self.static_pod_dir = self.workdir / "manifests"  # the kubelet's static pods
+        # the kubelet's self-signed serving certificate (it makes one in --cert-dir)
+        self.kubelet_ca_file = self.workdir / "kubelet" / "pki" / "kubelet.crt"
         self.started_seconds: dict[str, float] = {}
         self._components: list[Component] = []
         self._tokens = {
