@@ -1,7 +1,7 @@
 """What the fast ingest paths rely on: they agree with the slow ones they stand in for.
 
-- msgspec's check of a body accepts nothing the JSON schema refuses, and what it
-  accepts parses to the same reports as the schema path;
+- msgspec's check of a body (with the count of its keys) accepts nothing the JSON
+  schema refuses, and a body parses to the same reports, or the same error, either way;
 - the negative cache of unknown pod uids: a uid the provider learns later is then
   attributed to its namespace, and the provider is not asked again before it changes;
 - a batch books what the same reports booked one by one would;
@@ -26,7 +26,7 @@ from collector.ingest import Ingestor
 from collector.ledger import Ledger
 from collector.metadata import NodeInfo, PodInfo, ProviderStatus
 from collector.settings import IngestLimits
-from collector.validation import BatchValidator, IngestError, _check_pods
+from collector.validation import BatchValidator, IngestError, _check_pods, _names_every_key
 
 VALIDATOR = BatchValidator.for_limits(IngestLimits())
 PATHS: list[tuple[Any, ...]] = [
@@ -69,20 +69,34 @@ def _outcome(parse: Any, body: bytes) -> Any:
 
 @settings(max_examples=600, deadline=None)
 @given(st.sampled_from(PATHS), values, st.booleans())
-def test_msgspec_accepts_only_what_the_schema_path_accepts(path, new, second_report):
+def test_the_fast_check_accepts_only_what_the_schema_path_accepts(path, new, second_report):
     reports = [_changed(_valid_report(), path, new)]
     if second_report:
         reports.insert(0, make_report(seq=99))
     body = body_of(*reports)
     try:
-        VALIDATOR.decoder.decode(body)
+        fast_ok = _names_every_key(body, VALIDATOR.decoder.decode(body)["reports"])
     except msgspec.DecodeError:
-        pass
-    else:  # msgspec accepted: so do the schema and the pod-row check
+        fast_ok = False
+    if fast_ok:  # the fast check accepted: so do the schema and the pod-row check
         document = json.loads(body)
         VALIDATOR.check_schema(document)
         for index, report in enumerate(document["reports"]):
-            _check_pods(report.get("pods", ()), f"reports[{index}]")
+            for pod in report.get("pods", ()):  # row by row: uniqueness is not the schema's
+                _check_pods([pod], f"reports[{index}]")
+    assert _outcome(VALIDATOR.parse, body) == _outcome(VALIDATOR._parse_and_name_the_problem,
+                                                       body)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"reports":[REPORT],"extra":1}',
+    b'{"reports":[REPORT], "extra" :1}',
+    b'{"reports":[REPORT],"reports":[REPORT]}',
+    b'{"reports":[REPORT],"x\\u003a":1}',
+])
+def test_keys_msgspec_drops_send_the_body_to_the_slow_path(text):
+    body = text.replace(b"REPORT", json.dumps(make_report(), separators=(",", ":")).encode())
+    assert not _names_every_key(body, VALIDATOR.decoder.decode(body)["reports"])
     assert _outcome(VALIDATOR.parse, body) == _outcome(VALIDATOR._parse_and_name_the_problem,
                                                        body)
 
