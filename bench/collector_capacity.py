@@ -28,13 +28,15 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
 from benchkit import fleet_config, percentile
-from collector_ingest import start_server
+from collector_ingest import cpu_seconds, start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "scale"))
 
@@ -58,6 +60,13 @@ class Outcome:
     scrapes: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     samples: int = 0
+    seconds: float = 0.0  # wall time of the measured phase
+    cpu_seconds: float = 0.0  # the server's CPU time in it
+
+    @property
+    def cores(self) -> float:
+        """Cores the load needs: the server's CPU time over the time the load was sent in."""
+        return self.cpu_seconds / (len(self.latencies) / (self.nodes / INTERVAL_SECONDS))
 
     @property
     def p99(self) -> float:
@@ -182,8 +191,9 @@ def measure_collector(nodes: int, intervals: int, workdir: Path, seed: int) -> O
         fill(collector, fleet.reports(SIMULATED_START + INTERVAL_SECONDS))
         requests = encoded_requests(collector.url + REPORTS_PATH,
                                     request_bodies(fleet, intervals))
-        asyncio.run(open_loop(collector.url + REPORTS_PATH, requests,
-                              nodes / INTERVAL_SECONDS, outcome, collector.url + "/metrics"))
+        timed(collector.pid, outcome, open_loop(
+            collector.url + REPORTS_PATH, requests, nodes / INTERVAL_SECONDS, outcome,
+            collector.url + "/metrics"))
     finally:
         collector.stop()
     return outcome
@@ -196,11 +206,19 @@ def measure_bare(nodes: int, intervals: int, seed: int) -> Outcome:
     outcome = Outcome(nodes)
     try:
         requests = encoded_requests(url, request_bodies(fleet, intervals))
-        asyncio.run(open_loop(url, requests, nodes / INTERVAL_SECONDS, outcome, None))
+        timed(process.pid, outcome, open_loop(url, requests, nodes / INTERVAL_SECONDS, outcome,
+                                              None))
     finally:
         process.terminate()
         process.wait(timeout=30)
     return outcome
+
+
+def timed(pid: int, outcome: Outcome, run: Coroutine[Any, Any, None]) -> None:
+    began, cpu = time.monotonic(), cpu_seconds(pid)
+    asyncio.run(run)
+    outcome.seconds = time.monotonic() - began
+    outcome.cpu_seconds = cpu_seconds(pid) - cpu
 
 
 def describe(name: str, outcome: Outcome) -> str:
@@ -209,7 +227,9 @@ def describe(name: str, outcome: Outcome) -> str:
     return (f"  {name:<9} {outcome.nodes:>6} nodes ({outcome.nodes / INTERVAL_SECONDS:,.0f} "
             f"reports/s): p50 {percentile(outcome.latencies, 0.5) * 1e3:7.1f} ms, p99 "
             f"{outcome.p99 * 1e3:7.1f} ms, max {max(outcome.latencies) * 1e3:7.1f} ms"
-            f"{scrapes}; {len(outcome.failures)} failed")
+            f"{scrapes}; {len(outcome.failures)} failed; server CPU {outcome.cpu_seconds:.1f} s "
+            f"for {len(outcome.latencies) / (outcome.nodes / INTERVAL_SECONDS):.0f} s of load "
+            f"(phase took {outcome.seconds:.0f} s): needs {outcome.cores:.2f} of a core")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,11 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {1})
     largest = 0
     tried = 0
+    cpu_per_node: tuple[int, float] | None = None
     with tempfile.TemporaryDirectory(prefix="kubecarbon-capacity-") as tmp:
         for nodes in sizes:
             began = time.monotonic()
             outcome = measure_collector(nodes, args.intervals, Path(tmp) / str(nodes), args.seed)
             tried = nodes
+            cpu_per_node = (nodes, outcome.cores)
             print(describe("collector", outcome)
                   + f" -> {'held' if outcome.held else 'NOT held'} "
                   f"({time.monotonic() - began:.0f} s)", flush=True)
@@ -248,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nlargest fleet held on one core: {largest:,} nodes "
           f"(goal 50,000: {'met' if largest >= 50_000 else 'NOT met'}); load average now "
           f"{os.getloadavg()[0]:.2f}")
+    if cpu_per_node:
+        nodes, cores = cpu_per_node
+        print(f"extrapolated from CPU time, not measured: at {nodes:,} nodes the collector "
+              f"needed {cores:.2f} of a core (reports and scrapes), so a core of its own "
+              f"would run out near {nodes / cores:,.0f} nodes (latency left aside)")
     return 0
 
 
