@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from benchkit import fleet_config, percentile
-from collector_ingest import cpu_seconds, start_server
+from collector_ingest import cpu_seconds, exchange, start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "scale"))
 
@@ -83,19 +83,6 @@ def encoded_requests(url: str, bodies: list[bytes]) -> list[bytes]:
     head = (f"POST {parsed.path} HTTP/1.1\r\nHost: {parsed.hostname}:{parsed.port}\r\n"
             "Content-Type: application/json\r\nContent-Length: ").encode()
     return [head + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
-
-
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                   request: bytes) -> tuple[bytes, bytes]:
-    """Send one request, read one response: (status line, body)."""
-    writer.write(request)
-    status_line = await reader.readuntil(b"\r\n")
-    length = 0
-    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status_line, await reader.readexactly(length)
 
 
 async def open_loop(url: str, requests: list[bytes], rate: float, outcome: Outcome,

@@ -140,6 +140,19 @@ def start_server(kind: str, nodes: int, pods_known: bool) -> tuple[subprocess.Po
     raise RuntimeError(f"{kind} server did not start")
 
 
+async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   request: bytes) -> tuple[bytes, bytes]:
+    """Send one pre-encoded HTTP/1.1 request, read one response: (status line, body)."""
+    writer.write(request)
+    status_line = await reader.readuntil(b"\r\n")
+    length = 0
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status_line, await reader.readexactly(length)
+
+
 async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
     """POST every body over `concurrency` keep-alive connections; (seconds, latencies).
 
@@ -162,14 +175,7 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, 
             while requests:
                 request = requests.pop()
                 began = time.perf_counter()
-                writer.write(request)
-                status_line = await reader.readuntil(b"\r\n")
-                length = 0
-                while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                reply = await reader.readexactly(length)
+                status_line, reply = await exchange(reader, writer, request)
                 if b" 200 " not in status_line:
                     raise RuntimeError(f"{status_line!r}: {reply[:300]!r}")
                 latencies.append(time.perf_counter() - began)

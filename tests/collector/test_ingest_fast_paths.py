@@ -16,7 +16,15 @@ from typing import Any
 
 import msgspec
 import pytest
-from collector_testkit import JSON, T0, body_of, make_report, metadata_for_tests
+from collector_testkit import (
+    JSON,
+    T0,
+    body_of,
+    full_report,
+    make_report,
+    metadata_for_tests,
+    with_field,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -47,19 +55,6 @@ values = st.one_of(
 )
 
 
-def _valid_report() -> dict[str, Any]:
-    return make_report(seq=100, rapl={"package_joules": 900.0, "dram_joules": 60.0})
-
-
-def _changed(report: dict[str, Any], path: tuple[Any, ...], new: Any) -> dict[str, Any]:
-    report = copy.deepcopy(report)
-    target = report
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = new
-    return report
-
-
 def _outcome(parse: Any, body: bytes) -> Any:
     try:
         return parse(body)
@@ -70,7 +65,7 @@ def _outcome(parse: Any, body: bytes) -> Any:
 @settings(max_examples=600, deadline=None)
 @given(st.sampled_from(PATHS), values, st.booleans())
 def test_the_fast_check_accepts_only_what_the_schema_path_accepts(path, new, second_report):
-    reports = [_changed(_valid_report(), path, new)]
+    reports = [with_field(full_report(), path, new)]
     if second_report:
         reports.insert(0, make_report(seq=99))
     body = body_of(*reports)
