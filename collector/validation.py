@@ -167,7 +167,11 @@ def _record_type(schema: Mapping[str, Any], name: str) -> Any:
     return Annotated[number_type, number]
 
 
-_SECTIONS = ("cpu", "memory", "rapl")
+# the report's object-valued fields (cpu, memory, rapl); no limit changes which they are
+_SECTIONS = tuple(
+    key for key, field in batch_schema(IngestLimits())["properties"]["reports"]["items"][
+        "properties"].items() if field.get("type") == "object"
+)
 
 
 def _names_every_key(body: bytes, reports: list[Any]) -> bool:
