@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             largest = nodes
     reference = measure_bare(tried, args.intervals, args.seed)
     print(describe("bare", reference) + " (reference: HTTP and the machine alone)")
+    print(f"  bare/collector CPU for the same load at {tried:,} nodes: "
+          f"{reference.cores / outcome.cores:.2f}")
     print(f"\nlargest fleet held on one core: {largest:,} nodes "
           f"(goal 50,000: {'met' if largest >= 50_000 else 'NOT met'}); load average now "
           f"{os.getloadavg()[0]:.2f}")
