@@ -87,6 +87,12 @@ async def _read_capped(request: web.Request, max_bytes: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise IngestError(413, "body", f"{declared} bytes, limit {max_bytes}")
+    if declared is not None:  # an agent's request: one read, no loop over chunks
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError as exc:
+            raise IngestError(400, "body", f"{len(exc.partial)} bytes, Content-Length "
+                                           f"said {declared}") from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):

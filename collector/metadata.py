@@ -55,6 +55,13 @@ class MetadataProvider(Protocol):
 
     def pod(self, uid: str) -> PodInfo | None: ...
 
+    def pod_generation(self) -> int:
+        """A number that moves whenever a uid `pod` did not know may have become known.
+
+        Callers may remember that a uid is unknown until it moves (ingest does).
+        """
+        ...
+
     def status(self) -> ProviderStatus: ...
 
 
@@ -74,6 +81,9 @@ class StaticMetadataProvider:
 
     def pod(self, uid: str) -> PodInfo | None:
         return self._pods.get(uid)
+
+    def pod_generation(self) -> int:
+        return 0  # fixed tables
 
     def status(self) -> ProviderStatus:
         return ProviderStatus(source="static", synced=True, connected=True)

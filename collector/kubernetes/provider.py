@@ -76,6 +76,9 @@ class KubernetesMetadataProvider:
             return None
         return info
 
+    def pod_generation(self) -> int:
+        return self._pods.generation
+
     def status(self) -> ProviderStatus:
         states = self.reflector_states()
         synced = all(state.synced for state in states)

@@ -250,6 +250,9 @@ async def test_readiness_fails_while_metadata_is_not_synced(aiohttp_client, cloc
         def pod(self, uid):
             return None
 
+        def pod_generation(self):
+            return 0
+
         def status(self):
             return ProviderStatus("kubernetes", synced=False, connected=False,
                                   detail="nodes: listing")
