@@ -6,10 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Tools that live outside PyPI (Debian packages), installed once per machine.
-APT_PACKAGES := prometheus chromium chromium-driver
+APT_PACKAGES := prometheus chromium chromium-driver containerd runc containernetworking-plugins iptables \
+  victoria-metrics
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck unit apt-deps kube-apiserver venv clean fuzz docs image
+.PHONY: demo test lint typecheck unit apt-deps kube-apiserver kube-node venv clean fuzz docs image
 
 venv: $(STAMP)
 
@@ -41,7 +42,14 @@ typecheck: $(STAMP)
 kube-apiserver:
 	tests/k8s/build-apiserver.sh >/dev/null
 
-unit: $(STAMP) apt-deps kube-apiserver
+# The API server and a node for tests/cluster (kubelet, kube-proxy, scheduler,
+# controller-manager, the pause process), built together: about 8 minutes the first time.
+kube-node:
+	tests/k8s/build-kubernetes.sh kube-apiserver kubelet kube-proxy kube-scheduler \
+	  kube-controller-manager pause >/dev/null
+
+# tests/cluster runs the images on its node: built (warm: seconds) before the tests.
+unit: $(STAMP) apt-deps kube-node image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck unit

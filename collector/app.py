@@ -48,6 +48,7 @@ from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import add_status_routes
 from collector.telemetry import Telemetry
 from collector.validation import BatchValidator, IngestError, decode_body
+from kubecarbon.wire import REPORTS_PATH
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,12 @@ async def _read_capped(request: web.Request, max_bytes: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > max_bytes:
         raise IngestError(413, "body", f"{declared} bytes, limit {max_bytes}")
+    if declared is not None:  # an agent's request: one read, no loop over chunks
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError as exc:
+            raise IngestError(400, "body", f"{len(exc.partial)} bytes, Content-Length "
+                                           f"said {declared}") from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(READ_CHUNK_BYTES):
@@ -229,7 +236,7 @@ def create_app(
     app[LEDGER_KEY] = ledger
     app[FLEET_VIEWS_KEY] = views
     app[TELEMETRY_KEY] = telemetry
-    app.router.add_post("/api/v1/reports", post_reports)
+    app.router.add_post(REPORTS_PATH, post_reports)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

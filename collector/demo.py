@@ -16,7 +16,6 @@ agent interrupted while still starting would print a traceback).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import re
@@ -24,9 +23,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TextIO
 
 import aiohttp
 import configargparse
@@ -38,6 +37,8 @@ from collector.metadata import StaticMetadataProvider
 from collector.settings import ExportSettings, RightsizingSettings, Settings
 from collector.simulate import FleetSettings, SimulatedFleet, post_reports
 from collector.status import StatusHistory, StatusPoint, StatusSettings, add_status_routes
+from kubecarbon.address import parse_host_port
+from kubecarbon.bounds import bounded
 
 AGENT_STOP_GRACE_SECONDS = 10.0
 # Rightsizing at the demo's pace: a sample every 10 s and a recommendation after a minute
@@ -61,27 +62,6 @@ class DemoSettings:
     agent: bool = True
 
 
-def _listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT with PORT 0..65535, got {value!r}")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _at_least(kind: type, low: float) -> Callable[[str], Any]:
-    def convert(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-        if not number >= low:
-            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {value!r}")
-        return float(number) if kind is float else number
-
-    convert.__name__ = kind.__name__
-    return convert
-
-
 def build_parser() -> configargparse.ArgumentParser:
     defaults = DemoSettings()
     parser = configargparse.ArgumentParser(
@@ -94,13 +74,13 @@ def build_parser() -> configargparse.ArgumentParser:
         formatter_class=configargparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
-    add("--simulate-nodes", type=_at_least(int, 0), default=defaults.simulate_nodes,
+    add("--simulate-nodes", type=bounded(int, 0), default=defaults.simulate_nodes,
         metavar="N", help="simulated nodes of mixed clouds, bare metal and regions (0: none)")
-    add("--duration", type=_at_least(float, 1.0), metavar="SECONDS",
+    add("--duration", type=bounded(float, 1.0), metavar="SECONDS",
         help="stop after this long and exit 0 (default: run until Ctrl-C)")
-    add("--interval", type=_at_least(float, 1.0), default=defaults.interval_seconds,
+    add("--interval", type=bounded(float, 1.0), default=defaults.interval_seconds,
         metavar="SECONDS", help="agent window, fleet window and summary period")
-    add("--listen", type=_listen, default=f"{defaults.listen_host}:{defaults.listen_port}",
+    add("--listen", type=parse_host_port, default=f"{defaults.listen_host}:{defaults.listen_port}",
         help="HOST:PORT for the collector (port 0: any free port)")
     add("--seed", type=int, default=defaults.seed, help="seed of the simulated fleet")
     add("--no-agent", action="store_true", help="do not start the real agent")

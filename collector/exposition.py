@@ -21,6 +21,7 @@ from collector.fleet_view import FleetView, FleetViewCache
 from collector.ledger import LedgerView, NodeLatest, UsageCounters
 from collector.metadata import ProviderStatus
 from collector.metrics import NODE_LABELS, SPECS, MetricSpec
+from collector.model.assumptions import model_info_labels, uncertainty_ranges
 from collector.telemetry import SNAPSHOT_RESTORE_RESULTS, Telemetry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -106,7 +107,9 @@ class Exposition:
             "node_pods": lambda n: n.pods,
             "node_containers": lambda n: n.containers,
             "node_power_watts": lambda n: n.power_watts,
+            "node_pue": lambda n: n.profile.pue,
             "node_last_report_timestamp_seconds": lambda n: n.received_at,
+            "node_last_window_end_timestamp_seconds": lambda n: n.window_end,
         }
         for name, get in per_node.items():
             values = ((n.labels, get(n)) for n in live)
@@ -149,17 +152,21 @@ class Exposition:
             (("0.5",), quantiles.p50),
             (("0.95",), quantiles.p95),
         ]
+        servers = view.avoided_servers_quantiles
+        yield SPECS["avoided_servers_quantile"], [] if servers is None else [
+            (("0.05",), servers.p05),
+            (("0.5",), servers.p50),
+            (("0.95",), servers.p95),
+        ]
         yield SPECS["grid_carbon_intensity_grams_per_kilowatt_hour"], [
             ((region,), grams) for region, grams in sorted(view.grid_intensity_by_region.items())
         ]
         params = self.views.params
-        yield SPECS["model_info"], [((
-            params.reference_curve.name,
-            repr(params.baseline_utilisation),
-            "node" if params.baseline_pue is None else repr(params.baseline_pue),
-            repr(params.embodied_kilograms_per_server),
-            repr(params.server_lifetime_years),
-        ), 1)]
+        yield SPECS["model_info"], [(model_info_labels(params), 1)]
+        yield SPECS["model_uncertainty_info"], [
+            ((name, repr(bounds.low), repr(bounds.high)), 1)
+            for name, bounds in uncertainty_ranges(params)
+        ]
         yield SPECS["build_info"], [((self.version,), 1)]
 
     def _collector(self, scrape: Scrape, view: FleetView) -> Iterator[Family]:

@@ -21,7 +21,7 @@ from collector.model.fleet import (
     UNCERTAINTY_SEED,
     FleetGauges,
     Quantiles,
-    avoided_co2e_rate_quantiles,
+    avoided_rate_band,
     fleet_gauges,
 )
 from collector.model.parameters import ModelParameters, ProfileArrays
@@ -35,7 +35,8 @@ class FleetView:
     live: list[NodeLatest]
     stale_count: int
     gauges: FleetGauges
-    avoided_quantiles: Quantiles | None  # None without live nodes
+    avoided_quantiles: Quantiles | None  # grams per hour; None without live nodes
+    avoided_servers_quantiles: Quantiles | None
     grid_intensity_by_region: dict[str, float]
     estimate: WindowEstimate | None = None  # of `live`, in its order (rightsizing costs nodes)
 
@@ -70,11 +71,10 @@ def compute_fleet_view(
     estimate = estimate_windows(
         batch, profile_arrays, params,
         None if hourly_intensity is None else hourly_intensity.lookup(regions, midpoints),
+        np.array([n.overhead_cpu_seconds for n in live], dtype=np.float64),
     )
-    quantiles = (
-        avoided_co2e_rate_quantiles(
-            batch, estimate, params, draws=UNCERTAINTY_DRAWS, seed=UNCERTAINTY_SEED
-        )
+    band = (
+        avoided_rate_band(batch, estimate, params, draws=UNCERTAINTY_DRAWS, seed=UNCERTAINTY_SEED)
         if live
         else None
     )
@@ -86,7 +86,8 @@ def compute_fleet_view(
         live=live,
         stale_count=stale_count,
         gauges=fleet_gauges(batch, estimate, params),
-        avoided_quantiles=quantiles,
+        avoided_quantiles=None if band is None else band.co2e_grams,
+        avoided_servers_quantiles=None if band is None else band.servers,
         grid_intensity_by_region=intensity,
         estimate=estimate,
     )

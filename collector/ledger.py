@@ -88,6 +88,8 @@ class NodeLatest:
     power_watts: float
     pods: int | None  # None: the report had no pods section (a host outside Kubernetes)
     containers: int | None
+    # CPU time of the platform's own pods (ModelParameters.overhead_namespaces)
+    overhead_cpu_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Where the collector learns what a node is and who owns a pod.
 
 The collector asks a `MetadataProvider`; the static one answers from the config
-file only, the Kubernetes one (collector/kubernetes.py) from one list-then-watch
+file only, the Kubernetes one (collector/kubernetes/) from one list-then-watch
 of nodes and pods. Config-file overrides always take precedence over what a
 provider reports; that merge happens in the profile resolver, not here.
 """
@@ -63,6 +63,13 @@ class MetadataProvider(Protocol):
 
     def pod(self, uid: str) -> PodInfo | None: ...
 
+    def pod_generation(self) -> int:
+        """A number that moves whenever a uid `pod` did not know may have become known.
+
+        Callers may remember that a uid is unknown until it moves (ingest does).
+        """
+        ...
+
     def status(self) -> ProviderStatus: ...
 
 
@@ -91,6 +98,9 @@ class StaticMetadataProvider:
 
     def pod(self, uid: str) -> PodInfo | None:
         return self._pods.get(uid)
+
+    def pod_generation(self) -> int:
+        return 0  # fixed tables
 
     def status(self) -> ProviderStatus:
         return ProviderStatus(source="static", synced=True, connected=True)

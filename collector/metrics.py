@@ -51,10 +51,18 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "Absent when the agent does not report containers_running."),
     _spec("node_power_watts", G, "watts", NODE_LABELS,
           "Estimated IT power of the node, average over its latest window."),
+    _spec("node_pue", G, "ratio", NODE_LABELS,
+          "Power usage effectiveness applied to the node (facility energy / IT energy).",
+          "kubecarbon report multiplies each node's IT energy by it for facility energy."),
     _spec("node_last_report_timestamp_seconds", G, "seconds", NODE_LABELS,
           "Collector time (unix) when the node's latest report was applied.",
           "Judged by the collector's clock, not the agent's; nodes silent longer than "
           "--stale-after leave every node gauge and fleet gauge."),
+    _spec("node_last_window_end_timestamp_seconds", G, "seconds", NODE_LABELS,
+          "End of the node's latest window: when its agent read the counters (unix, agent's "
+          "clock).",
+          "Minus node_last_report_timestamp_seconds: the delivery delay plus the agent's "
+          "clock offset. The node's counters hold the CPU read up to this time."),
     _spec("node_energy_joules_total", C, "joules", NODE_LABELS,
           "Estimated IT energy of the node (before PUE)."),
     _spec("node_idle_energy_joules_total", C, "joules", NODE_LABELS,
@@ -162,14 +170,28 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "0.05, 0.5, 0.95 of the parameter uncertainty (1,000 draws).",
           "A gauge in meaning; typed untyped because the Prometheus lint reserves the "
           "quantile label for summaries, which this is not (no _sum or _count)."),
+    _spec("avoided_servers_quantile", U, "servers", ("quantile",),
+          "Avoided servers of the live fleet at quantiles 0.05, 0.5, 0.95 of the parameter "
+          "uncertainty (baseline utilisation and the reference server drawn from "
+          "model_info's reference_servers; 1,000 draws).",
+          "Typed untyped for the same reason as avoided_co2e_grams_per_hour."),
     _spec("grid_carbon_intensity_grams_per_kilowatt_hour", G, "grams CO2e per kWh",
           ("region",),
           "Grid carbon intensity applied to the live nodes of each region.",
           "Not in base units on purpose: g/kWh is how every source publishes it."),
-    _spec("model_info", G, "info", ("reference_server", "baseline_utilisation",
-                                    "baseline_pue", "embodied_kilograms_per_server",
-                                    "server_lifetime_years"),
-          "Model assumptions in force; always 1."),
+    _spec("model_info", G, "info", ("preset", "reference_server", "reference_servers",
+                                    "baseline_utilisation", "baseline_pue",
+                                    "embodied_kilograms_per_server", "server_lifetime_years",
+                                    "embodied_credit", "overhead_namespaces",
+                                    "rapl_platform_factor", "memory_watts_per_gibibyte"),
+          "Model assumptions in force; always 1.",
+          "preset: default or conservative; reference_servers: the SPECpower results the "
+          "band draws the reference from, comma-separated; embodied_credit: all_avoided "
+          "or existing_servers_only; overhead_namespaces: left out of the baseline's demand."),
+    _spec("model_uncertainty_info", G, "info", ("parameter", "low", "high"),
+          "The range each uncertain assumption is drawn from (uniform), one series per "
+          "parameter; always 1.",
+          "kubecarbon report recomputes a period's band with these ranges."),
     _spec("build_info", G, "info", ("version",), "kubecarbon version; always 1."),
     # the collector itself
     _spec("collector_reports_total", C, "reports", ("result",),

@@ -33,14 +33,16 @@ import yaml
 
 from collector.metadata import NodeInfo
 from collector.model.coefficients import (
+    SPECPOWER_RESULTS,
     SPECPOWER_UTILISATION_POINTS,
     LinearPowerCoefficients,
     PowerCurve,
+    Range,
 )
 from collector.model.parameters import (
+    PRESETS,
     ModelParameters,
     NodeProfile,
-    Range,
     UncertaintyRanges,
     make_profile,
 )
@@ -143,7 +145,7 @@ def _mapping(raw: object, where: str, allowed: set[str]) -> Mapping[str, Any]:
 
 
 def _power_curve(raw: object, where: str) -> PowerCurve:
-    curve = _mapping(raw, where, {"name", "watts", "logical_cpus"})
+    curve = _mapping(raw, where, {"name", "watts", "logical_cpus", "memory_gibibytes"})
     watts = curve.get("watts")
     points = len(SPECPOWER_UTILISATION_POINTS)
     if not isinstance(watts, list) or len(watts) != points:
@@ -154,12 +156,14 @@ def _power_curve(raw: object, where: str) -> PowerCurve:
     cpus = curve.get("logical_cpus")
     if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus <= 0:
         raise ValueError(f"{where}.logical_cpus: expected a positive integer, got {cpus!r}")
+    memory = _number(curve, "memory_gibibytes", where, 0.0, 1e6)
     try:
         return PowerCurve(
             name=str(curve.get("name", where)),
             watts=tuple(float(w) for w in watts),
             logical_cpus=cpus,
             source="config file",
+            memory_gibibytes=0.0 if memory is None else memory,
         )
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
@@ -232,8 +236,28 @@ _MODEL_NUMBER_KEYS = {
 
 def parse_model_overrides(raw: object, where: str = "model") -> ModelParameters:
     """`model:` section -> ModelParameters; ValueError names the key."""
-    model = _mapping(raw, where, set(_MODEL_NUMBER_KEYS) | {"reference_curve", "uncertainty"})
+    model = _mapping(raw, where, set(_MODEL_NUMBER_KEYS)
+                     | {"reference_curve", "uncertainty", "preset", "overhead_namespaces",
+                        "reference_alternatives"})
     values: dict[str, Any] = {}
+    preset = model.get("preset", "default")
+    if preset not in PRESETS:
+        raise ValueError(f"{where}.preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
+    namespaces = model.get("overhead_namespaces")
+    if namespaces is not None:
+        if not isinstance(namespaces, list) or not all(
+            isinstance(n, str) and n for n in namespaces
+        ):
+            raise ValueError(f"{where}.overhead_namespaces: expected a list of namespace names")
+        values["overhead_namespaces"] = tuple(namespaces)
+    alternatives = model.get("reference_alternatives")
+    if alternatives is not None:
+        if not isinstance(alternatives, list) or not all(
+            isinstance(name, str) and name in SPECPOWER_RESULTS for name in alternatives
+        ):
+            raise ValueError(f"{where}.reference_alternatives: expected a list of built-in "
+                             f"SPECpower results: {', '.join(SPECPOWER_RESULTS)}")
+        values["reference_alternatives"] = tuple(SPECPOWER_RESULTS[n] for n in alternatives)
     for key, (low, high) in _MODEL_NUMBER_KEYS.items():
         number = _number(model, key, where, low, high)
         if number is not None:
@@ -259,6 +283,8 @@ def parse_model_overrides(raw: object, where: str = "model") -> ModelParameters:
                 raise ValueError(f"{ranges_where}.{key}: {exc}") from None
         values["uncertainty"] = UncertaintyRanges(**parsed)
     try:
+        if preset == "conservative":
+            return ModelParameters.conservative(**values)
         return ModelParameters(**values)
     except ValueError as exc:
         raise ValueError(f"{where}.{exc}") from None

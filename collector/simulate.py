@@ -30,6 +30,7 @@ import orjson
 
 from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider
 from collector.profiles import ProfileConfig, parse_profile_document
+from kubecarbon.wire import SCHEMA_VERSION
 
 GIBIBYTE = 1024**3
 SECONDS_PER_HOUR = 3600.0
@@ -356,7 +357,7 @@ class SimulatedFleet:
                     pod_seconds[k] *= scale
         memory_used = node.machine.memory_bytes * min(0.95, 0.25 + 0.6 * utilisation)
         report: dict[str, Any] = {
-            "schema": 1,
+            "schema": SCHEMA_VERSION,
             "node": node.name,
             "agent_id": node.agent_id,
             "seq": node.next_seq,

@@ -41,9 +41,12 @@ PROVIDER_LABEL_PREFIXES = (
 
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
-# The CronJob controller names each Job <cronjob>-<scheduled time in minutes since
-# the epoch>; accept suffixes between 2014-06-01 (Kubernetes' first release) and 2200.
+# The CronJob controller names each Job <cronjob>-<scheduled time since the epoch>: in
+# minutes since Kubernetes 1.21 (CronJobControllerV2), in seconds before (the 1.20
+# controller's getTimeHash; schedules are whole minutes, so a multiple of 60). Accept
+# times between 2014 (Kubernetes' first release) and 2200.
 CRONJOB_SUFFIX_MINUTES_RANGE = (23_140_800, 121_190_400)
+CRONJOB_SUFFIX_SECONDS_RANGE = (23_140_800 * 60, 121_190_400 * 60)
 BARE_POD_KIND = "Pod"
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 # A pod in one of these phases has ended and no longer holds its requests on its node.
@@ -113,8 +116,12 @@ def node_info_from_object(obj: Mapping[str, Any]) -> NodeInfo:
 def _is_cronjob_suffix(suffix: str) -> bool:
     if not suffix.isdigit():
         return False
+    value = int(suffix)
     low, high = CRONJOB_SUFFIX_MINUTES_RANGE
-    return low <= int(suffix) <= high
+    if low <= value <= high:
+        return True
+    low, high = CRONJOB_SUFFIX_SECONDS_RANGE
+    return low <= value <= high and value % 60 == 0
 
 
 def workload_of_pod(
@@ -125,9 +132,10 @@ def workload_of_pod(
     Watching ReplicaSets and Jobs would need more RBAC and more memory, so the
     step above them is inferred from names the controllers generate:
     a ReplicaSet named <deployment>-<pod-template-hash> belongs to Deployment
-    <deployment>; a Job named <cronjob>-<minutes since the epoch> to CronJob
-    <cronjob>. Other controller kinds are reported as themselves; a pod without
-    a controller, or a static pod (owned by its Node), is its own workload (kind "Pod").
+    <deployment>; a Job named <cronjob>-<minutes (or, before 1.21, seconds) since
+    the epoch> to CronJob <cronjob>. Other controller kinds are reported as
+    themselves; a pod without a controller, or a static pod (owned by its Node), is
+    its own workload (kind "Pod").
     """
     owner = next((ref for ref in owner_references if ref.get("controller")), None)
     if owner is None and owner_references:

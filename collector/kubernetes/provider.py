@@ -83,6 +83,9 @@ class KubernetesMetadataProvider:
     def pods(self) -> list[PodInfo]:
         return self._pods.values()
 
+    def pod_generation(self) -> int:
+        return self._pods.generation
+
     def status(self) -> ProviderStatus:
         states = self.reflector_states()
         synced = all(state.synced for state in states)

@@ -85,6 +85,9 @@ class Reflector(Generic[V]):
         self.resource = resource
         self.table: dict[str, V] = {}
         self.aliases: dict[str, str] = {}  # other names of an object -> its key in `table`
+        # moves whenever a name `get` did not know may have become known (readers cache
+        # misses until it moves); written by the watch thread only
+        self.generation = 0
         self._list_function = list_function
         self._entry = entry
         self._settings = settings
@@ -169,6 +172,7 @@ class Reflector(Generic[V]):
         removed = {key: value for key, value in self.table.items() if key not in fresh}
         removed.update((name, removed[key]) for name, key in self.aliases.items() if key in removed)
         self.table, self.aliases = fresh, fresh_aliases
+        self.generation += 1
         if removed and self._on_removed is not None:
             self._on_removed(removed)
         now = self._clock()
@@ -192,16 +196,19 @@ class Reflector(Generic[V]):
         so the watch thread cannot change the table halfway through."""
         return list(self.table.values())
 
-    def _put(self, table: dict[str, V], aliases: dict[str, str], obj: Mapping[str, Any]) -> None:
+    def _put(self, table: dict[str, V], aliases: dict[str, str], obj: Mapping[str, Any]) -> bool:
+        """Add or replace one object; True when it brought a name the table did not have."""
         try:
             key, value, other_names = self._entry(obj)
         except (KeyError, TypeError, AttributeError) as exc:
             # One malformed object must not stop the watch of all the others.
             log.warning("%s: skipping an object without %s", self.resource, exc)
-            return
+            return False
+        new = key not in table or any(name not in aliases for name in other_names)
         table[key] = value
         for name in other_names:
             aliases[name] = key
+        return new
 
     def _watch_from(self, resource_version: str) -> str:
         timeout_seconds = int(self._settings.watch_timeout_seconds * (1 + self._rng.random()))
@@ -243,7 +250,8 @@ class Reflector(Generic[V]):
         obj = event.get("object") or {}
         new_version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
         if event_type in ("ADDED", "MODIFIED"):
-            self._put(self.table, self.aliases, obj)
+            if self._put(self.table, self.aliases, obj):
+                self.generation += 1
         elif event_type == "DELETED":
             try:
                 key, value, other_names = self._entry(obj)

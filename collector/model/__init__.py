@@ -24,6 +24,7 @@ from collector.model.coefficients import (
     GridIntensity,
     LinearPowerCoefficients,
     PowerCurve,
+    Range,
 )
 from collector.model.curve import curve_watts_at
 from collector.model.estimate import (
@@ -33,12 +34,15 @@ from collector.model.estimate import (
     estimate_windows,
 )
 from collector.model.fleet import (
+    AvoidedBand,
     FleetGauges,
     FleetTotals,
     Quantiles,
+    avoided_band,
     avoided_co2e_point_grams,
     avoided_co2e_quantiles,
     avoided_co2e_rate_quantiles,
+    avoided_rate_band,
     fleet_gauges,
 )
 from collector.model.parameters import (
@@ -48,7 +52,6 @@ from collector.model.parameters import (
     NodeKind,
     NodeProfile,
     ProfileArrays,
-    Range,
     UncertaintyRanges,
     make_profile,
 )
@@ -63,6 +66,7 @@ __all__ = [
     "POWER_SOURCES",
     "PUE_BY_SITE",
     "SPECPOWER_DELL_R740",
+    "AvoidedBand",
     "FleetGauges",
     "FleetTotals",
     "GridIntensity",
@@ -79,9 +83,11 @@ __all__ = [
     "WindowBatch",
     "WindowEstimate",
     "attribute_pods",
+    "avoided_band",
     "avoided_co2e_point_grams",
     "avoided_co2e_quantiles",
     "avoided_co2e_rate_quantiles",
+    "avoided_rate_band",
     "curve_watts_at",
     "estimate_windows",
     "fleet_gauges",

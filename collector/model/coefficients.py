@@ -20,6 +20,18 @@ JOULES_PER_KILOWATT_HOUR = 3.6e6
 
 
 @dataclass(frozen=True)
+class Range:
+    """A closed interval [low, high]; draws are uniform inside it."""
+
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        if not self.low <= self.high:
+            raise ValueError(f"range: low {self.low} is above high {self.high}")
+
+
+@dataclass(frozen=True)
 class LinearPowerCoefficients:
     """CCF's linear model for a cloud VM: watts per vCPU at 0 % and at 100 % CPU."""
 
@@ -40,13 +52,19 @@ class PowerCurve:
     """Whole-server wall power at the 11 SPECpower load points (0 %, 10 %, .., 100 %).
 
     `logical_cpus` is the server's hardware thread count: a node with fewer logical CPUs
-    on the default profile is charged that share of the curve.
+    on the default profile is charged that share of the curve. `memory_gibibytes` is the
+    memory installed in the measured server, whose power is inside the curve (0: unknown).
     """
 
     name: str
     watts: tuple[float, ...]
     logical_cpus: int
     source: str = ""
+    memory_gibibytes: float = 0.0
+
+    @property
+    def memory_gibibytes_per_logical_cpu(self) -> float:
+        return self.memory_gibibytes / self.logical_cpus
 
     def __post_init__(self) -> None:
         if len(self.watts) != len(SPECPOWER_UTILISATION_POINTS):
@@ -60,6 +78,8 @@ class PowerCurve:
             raise ValueError(f"power curve {self.name!r}: watts must not decrease with load")
         if self.logical_cpus <= 0:
             raise ValueError(f"power curve {self.name!r}: logical_cpus must be > 0")
+        if not 0 <= self.memory_gibibytes < float("inf"):
+            raise ValueError(f"power curve {self.name!r}: memory_gibibytes must be finite, >= 0")
 
 
 # --- power -----------------------------------------------------------------------------
@@ -104,6 +124,9 @@ CLOUD_LINEAR_COEFFICIENTS: MappingProxyType[str, LinearPowerCoefficients] = Mapp
 )
 
 # CCF: 0.000392 kWh per GB-hour. Cloud instance sizes are GiB, which CCF takes as given.
+# Charged only to memory above the reference server's memory per logical CPU: the
+# per-vCPU watts come from whole SPECpower servers, memory included (CCF's own rule,
+# methodology page "Memory", with the reference result in place of the database average).
 MEMORY_WATTS_PER_GIBIBYTE = 0.392
 
 # The 11 "Average Active Power (W)" values of each result, as published (3 significant
@@ -114,6 +137,7 @@ SPECPOWER_DELL_R740 = PowerCurve(
     logical_cpus=112,
     source="SPECpower_ssj2008 result power_ssj2008-20170829-00780 (published 2017-09-13), "
     "Dell PowerEdge R740, 2x Xeon Platinum 8180, 112 threads, 192 GB; 11,790 overall ssj_ops/W",
+    memory_gibibytes=192.0,  # DIMM sizes are binary: the published "GB" are GiB
 )
 # A real 48-thread server, for references of that size (never R740 watts on 48 threads).
 SPECPOWER_INSPUR_NF5280M5 = PowerCurve(
@@ -122,10 +146,24 @@ SPECPOWER_INSPUR_NF5280M5 = PowerCurve(
     logical_cpus=48,
     source="SPECpower_ssj2008 result power_ssj2008-20210707-01115 (published 2021-08-19), "
     "Inspur NF5280M5, 2x Xeon Silver 4214, 48 threads, 384 GB; 5,116 overall ssj_ops/W",
+    memory_gibibytes=384.0,
 )
 
-# RAPL sees CPU packages and DRAM only; Boavizta's default for the rest of the server.
+# Every built-in SPECpower result by name: what a reference_server label names.
+SPECPOWER_RESULTS: MappingProxyType[str, PowerCurve] = MappingProxyType(
+    {curve.name: curve for curve in (SPECPOWER_DELL_R740, SPECPOWER_INSPUR_NF5280M5)}
+)
+
+# RAPL sees CPU packages and DRAM only; Boavizta's default for the rest of the server,
+# and its range: the rest of the server adds 20-60 % to what RAPL measures.
 RAPL_PLATFORM_FACTOR = 1.33
+RAPL_PLATFORM_FACTOR_RANGE = Range(1.2, 1.6)
+
+# How far one VM's per-vCPU watts may be from CCF's average: CCF's own per-processor max
+# watts for the processors AWS runs today (Broadwell and newer, AMD EPYC 1st/2nd gen,
+# Graviton2: 1.69 .. 4.26, AwsFootprintEstimationConstants.ts MAX_WATTS_BY_COMPUTE_PROCESSOR
+# @ b7a049c7) over MAX_WATTS_AVG 3.5.
+CLOUD_POWER_MULTIPLIER_RANGE = Range(0.48, 1.22)
 
 # --- facility ----------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ FloatArray = npt.NDArray[np.float64]
 # power_source codes (WindowEstimate.power_source) index into this tuple; the names are
 # the values of the `power_source` metric label.
 POWER_SOURCES: tuple[str, ...] = ("cloud_linear", "specpower_curve", "default_profile", "rapl")
-SOURCE_RAPL = 3  # the other codes equal the profile's kind code
+SOURCE_CLOUD, SOURCE_RAPL = 0, 3  # the other codes equal the profile's kind code
 
 _BYTES_PER_GIBIBYTE = float(2**30)
 
@@ -137,9 +137,13 @@ class WindowEstimate:
     embodied_co2e_grams: FloatArray  # (logical_cpus / ref_cpus) * EMB * dt / LIFE
     pue: FloatArray  # as used (echoed for fleet gauges and uncertainty)
     grid_intensity_grams_per_kilowatt_hour: FloatArray  # as used
+    demand_cpus: FloatArray  # busy logical CPUs the baseline is sized for (overhead excluded)
     baseline_servers: FloatArray
     actual_servers: FloatArray
-    baseline_energy_joules: FloatArray
+    baseline_energy_joules: FloatArray  # the baseline's reference servers
+    # memory above the reference server's share (cloud nodes without RAPL): in energy_joules,
+    # and held by the baseline too, so avoided = baseline + shared memory - energy
+    shared_memory_energy_joules: FloatArray
     avoided_energy_joules: FloatArray
     avoided_operational_co2e_grams: FloatArray
     avoided_embodied_co2e_grams: FloatArray
@@ -153,11 +157,14 @@ def estimate_windows(
     profiles: ProfileArrays,
     params: ModelParameters | None = None,
     grid_intensity_grams_per_kilowatt_hour: npt.ArrayLike | None = None,
+    overhead_cpu_seconds: npt.ArrayLike | None = None,
 ) -> WindowEstimate:
     """Estimate power, energy, CO2e and the baseline for every window of the batch.
 
     grid_intensity_grams_per_kilowatt_hour optionally overrides the profile's value per
     element (e.g. from an hourly intensity file); NaN elements keep the profile's value.
+    overhead_cpu_seconds: per window, CPU time of the pods in params.overhead_namespaces
+    (the platform's own overhead), left out of the demand the baseline is sized for.
     """
     params = params or ModelParameters()
     n = len(batch)
@@ -169,7 +176,14 @@ def estimate_windows(
 
     # Modelled IT power for every element, then measured RAPL where present.
     kind = profiles.kind
-    memory_watts = batch.memory_total_bytes / _BYTES_PER_GIBIBYTE * params.memory_watts_per_gibibyte
+    ref = params.reference_curve
+    # Only memory above the reference server's share is charged: the per-vCPU watts,
+    # like the reference curve, already carry a SPECpower server's own memory.
+    memory_gibibytes = batch.memory_total_bytes / _BYTES_PER_GIBIBYTE
+    memory_above_reference = np.maximum(
+        0.0, memory_gibibytes - cpus * ref.memory_gibibytes_per_logical_cpu
+    )
+    memory_watts = memory_above_reference * params.memory_watts_per_gibibyte
     cloud_idle = cpus * profiles.min_watts_per_vcpu + memory_watts
     cloud_power = cloud_idle + cpus * utilisation * (
         profiles.max_watts_per_vcpu - profiles.min_watts_per_vcpu
@@ -192,6 +206,9 @@ def estimate_windows(
     idle_power = np.where(has_rapl, measured_power * idle_share, modelled_idle)
     # POWER_SOURCES lists the modelled sources in kind-code order.
     source = np.where(has_rapl, SOURCE_RAPL, kind).astype(np.int8)
+    # The extra memory the fleet holds, the dedicated baseline would hold too: counted on
+    # both sides, it never makes a fleet look better or worse than the baseline.
+    shared_memory_power = np.where(is_cloud & ~has_rapl, memory_watts, 0.0)
 
     pue = profiles.pue
     intensity = profiles.grid_intensity_grams_per_kilowatt_hour
@@ -213,7 +230,6 @@ def estimate_windows(
     grams_per_joule = intensity / c.JOULES_PER_KILOWATT_HOUR
     operational = facility_energy * grams_per_joule
 
-    ref = params.reference_curve
     lifetime_seconds = params.server_lifetime_years * c.SECONDS_PER_YEAR
     embodied_grams_per_server_second = (
         params.embodied_kilograms_per_server * 1000.0 / lifetime_seconds
@@ -224,13 +240,21 @@ def estimate_windows(
     u_b = params.baseline_utilisation
     # busy time beyond capacity is counter skew, not work: use the clipped utilisation
     demand_cpus = utilisation * cpus
+    if overhead_cpu_seconds is not None:
+        overhead = np.broadcast_to(np.asarray(overhead_cpu_seconds, dtype=np.float64), (n,))
+        _require(overhead, "overhead_cpu_seconds")
+        demand_cpus = np.maximum(demand_cpus - overhead / dt, 0.0)
     baseline_servers = demand_cpus / (ref.logical_cpus * u_b)
     baseline_power_per_server = params.baseline_server_watts
     baseline_energy = baseline_servers * baseline_power_per_server * dt
-    avoided_energy = baseline_energy - energy
+    shared_memory_energy = shared_memory_power * dt
+    avoided_energy = baseline_energy + shared_memory_energy - energy
     baseline_pue = pue if params.baseline_pue is None else params.baseline_pue
     avoided_operational = avoided_energy * baseline_pue * grams_per_joule
-    avoided_embodied = (baseline_servers - actual_servers) * embodied_grams_per_server_second * dt
+    avoided_embodied = (
+        params.credited_server_seconds((baseline_servers - actual_servers) * dt)
+        * embodied_grams_per_server_second
+    )
 
     return WindowEstimate(
         utilisation=utilisation,
@@ -245,9 +269,11 @@ def estimate_windows(
         embodied_co2e_grams=embodied,
         pue=pue,
         grid_intensity_grams_per_kilowatt_hour=intensity,
+        demand_cpus=demand_cpus,
         baseline_servers=baseline_servers,
         actual_servers=actual_servers,
         baseline_energy_joules=baseline_energy,
+        shared_memory_energy_joules=shared_memory_energy,
         avoided_energy_joules=avoided_energy,
         avoided_operational_co2e_grams=avoided_operational,
         avoided_embodied_co2e_grams=avoided_embodied,

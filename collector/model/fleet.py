@@ -12,9 +12,10 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.model import coefficients as c
+from collector.model.coefficients import Range
 from collector.model.curve import curve_watts_at
-from collector.model.estimate import SOURCE_RAPL, WindowBatch, WindowEstimate
-from collector.model.parameters import ModelParameters, Range
+from collector.model.estimate import SOURCE_CLOUD, SOURCE_RAPL, WindowBatch, WindowEstimate
+from collector.model.parameters import ModelParameters
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -69,19 +70,25 @@ def fleet_gauges(
 class FleetTotals:
     """What the avoided CO2e over a span depends on, summed over nodes.
 
+    IT energy comes in three terms, each with its own uncertainty: `modelled` (SPECpower
+    curves: bare metal and default-profile nodes), `cloud` (CCF's per-vCPU watts) and
+    `measured` (RAPL times the platform factor). Memory above the reference server's share
+    is in none of them: the baseline holds it too, so it cancels (methodology section 6).
     The *_grams_per_joule fields are PUE_b * grid intensity / 3.6e6, each averaged with
-    the weight of its own term (busy CPU-seconds for the baseline, modelled or measured
-    energy for the actual fleet), which keeps the band exact for mixed fleets. For a
-    period report, `for_period` fills them from one effective PUE and intensity.
+    the weight of its own term (busy CPU-seconds for the baseline), which keeps the band
+    exact for mixed fleets. For a period report, `for_period` fills them from one
+    effective PUE and intensity.
     """
 
     busy_cpu_seconds: float
     logical_cpu_seconds: float
-    modelled_energy_joules: float  # IT energy from power models (power-curve uncertainty applies)
-    measured_energy_joules: float  # IT energy from RAPL
+    modelled_energy_joules: float  # IT energy from power curves
+    measured_energy_joules: float  # IT energy from RAPL, platform factor applied
     baseline_grams_per_joule: float
     modelled_grams_per_joule: float
     measured_grams_per_joule: float
+    cloud_energy_joules: float = 0.0  # IT energy from per-vCPU watts, shared memory excluded
+    cloud_grams_per_joule: float = 0.0
 
     @classmethod
     def for_period(
@@ -92,13 +99,15 @@ class FleetTotals:
         pue: float,
         grid_intensity_grams_per_kilowatt_hour: float,
         measured_energy_joules: float = 0.0,
+        cloud_energy_joules: float = 0.0,
     ) -> FleetTotals:
-        """Totals of a period from its counters; energy_joules is the modelled IT energy."""
+        """Totals of a period from its counters; energy_joules is the curve-modelled IT energy."""
         values = {
             "busy_cpu_seconds": busy_cpu_seconds,
             "logical_cpu_seconds": logical_cpu_seconds,
             "energy_joules": energy_joules,
             "measured_energy_joules": measured_energy_joules,
+            "cloud_energy_joules": cloud_energy_joules,
             "grid_intensity_grams_per_kilowatt_hour": grid_intensity_grams_per_kilowatt_hour,
         }
         for name, value in values.items():
@@ -115,6 +124,8 @@ class FleetTotals:
             baseline_grams_per_joule=grams_per_joule,
             modelled_grams_per_joule=grams_per_joule,
             measured_grams_per_joule=grams_per_joule,
+            cloud_energy_joules=cloud_energy_joules,
+            cloud_grams_per_joule=grams_per_joule,
         )
 
     @classmethod
@@ -126,9 +137,11 @@ class FleetTotals:
         if len(estimate) != len(batch):
             raise ValueError(f"estimate: {len(estimate)} elements for a batch of {len(batch)}")
         hours = c.SECONDS_PER_HOUR / batch.duration_seconds
-        busy = estimate.utilisation * batch.logical_cpus * c.SECONDS_PER_HOUR
-        energy = estimate.energy_joules * hours
+        busy = estimate.demand_cpus * c.SECONDS_PER_HOUR
+        energy = (estimate.energy_joules - estimate.shared_memory_energy_joules) * hours
         measured = estimate.power_source == SOURCE_RAPL
+        cloud = estimate.power_source == SOURCE_CLOUD
+        curve = ~measured & ~cloud
         pue_b = estimate.pue if params.baseline_pue is None else params.baseline_pue
         grams_per_joule = (
             pue_b * estimate.grid_intensity_grams_per_kilowatt_hour / c.JOULES_PER_KILOWATT_HOUR
@@ -140,8 +153,9 @@ class FleetTotals:
             return total, mean
 
         busy_total, busy_g = weighted(busy)
-        modelled_total, modelled_g = weighted(np.where(measured, 0.0, energy))
+        modelled_total, modelled_g = weighted(np.where(curve, energy, 0.0))
         measured_total, measured_g = weighted(np.where(measured, energy, 0.0))
+        cloud_total, cloud_g = weighted(np.where(cloud, energy, 0.0))
         return cls(
             busy_cpu_seconds=busy_total,
             logical_cpu_seconds=float(np.sum(batch.logical_cpus)) * c.SECONDS_PER_HOUR,
@@ -150,6 +164,8 @@ class FleetTotals:
             baseline_grams_per_joule=busy_g,
             modelled_grams_per_joule=modelled_g,
             measured_grams_per_joule=measured_g,
+            cloud_energy_joules=cloud_total,
+            cloud_grams_per_joule=cloud_g,
         )
 
 
@@ -159,124 +175,187 @@ class Quantiles:
     p50: float
     p95: float
 
+    @classmethod
+    def of(cls, samples: FloatArray) -> Quantiles:
+        p05, p50, p95 = np.quantile(samples, [0.05, 0.5, 0.95])
+        return cls(float(p05), float(p50), float(p95))
 
-def _avoided_co2e_grams(
-    totals: FleetTotals,
-    params: ModelParameters,
-    baseline_utilisation: FloatArray,
-    pue_multiplier: FloatArray,
-    curve_multiplier: FloatArray,
-    intensity_multiplier: FloatArray,
-    embodied_kilograms: FloatArray,
-    lifetime_years: FloatArray,
-) -> FloatArray:
-    """DESIGN's avoided CO2e (operational + embodied) for arrays of parameter values."""
-    ref = params.reference_curve
-    baseline_server_seconds = totals.busy_cpu_seconds / (ref.logical_cpus * baseline_utilisation)
-    actual_server_seconds = totals.logical_cpu_seconds / ref.logical_cpus
-    baseline_watts = curve_watts_at(ref.watts, baseline_utilisation) * curve_multiplier
+
+@dataclass(frozen=True)
+class Draws:
+    """One value per draw of every uncertain parameter (the point values: `Draws.point`).
+
+    The baseline's and the actual fleet's power multipliers are separate draws: they are
+    different hardware, and one shared multiplier would cancel their errors.
+    """
+
+    baseline_utilisation: FloatArray
+    reference_logical_cpus: FloatArray
+    reference_watts_at_baseline: FloatArray  # watts of one reference server at u_b
+    pue_multiplier: FloatArray
+    intensity_multiplier: FloatArray
+    baseline_power_multiplier: FloatArray
+    fleet_curve_multiplier: FloatArray
+    cloud_power_multiplier: FloatArray
+    rapl_platform_ratio: FloatArray  # drawn platform factor / the point value
+    embodied_kilograms: FloatArray
+    lifetime_years: FloatArray
+
+    @classmethod
+    def point(cls, params: ModelParameters) -> Draws:
+        one = np.ones(1)
+        ref = params.reference_curve
+        return cls(
+            baseline_utilisation=one * params.baseline_utilisation,
+            reference_logical_cpus=one * ref.logical_cpus,
+            reference_watts_at_baseline=one * params.baseline_server_watts,
+            pue_multiplier=one,
+            intensity_multiplier=one,
+            baseline_power_multiplier=one,
+            fleet_curve_multiplier=one,
+            cloud_power_multiplier=one,
+            rapl_platform_ratio=one,
+            embodied_kilograms=one * params.embodied_kilograms_per_server,
+            lifetime_years=one * params.server_lifetime_years,
+        )
+
+    @classmethod
+    def sample(
+        cls, params: ModelParameters, draws: int, seed: int | np.random.Generator | None
+    ) -> Draws:
+        """Every parameter uniform in its range (ModelParameters.uncertainty), independently.
+
+        A draw applies one value to all nodes: a wrong coefficient is wrong everywhere,
+        which gives a wider, more honest band than independent per-node errors would.
+        """
+        if draws < 1:
+            raise ValueError(f"draws: must be >= 1, got {draws}")
+        rng = np.random.default_rng(seed)
+        ranges = params.uncertainty
+
+        def uniform(interval: Range) -> FloatArray:
+            values: FloatArray = rng.uniform(interval.low, interval.high, draws)
+            return values
+
+        u_b = uniform(ranges.baseline_utilisation)
+        curves = params.reference_servers
+        pick = rng.integers(0, len(curves), draws)
+        curve_watts = np.array([curve.watts for curve in curves], dtype=np.float64)[pick]
+        return cls(
+            baseline_utilisation=u_b,
+            reference_logical_cpus=np.array(
+                [curve.logical_cpus for curve in curves], dtype=np.float64
+            )[pick],
+            reference_watts_at_baseline=curve_watts_at(curve_watts, u_b),
+            pue_multiplier=uniform(ranges.pue_multiplier),
+            intensity_multiplier=uniform(ranges.grid_intensity_multiplier),
+            baseline_power_multiplier=uniform(ranges.power_curve_multiplier),
+            fleet_curve_multiplier=uniform(ranges.power_curve_multiplier),
+            cloud_power_multiplier=uniform(ranges.cloud_power_multiplier),
+            rapl_platform_ratio=uniform(ranges.rapl_platform_factor)
+            / params.rapl_platform_factor,
+            embodied_kilograms=uniform(ranges.embodied_kilograms_per_server),
+            lifetime_years=uniform(ranges.server_lifetime_years),
+        )
+
+
+@dataclass(frozen=True)
+class AvoidedSamples:
+    """Avoided server-seconds and grams CO2e over the totals' span, one value per draw."""
+
+    server_seconds: FloatArray
+    co2e_grams: FloatArray
+
+
+def avoided_samples(totals: FleetTotals, params: ModelParameters, draws: Draws) -> AvoidedSamples:
+    """DESIGN's avoided servers and CO2e (operational + embodied) for every draw."""
+    ref_cpus = draws.reference_logical_cpus
+    baseline_server_seconds = totals.busy_cpu_seconds / (ref_cpus * draws.baseline_utilisation)
+    actual_server_seconds = totals.logical_cpu_seconds / ref_cpus
+    baseline_watts = draws.reference_watts_at_baseline * draws.baseline_power_multiplier
     baseline_grams = baseline_server_seconds * baseline_watts * totals.baseline_grams_per_joule
     actual_grams = (
-        totals.modelled_energy_joules * curve_multiplier * totals.modelled_grams_per_joule
-        + totals.measured_energy_joules * totals.measured_grams_per_joule
+        totals.modelled_energy_joules * draws.fleet_curve_multiplier
+        * totals.modelled_grams_per_joule
+        + totals.cloud_energy_joules * draws.cloud_power_multiplier * totals.cloud_grams_per_joule
+        + totals.measured_energy_joules * draws.rapl_platform_ratio
+        * totals.measured_grams_per_joule
     )
-    operational = (baseline_grams - actual_grams) * pue_multiplier * intensity_multiplier
+    operational = (
+        (baseline_grams - actual_grams) * draws.pue_multiplier * draws.intensity_multiplier
+    )
     embodied_grams_per_server_second = (
-        embodied_kilograms * 1000.0 / (lifetime_years * c.SECONDS_PER_YEAR)
+        draws.embodied_kilograms * 1000.0 / (draws.lifetime_years * c.SECONDS_PER_YEAR)
     )
-    embodied = (baseline_server_seconds - actual_server_seconds) * embodied_grams_per_server_second
-    result: FloatArray = operational + embodied
-    return result
+    avoided_server_seconds = baseline_server_seconds - actual_server_seconds
+    embodied = (
+        params.credited_server_seconds(avoided_server_seconds) * embodied_grams_per_server_second
+    )
+    return AvoidedSamples(avoided_server_seconds, operational + embodied)
 
 
 def avoided_co2e_point_grams(totals: FleetTotals, params: ModelParameters | None = None) -> float:
     """The avoided CO2e of the totals' span with every parameter at its point value."""
     params = params or ModelParameters()
-    one = np.ones(1)
-    return float(
-        _avoided_co2e_grams(
-            totals,
-            params,
-            one * params.baseline_utilisation,
-            one,
-            one,
-            one,
-            one * params.embodied_kilograms_per_server,
-            one * params.server_lifetime_years,
-        )[0]
-    )
+    return float(avoided_samples(totals, params, Draws.point(params)).co2e_grams[0])
 
 
 @dataclass(frozen=True)
-class ParameterDraws:
-    """`draws` values of each uncertain parameter, uniform over its range."""
+class AvoidedBand:
+    """p05/p50/p95 of the avoided CO2e (grams) and of the avoided servers over a span."""
 
-    baseline_utilisation: FloatArray
-    pue_multiplier: FloatArray
-    power_curve_multiplier: FloatArray
-    grid_intensity_multiplier: FloatArray
-    embodied_kilograms_per_server: FloatArray
-    server_lifetime_years: FloatArray
+    co2e_grams: Quantiles
+    servers: Quantiles  # mean avoided servers over the span
 
 
-def parameter_draws(params: ModelParameters, draws: int,
-                    seed: int | np.random.Generator | None) -> ParameterDraws:
-    """Each parameter drawn uniformly from its range (ModelParameters.uncertainty), in a
-    fixed order, so a seed gives the same draws to every band computed from them."""
-    if draws < 1:
-        raise ValueError(f"draws: must be >= 1, got {draws}")
-    rng = np.random.default_rng(seed)
-    ranges = params.uncertainty
-
-    def uniform(interval: Range) -> FloatArray:
-        values: FloatArray = rng.uniform(interval.low, interval.high, draws)
-        return values
-
-    return ParameterDraws(
-        uniform(ranges.baseline_utilisation),
-        uniform(ranges.pue_multiplier),
-        uniform(ranges.power_curve_multiplier),
-        uniform(ranges.grid_intensity_multiplier),
-        uniform(ranges.embodied_kilograms_per_server),
-        uniform(ranges.server_lifetime_years),
+def avoided_band(
+    totals: FleetTotals,
+    span_seconds: float,
+    params: ModelParameters | None = None,
+    draws: int = UNCERTAINTY_DRAWS,
+    seed: int | np.random.Generator | None = None,
+) -> AvoidedBand:
+    """The band of the avoided CO2e and of the mean avoided servers over the totals' span."""
+    params = params or ModelParameters()
+    if not 0 < span_seconds < float("inf"):
+        raise ValueError(f"span_seconds: must be finite and > 0, got {span_seconds}")
+    samples = avoided_samples(totals, params, Draws.sample(params, draws, seed))
+    return AvoidedBand(
+        co2e_grams=Quantiles.of(samples.co2e_grams),
+        servers=Quantiles.of(samples.server_seconds / span_seconds),
     )
 
 
 def avoided_co2e_quantiles(
     totals: FleetTotals,
     params: ModelParameters | None = None,
-    draws: int = 1000,
+    draws: int = UNCERTAINTY_DRAWS,
     seed: int | np.random.Generator | None = None,
 ) -> Quantiles:
-    """p05 / p50 / p95 of the avoided CO2e (grams over the totals' span).
-
-    Each draw takes every parameter uniformly from its range (ModelParameters.uncertainty),
-    the same value for all nodes: a wrong coefficient is wrong everywhere, which gives a
-    wider, more honest band than independent per-node errors would.
-    """
+    """p05 / p50 / p95 of the avoided CO2e (grams over the totals' span)."""
     params = params or ModelParameters()
-    d = parameter_draws(params, draws, seed)
-    samples = _avoided_co2e_grams(
-        totals,
-        params,
-        d.baseline_utilisation,
-        d.pue_multiplier,
-        d.power_curve_multiplier,
-        d.grid_intensity_multiplier,
-        d.embodied_kilograms_per_server,
-        d.server_lifetime_years,
-    )
-    p05, p50, p95 = np.quantile(samples, [0.05, 0.5, 0.95])
-    return Quantiles(float(p05), float(p50), float(p95))
+    samples = avoided_samples(totals, params, Draws.sample(params, draws, seed))
+    return Quantiles.of(samples.co2e_grams)
+
+
+def avoided_rate_band(
+    batch: WindowBatch,
+    estimate: WindowEstimate,
+    params: ModelParameters | None = None,
+    draws: int = UNCERTAINTY_DRAWS,
+    seed: int | np.random.Generator | None = None,
+) -> AvoidedBand:
+    """The band of the live fleet: avoided grams per hour and avoided servers."""
+    totals = FleetTotals.per_hour(batch, estimate, params)
+    return avoided_band(totals, c.SECONDS_PER_HOUR, params, draws, seed)
 
 
 def avoided_co2e_rate_quantiles(
     batch: WindowBatch,
     estimate: WindowEstimate,
     params: ModelParameters | None = None,
-    draws: int = 1000,
+    draws: int = UNCERTAINTY_DRAWS,
     seed: int | np.random.Generator | None = None,
 ) -> Quantiles:
     """p05 / p50 / p95 of the avoided CO2e rate in grams per hour, from the latest windows."""
-    totals = FleetTotals.per_hour(batch, estimate, params)
-    return avoided_co2e_quantiles(totals, params, draws, seed)
+    return avoided_rate_band(batch, estimate, params, draws, seed).co2e_grams

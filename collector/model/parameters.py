@@ -4,30 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from collector.model import coefficients as c
+from collector.model.coefficients import Range
 from collector.model.curve import curve_watts_at
 
+FloatArray = npt.NDArray[np.float64]
 NodeKind = Literal["cloud", "baremetal", "default"]
 # Integer codes used in the per-element arrays; index into NODE_KINDS.
 NODE_KINDS: tuple[NodeKind, ...] = ("cloud", "baremetal", "default")
 KIND_CLOUD, KIND_BAREMETAL, KIND_DEFAULT = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Range:
-    """A closed interval [low, high]; draws are uniform inside it."""
-
-    low: float
-    high: float
-
-    def __post_init__(self) -> None:
-        if not self.low <= self.high:
-            raise ValueError(f"range: low {self.low} is above high {self.high}")
 
 
 @dataclass(frozen=True)
@@ -39,10 +29,21 @@ class UncertaintyRanges:
 
     baseline_utilisation: Range = Range(0.12, 0.18)  # NRDC 2014: 12-18 %
     pue_multiplier: Range = Range(0.9, 1.1)
+    # drawn twice per draw: once for the baseline's reference server, once for the
+    # fleet's curve-modelled nodes (different hardware, independent errors)
     power_curve_multiplier: Range = Range(0.85, 1.15)
+    cloud_power_multiplier: Range = c.CLOUD_POWER_MULTIPLIER_RANGE
+    rapl_platform_factor: Range = c.RAPL_PLATFORM_FACTOR_RANGE
     grid_intensity_multiplier: Range = Range(0.9, 1.1)
     embodied_kilograms_per_server: Range = Range(500.0, 2100.0)
     server_lifetime_years: Range = Range(4.0, 6.0)
+
+
+PRESETS = ("default", "conservative")
+# The high end of NRDC's 12-18 %: the fewest baseline servers the source allows.
+CONSERVATIVE_BASELINE_UTILISATION = 0.18
+# kube-system and kubecarbon's own namespace: the platform's overhead, not the work.
+CONSERVATIVE_OVERHEAD_NAMESPACES = ("kube-system", "kubecarbon")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,41 @@ class ModelParameters:
     embodied_kilograms_per_server: float = c.EMBODIED_KILOGRAMS_PER_SERVER
     server_lifetime_years: float = c.SERVER_LIFETIME_YEARS
     uncertainty: UncertaintyRanges = field(default_factory=UncertaintyRanges)
+    # Real published results the band also draws the reference server from (its size
+    # sets the avoided servers); the point estimate uses reference_curve. Empty by
+    # default: two real servers make a two-humped band whose median jumps between seeds
+    # (docs/methodology.md, section 8), so the reference is a stated scenario choice.
+    reference_alternatives: tuple[c.PowerCurve, ...] = ()
+    # Conservative: no embodied credit for baseline servers that were never built, only
+    # the embodied carbon of servers that exist (a fleet larger than its baseline).
+    embodied_only_for_existing_servers: bool = False
+    # Namespaces whose pods' CPU is the platform's own overhead, left out of the demand
+    # the baseline is sized for (empty: all CPU counts).
+    overhead_namespaces: tuple[str, ...] = ()
+    preset: str = "default"  # which preset the values came from, for model_info
+
+    @classmethod
+    def conservative(cls, **overrides: Any) -> ModelParameters:
+        """The preset that leans against overstating (docs/methodology.md, section 10)."""
+        values: dict[str, Any] = {
+            "baseline_utilisation": CONSERVATIVE_BASELINE_UTILISATION,
+            "embodied_only_for_existing_servers": True,
+            "overhead_namespaces": CONSERVATIVE_OVERHEAD_NAMESPACES,
+            "preset": "conservative",
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def reference_servers(self) -> tuple[c.PowerCurve, ...]:
+        """The curves the band draws the reference from: the point one first, no repeats."""
+        return tuple(dict.fromkeys((self.reference_curve, *self.reference_alternatives)))
+
+    def credited_server_seconds(self, avoided_server_seconds: FloatArray) -> FloatArray:
+        """Avoided server-seconds whose embodied carbon counts (all, or only real servers)."""
+        if self.embodied_only_for_existing_servers:
+            return np.minimum(avoided_server_seconds, 0.0)
+        return avoided_server_seconds
 
     @property
     def baseline_server_watts(self) -> float:
@@ -69,6 +105,8 @@ class ModelParameters:
             raise ValueError(
                 f"baseline_utilisation: must be in (0, 1], got {self.baseline_utilisation}"
             )
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset: must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.baseline_pue is not None and not self.baseline_pue >= 1:
             raise ValueError(f"baseline_pue: must be >= 1, got {self.baseline_pue}")
         for name in (
@@ -205,7 +243,6 @@ def make_profile(
 
 DEFAULT_PROFILE = make_profile()
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int8]
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.model import coefficients as c
-from collector.model.fleet import Quantiles, parameter_draws
+from collector.model.fleet import Draws, Quantiles
 from collector.model.parameters import ModelParameters
 
 FloatArray = npt.NDArray[np.float64]
@@ -203,10 +203,11 @@ def yearly_savings(
     point = _yearly_grams(watts, grams_per_joule, servers, one, one, one,
                           one * params.embodied_kilograms_per_server,
                           one * params.server_lifetime_years)[0]
-    d = parameter_draws(params, draws, seed)
+    # the avoided nodes are the actual fleet's hardware: its own curve multiplier
+    d = Draws.sample(params, draws, seed)
     samples = _yearly_grams(
-        watts, grams_per_joule, servers, d.power_curve_multiplier, d.pue_multiplier,
-        d.grid_intensity_multiplier, d.embodied_kilograms_per_server, d.server_lifetime_years)
+        watts, grams_per_joule, servers, d.fleet_curve_multiplier, d.pue_multiplier,
+        d.intensity_multiplier, d.embodied_kilograms, d.lifetime_years)
     p05, p50, p95 = (float(q) / 1e6 for q in np.quantile(samples, [0.05, 0.5, 0.95]))
     return YearlySavings(
         nodes=int(watts.size),

@@ -7,7 +7,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-from collector.model.coefficients import SECONDS_PER_HOUR
 from collector.report.period import chunks, iso, sample_grid
 from collector.report.prometheus import PrometheusClient, ReportError
 from collector.report.reduction import (
@@ -15,7 +14,6 @@ from collector.report.reduction import (
     CounterTotals,
     ReportData,
     series_key,
-    trapezoid_integral,
 )
 from collector.report.rightsizing import fetch_rightsizing
 
@@ -24,8 +22,9 @@ from collector.report.rightsizing import fetch_rightsizing
 # Prometheus's default --query.max-samples (50 million) for 10,000 nodes at 15 s scrapes:
 # an hour is 2.4 million samples, where a day would be 58 million.
 BASELINE_LOOKBACK = "1h"
-QUANTILES = ("0.05", "0.5", "0.95")
 
+FACILITY_ENERGY = ("kubecarbon_node_energy_joules_total * on (node, region, instance_type, "
+                   "power_source) group_left kubecarbon_node_pue")
 # Totals over the period: key -> (metric, labels to group by, signed). Counters are
 # reset-aware; "signed" totals (typed untyped: they fall when the fleet does worse than
 # the baseline) are the difference between the last value and the one before the period.
@@ -38,20 +37,23 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "namespace_energy_joules": ("kubecarbon_namespace_energy_joules_total", ("namespace",),
                                 False),
     "namespace_co2e_grams": ("kubecarbon_namespace_co2e_grams_total", ("namespace",), False),
+    # facility energy: each node's IT energy times its PUE (constant per node), never
+    # operational CO2e over an intensity, which is wrong once intensities change hourly
+    "facility_energy_joules": (FACILITY_ENERGY, ("region",), False),
     "baseline_energy_joules": ("kubecarbon_baseline_energy_joules_total", (), False),
+    "avoided_energy_joules": ("kubecarbon_avoided_energy_joules_total", (), True),
     "avoided_co2e_grams": ("kubecarbon_avoided_co2e_grams_total", ("scope",), True),
 }
-# Facility energy has no counter of its own: operational CO2e is facility energy times the
-# region's grid intensity, so dividing by the intensity gives it back exactly.
-INTENSITY_QUERY = "max by (region) (kubecarbon_grid_carbon_intensity_grams_per_kilowatt_hour)"
-# Gauges averaged over the period (summed over collector replicas at each step).
+# Gauges averaged over the period (summed over collector replicas at each step). Fleet
+# utilisation is busy over logical CPUs of every live node, whichever replica serves it:
+# replicas weigh by their fleet's size, never one replica, one vote.
 GAUGES: dict[str, str] = {
     "baseline_servers": "sum(kubecarbon_baseline_servers)",
     "actual_servers": "sum(kubecarbon_actual_servers)",
     "avoided_servers": "sum(kubecarbon_avoided_servers)",
-    "fleet_cpu_usage_ratio": "avg(kubecarbon_fleet_cpu_usage_ratio)",
+    "fleet_cpu_usage_ratio": "sum(kubecarbon_node_cpu_usage_ratio * kubecarbon_node_logical_cpus)"
+    " / sum(kubecarbon_node_logical_cpus)",
 }
-BAND_QUERY = "sum by (quantile) (kubecarbon_avoided_co2e_grams_per_hour)"
 # Sampled on the report's own grid, never as one range over the period (too many samples).
 DATA_PROBE = "count(kubecarbon_node_energy_joules_total)"
 
@@ -70,22 +72,18 @@ class ReportBuilder:
 
     @property
     def range_queries(self) -> int:
-        """Range queries build() sends: per chunk, each counter, each gauge, band, intensity."""
-        return len(self.windows) * (len(COUNTERS) + len(GAUGES) + 2)
+        """Range queries build() sends: per chunk, each counter and each gauge."""
+        return len(self.windows) * (len(COUNTERS) + len(GAUGES))
 
     async def build(self) -> ReportData:
         """Everything the report shows; call probe() first for a clear "no data" error."""
         counters = {key: await self._counter(metric, labels, signed)
                     for key, (metric, labels, signed) in COUNTERS.items()}
-        # the last intensity each region had in the period
-        intensity = {region: values[-1] for region, (_, values)
-                     in (await self._gauge_range(INTENSITY_QUERY, "region")).items() if values}
         gauge_means = {key: await self._gauge_mean(query) for key, query in GAUGES.items()}
-        band = await self._band()
-        assumptions, versions = await self._assumptions()
+        assumptions, versions, ranges = await self._assumptions()
         rightsizing = await fetch_rightsizing(self.client, self.start, self.end, self.step)
         return ReportData(self.start, self.end, self.step, self.client.base_url, counters,
-                          intensity, gauge_means, band, assumptions, versions, rightsizing)
+                          gauge_means, assumptions, versions, ranges, rightsizing)
 
     async def probe(self) -> None:
         """Fail with one clear line unless some node counter exists on the report's grid."""
@@ -103,8 +101,11 @@ class ReportBuilder:
 
     async def _counter(self, metric: str, group_labels: tuple[str, ...],
                        signed: bool) -> CounterTotals:
-        before = await self.client.instant(f"last_over_time({metric}[{BASELINE_LOOKBACK}])",
-                                           self.start)
+        # an expression (not a bare metric) needs a subquery to look back over
+        selector = metric if metric.isidentifier() else f"({metric})"
+        colon = "" if metric.isidentifier() else ":"
+        before = await self.client.instant(
+            f"last_over_time({selector}[{BASELINE_LOOKBACK}{colon}])", self.start)
         accumulator = CounterAccumulator(
             {series_key(s["metric"]): float(s["value"][1]) for s in before}, signed)
         for a, b in self.windows:
@@ -132,21 +133,24 @@ class ReportBuilder:
         values = [v for _, vs in series.values() for v in vs]
         return sum(values) / len(values) if values else None
 
-    async def _band(self) -> dict[str, float]:
-        series = await self._gauge_range(BAND_QUERY)
-        return {q: trapezoid_integral(*series[q], self.step) / SECONDS_PER_HOUR
-                for q in QUANTILES if q in series}
-
-    async def _assumptions(self) -> tuple[list[dict[str, str]], list[str]]:
+    async def _assumptions(
+        self,
+    ) -> tuple[list[dict[str, str]], list[str], dict[str, list[tuple[str, str]]]]:
         seconds = max(1, math.ceil(self.end - self.start))
-        info = await self.client.instant(f"last_over_time(kubecarbon_model_info[{seconds}s])",
-                                         self.end)
-        builds = await self.client.instant(f"last_over_time(kubecarbon_build_info[{seconds}s])",
-                                           self.end)
-        drop = {"__name__", "instance", "job"}
+
+        async def last(metric: str) -> list[dict[str, Any]]:
+            return await self.client.instant(f"last_over_time({metric}[{seconds}s])", self.end)
+
+        drop = {"__name__", "instance", "job", "pod", "namespace", "service", "endpoint",
+                "container"}
         seen: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
-        for series in info:
+        for series in await last("kubecarbon_model_info"):
             labels = {k: v for k, v in series["metric"].items() if k not in drop}
             seen[series_key(labels)] = labels
-        versions = sorted({s["metric"].get("version", "?") for s in builds})
-        return list(seen.values()), versions
+        versions = sorted({s["metric"].get("version", "?")
+                           for s in await last("kubecarbon_build_info")})
+        ranges: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for series in await last("kubecarbon_model_uncertainty_info"):
+            labels = series["metric"]
+            ranges[labels.get("parameter", "")].add((labels.get("low", ""), labels.get("high", "")))
+        return list(seen.values()), versions, {k: sorted(v) for k, v in ranges.items()}

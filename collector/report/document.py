@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from collector.model.coefficients import JOULES_PER_KILOWATT_HOUR, SECONDS_PER_HOUR
-from collector.report.band import period_band
+from collector.model.fleet import UNCERTAINTY_DRAWS
+from collector.report.band import PeriodBand, period_band, period_parameters
+from collector.report.disclosure import disclosure
 from collector.report.period import iso
 from collector.report.reduction import ReportData
 from collector.report.rightsizing import rightsizing_section
@@ -22,30 +24,25 @@ def _tonnes(grams: float) -> float:
     return grams / GRAMS_PER_TONNE
 
 
-def _band_tonnes(grams: dict[str, float]) -> dict[str, float]:
-    return {f"p{round(float(q) * 100):02d}": _tonnes(g) for q, g in grams.items()}
+# Measured by tests/model/test_uncertainty.py's noise test (docs/methodology.md, section
+# 8); the report pins seed 0, so the same counters give the same band.
+MONTE_CARLO_NOISE = ("each quantile moves by 1-2 % (relative standard deviation) between "
+                     "seeds at 1,000 draws")
 
 
 def report_document(data: ReportData) -> dict[str, Any]:
     """The report as plain data: what JSON prints and CSV/HTML render."""
     c = data.counters
     it_energy_by_region = c["it_energy_joules"].by_label(0)
+    facility_by_region = c["facility_energy_joules"].by_group
     regions = sorted({g[0] for key in ("it_energy_joules", "operational_co2e_grams",
                                        "embodied_co2e_grams")
                       for g in c[key].by_group})
-
-    def facility_kwh(region: str) -> float | None:
-        intensity = data.grid_intensity_by_region.get(region)
-        grams = c["operational_co2e_grams"].by_group.get((region,), 0.0)
-        if grams == 0.0:
-            return 0.0
-        return grams / intensity if intensity else None
-
     by_region: list[dict[str, Any]] = [
         {
             "region": region,
             "it_energy_kwh": _kwh(it_energy_by_region.get(region, 0.0)),
-            "facility_energy_kwh": facility_kwh(region),
+            "facility_energy_kwh": _kwh(facility_by_region.get((region,), 0.0)),
             "operational_tco2e": _tonnes(c["operational_co2e_grams"].by_group.get((region,), 0.0)),
             "embodied_tco2e": _tonnes(c["embodied_co2e_grams"].by_group.get((region,), 0.0)),
         }
@@ -69,46 +66,67 @@ def report_document(data: ReportData) -> dict[str, Any]:
     avoided_scope = c["avoided_co2e_grams"].by_group
     operational = avoided_scope.get(("operational",), 0.0)
     embodied = avoided_scope.get(("embodied",), 0.0)
-    facility = [row["facility_energy_kwh"] for row in by_region]
+    emissions_grams = c["operational_co2e_grams"].total + c["embodied_co2e_grams"].total
+    cpu_core_hours = c["namespace_cpu_seconds"].total / SECONDS_PER_HOUR
     totals = {
         "it_energy_kwh": _kwh(c["it_energy_joules"].total),
-        "facility_energy_kwh": None if None in facility else sum(facility),
+        "facility_energy_kwh": _kwh(c["facility_energy_joules"].total),
         "operational_tco2e": _tonnes(c["operational_co2e_grams"].total),
         "embodied_tco2e": _tonnes(c["embodied_co2e_grams"].total),
-        "cpu_core_hours": c["namespace_cpu_seconds"].total / SECONDS_PER_HOUR,
+        "cpu_core_hours": cpu_core_hours,
     }
-    gauge_band = _band_tonnes(data.band_grams)
-    gauge_method = (
-        "p05/p50/p95 of kubecarbon_avoided_co2e_grams_per_hour (the collector's draws over "
-        "the live fleet), each integrated over the period with trapezoids at step_seconds")
-    model_band = period_band(data)
-    if model_band is None:
-        band, band_method = gauge_band, gauge_method
+    baseline_kwh = _kwh(c["baseline_energy_joules"].total)
+    avoided_kwh = _kwh(c["avoided_energy_joules"].total)
+    result = period_band(data)
+    if isinstance(result, PeriodBand):
+        band = result.band
+        co2e_band: dict[str, float | None] = {
+            "p05": _tonnes(band.co2e_grams.p05), "p50": _tonnes(band.co2e_grams.p50),
+            "p95": _tonnes(band.co2e_grams.p95)}
+        servers_band: dict[str, float | None] = {
+            "p05": band.servers.p05, "p50": band.servers.p50, "p95": band.servers.p95}
+        band_method: str = result.method
     else:
-        band, band_method = _band_tonnes(model_band[0]), model_band[1]
+        co2e_band = servers_band = dict.fromkeys(("p05", "p50", "p95"))
+        band_method = f"no band: {result}"
+    period = {
+        "start": iso(data.start),
+        "end": iso(data.end),
+        "hours": (data.end - data.start) / SECONDS_PER_HOUR,
+        "step_seconds": data.step_seconds,
+    }
+    uncertainty = {
+        "avoided_tco2e": co2e_band,
+        "mean_avoided_servers": servers_band,
+        "method": band_method,
+        "draws": UNCERTAINTY_DRAWS,
+        "monte_carlo_noise": MONTE_CARLO_NOISE,
+    }
+    sci = {
+        "functional_unit": "CPU core-hour of pod work (kubecarbon_namespace_cpu_seconds_total)",
+        "gco2e_per_functional_unit": emissions_grams / cpu_core_hours if cpu_core_hours
+        else None,
+        "formula": "(operational + embodied CO2e) / core-hours: SCI's (E x I + M) per R",
+    }
     return {
         "report": "kubecarbon period report",
-        "period": {
-            "start": iso(data.start),
-            "end": iso(data.end),
-            "hours": (data.end - data.start) / SECONDS_PER_HOUR,
-            "step_seconds": data.step_seconds,
-        },
+        "period": period,
         "source": {"prometheus": data.prometheus_url, "collector_versions": data.versions},
         "totals": totals,
         "by_region": by_region,
         "by_namespace": by_namespace,
         "baseline": {
-            "baseline_energy_kwh": _kwh(c["baseline_energy_joules"].total),
-            # exact: every window's avoided energy is its baseline minus its IT energy
-            "avoided_energy_kwh": _kwh(c["baseline_energy_joules"].total
-                                       - c["it_energy_joules"].total),
+            "baseline_energy_kwh": baseline_kwh,
+            "avoided_energy_kwh": avoided_kwh,
+            # memory above the reference server's share, counted in both fleets
+            "shared_memory_energy_kwh": max(0.0, totals["it_energy_kwh"] + avoided_kwh
+                                            - baseline_kwh),
             "avoided_operational_tco2e": _tonnes(operational),
             "avoided_embodied_tco2e": _tonnes(embodied),
             "avoided_tco2e": _tonnes(operational + embodied),
-            "avoided_tco2e_band": band,
+            "avoided_tco2e_band": co2e_band,
+            "mean_avoided_servers_band": servers_band,
             "band_method": band_method,
-            "avoided_tco2e_band_from_rate_gauges": gauge_band,
             "mean_baseline_servers": data.gauge_means["baseline_servers"],
             "mean_actual_servers": data.gauge_means["actual_servers"],
             "mean_avoided_servers": data.gauge_means["avoided_servers"],
@@ -116,5 +134,7 @@ def report_document(data: ReportData) -> dict[str, Any]:
         },
         "rightsizing": rightsizing_section(data.rightsizing),
         "assumptions": data.assumptions,
+        "disclosure": disclosure(period_parameters(data), uncertainty, period, data.versions,
+                                 sci),
         "methodology": METHODOLOGY,
     }

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,11 +45,11 @@ class ReportData:
     step_seconds: float
     prometheus_url: str
     counters: dict[str, CounterTotals]
-    grid_intensity_by_region: dict[str, float]  # g/kWh, the last value in the period
     gauge_means: dict[str, float | None]
-    band_grams: dict[str, float]  # quantile -> grams, the rate gauges integrated over the period
-    assumptions: list[dict[str, str]]
+    assumptions: list[dict[str, str]]  # distinct kubecarbon_model_info label sets
     versions: list[str]
+    # parameter -> every (low, high) the collectors published in model_uncertainty_info
+    uncertainty_ranges: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     rightsizing: RightsizingData | None = None  # collector/report/rightsizing.py
 
 
@@ -68,15 +67,6 @@ def series_increase(baseline: float | None, values: Iterable[float]) -> float:
     for value in values:
         total += value - previous if value >= previous else value
         previous = value
-    return total
-
-
-def trapezoid_integral(times: Sequence[float], values: Sequence[float], step: float) -> float:
-    """Integral over time of a gauge sampled at the step; gaps (> 1.5 steps) count as zero."""
-    total = 0.0
-    for (t0, v0), (t1, v1) in itertools.pairwise(zip(times, values, strict=True)):
-        if t1 - t0 <= 1.5 * step:
-            total += (v0 + v1) / 2.0 * (t1 - t0)
     return total
 
 

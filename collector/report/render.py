@@ -33,14 +33,15 @@ def csv_rows(document: dict[str, Any]) -> list[list[str]]:
         rows += [["namespace", row["namespace"], k, _cell(v)]
                  for k, v in row.items() if k != "namespace"]
     for key, value in document["baseline"].items():
-        if key in ("avoided_tco2e_band", "avoided_tco2e_band_from_rate_gauges"):
-            prefix = key.removesuffix("_band").replace("_band_", "_")
+        if key.endswith("_band"):
+            prefix = key.removesuffix("_band")
             rows += [["baseline", "fleet", f"{prefix}_{p}", _cell(v)] for p, v in value.items()]
         else:
             rows.append(["baseline", "fleet", key, _cell(value)])
     rows += rightsizing_csv_rows(document.get("rightsizing"))
     for index, labels in enumerate(document["assumptions"]):
         rows += [["assumption", str(index), k, v] for k, v in sorted(labels.items())]
+    rows += disclosure_rows(document["disclosure"])
     rows.append(["methodology", "", "reference", document["methodology"]])
     return rows
 
@@ -103,6 +104,37 @@ def rightsizing_html(section: dict[str, Any] | None) -> str:
     )
 
 
+def disclosure_rows(section: dict[str, Any]) -> list[list[str]]:
+    """The disclosure as CSV rows: section "disclosure", one statement or value per row."""
+    rows = [["disclosure", "standard", str(i), text] for i, text in enumerate(section["standards"])]
+    for key in ("statement", "baseline_scenario", "preset", "method_version",
+                "assumptions_unknown_because"):
+        rows.append(["disclosure", key, "", _cell(section[key])])
+    rows += [["disclosure", "period", key, _cell(section["period"][key])]
+             for key in ("start", "end", "hours")]
+    for side in ("included", "excluded"):
+        rows += [["disclosure", f"boundary_{side}", str(i), text]
+                 for i, text in enumerate(section["boundary"][side])]
+    rows += [["disclosure", "data_source", row["data"], row["source"]]
+             for row in section["data_sources"]]
+    for row in section["assumptions"]:
+        interval = row["range"]
+        rows += [
+            ["disclosure", "assumption", row["name"], _cell(row["value"])],
+            ["disclosure", "assumption_range", row["name"],
+             "" if interval is None else f"{interval[0]!r}..{interval[1]!r}"],
+            ["disclosure", "assumption_source", row["name"], row["source"]],
+        ]
+    uncertainty = section["uncertainty"]
+    for quantity in ("avoided_tco2e", "mean_avoided_servers"):
+        rows += [["disclosure", "uncertainty", f"{quantity}_{p}", _cell(v)]
+                 for p, v in uncertainty[quantity].items()]
+    rows += [["disclosure", "uncertainty", key, _cell(uncertainty[key])]
+             for key in ("method", "draws", "monte_carlo_noise")]
+    rows += [["disclosure", "sci", key, _cell(value)] for key, value in section["sci"].items()]
+    return rows
+
+
 def render_csv(document: dict[str, Any]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(csv_rows(document))
@@ -141,7 +173,7 @@ border:1px solid #cfe3d4;border-radius:6px;padding:.7rem}.card b{display:block;f
 def render_html(document: dict[str, Any]) -> str:
     """One self-contained file: inline CSS, no scripts, no external requests."""
     period, totals, base = document["period"], document["totals"], document["baseline"]
-    band = base["avoided_tco2e_band"]
+    band, servers = base["avoided_tco2e_band"], base["mean_avoided_servers_band"]
     cards = [
         ("Avoided tCO2e", _number(base["avoided_tco2e"]),
          f"band p05 {_number(band.get('p05'))} / p50 {_number(band.get('p50'))} / "
@@ -149,6 +181,8 @@ def render_html(document: dict[str, Any]) -> str:
         ("Avoided servers (mean)", _number(base["mean_avoided_servers"], 1),
          f"baseline {_number(base['mean_baseline_servers'], 1)}, "
          f"actual {_number(base['mean_actual_servers'], 1)}"),
+        ("Avoided servers, band", _number(servers.get("p50"), 1),
+         f"p05 {_number(servers.get('p05'), 1)} / p95 {_number(servers.get('p95'), 1)}"),
         ("Energy (facility)", f"{_number(totals['facility_energy_kwh'])} kWh",
          f"IT {_number(totals['it_energy_kwh'])} kWh"),
         ("Emissions", f"{_number(totals['operational_tco2e'] + totals['embodied_tco2e'])} t",
@@ -177,14 +211,15 @@ def render_html(document: dict[str, Any]) -> str:
         [
             ["baseline energy (kWh)", _number(base["baseline_energy_kwh"])],
             ["avoided energy (kWh)", _number(base["avoided_energy_kwh"])],
+            ["memory above the reference share, in both fleets (kWh)",
+             _number(base["shared_memory_energy_kwh"])],
             ["avoided operational tCO2e", _number(base["avoided_operational_tco2e"], 4)],
             ["avoided embodied tCO2e", _number(base["avoided_embodied_tco2e"], 4)],
             ["avoided tCO2e, p05", _number(band.get("p05"), 4)],
             ["avoided tCO2e, p50", _number(band.get("p50"), 4)],
             ["avoided tCO2e, p95", _number(band.get("p95"), 4)],
-            ["avoided tCO2e from the rate gauges, p05 / p50 / p95",
-             " / ".join(_number(base["avoided_tco2e_band_from_rate_gauges"].get(p), 4)
-                        for p in ("p05", "p50", "p95"))],
+            ["mean avoided servers, p05 / p50 / p95",
+             " / ".join(_number(servers.get(p), 1) for p in ("p05", "p50", "p95"))],
             ["mean fleet CPU utilisation", _number(base["mean_fleet_cpu_usage_ratio"], 3)],
         ],
     )
@@ -209,11 +244,54 @@ collector {html.escape(', '.join(document['source']['collector_versions']) or 'u
 <p class="muted">{html.escape(base['band_method'])}.</p>
 {rightsizing_html(document.get("rightsizing"))}
 <h2>Assumptions in force</h2>{assumptions}
+{disclosure_html(document["disclosure"])}
 <h2>Methodology</h2>
 <p>Formulas, default coefficients and their sources:
 <code>{html.escape(document['methodology'])}</code> in the kubecarbon repository.
 Totals are counter increases between samples {period['step_seconds']:g} s apart.</p>
 </body></html>
+"""
+
+
+def disclosure_html(section: dict[str, Any]) -> str:
+    """The disclosure as HTML: the statement first, then what a reader must be told."""
+    def items(texts: Iterable[str]) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in texts) + "</ul>"
+
+    uncertainty = section["uncertainty"]
+    assumptions = _table(
+        ["assumption", "value", "range", "source"],
+        ([row["name"], _cell(row["value"]),
+          "" if row["range"] is None else f"{row['range'][0]:g} .. {row['range'][1]:g}",
+          row["source"]] for row in section["assumptions"]),
+    ) if section["assumptions"] else (
+        f"<p>Assumptions unknown: {html.escape(section['assumptions_unknown_because'] or '')}"
+        ".</p>")
+    period = section["period"]
+    sci = section["sci"]
+    return f"""<h2>Disclosure</h2>
+<p><b>{html.escape(section['statement'])}</b></p>
+<p class="muted">Follows: {html.escape('; '.join(section['standards']))}.</p>
+<h3>Baseline scenario</h3><p>{html.escape(section['baseline_scenario'])}
+Preset in force: {html.escape(section['preset'] or 'unknown')}.</p>
+<h3>Boundary</h3><p>Included:</p>{items(section['boundary']['included'])}
+<p>Excluded:</p>{items(section['boundary']['excluded'])}
+<h3>Period</h3><p>{html.escape(period['start'])} to {html.escape(period['end'])}
+({period['hours']:.2f} h).</p>
+<h3>Data sources and vintages</h3>{_table(["data", "source"], (
+        [row["data"], row["source"]] for row in section["data_sources"]))}
+<h3>Assumptions, ranges and sources</h3>{assumptions}
+<h3>Uncertainty</h3><p>Avoided tCO2e p05 / p50 / p95:
+{' / '.join(_number(uncertainty['avoided_tco2e'].get(p), 4) for p in ('p05', 'p50', 'p95'))};
+mean avoided servers p05 / p50 / p95:
+{' / '.join(_number(uncertainty['mean_avoided_servers'].get(p), 1)
+            for p in ('p05', 'p50', 'p95'))}.
+{html.escape(uncertainty['method'])}; Monte Carlo noise:
+{html.escape(uncertainty['monte_carlo_noise'])}.</p>
+<h3>Software Carbon Intensity</h3><p>{_number(sci['gco2e_per_functional_unit'], 3)} gCO2e per
+{html.escape(sci['functional_unit'])}; {html.escape(sci['formula'])}.</p>
+<h3>Method</h3><p>{html.escape(section['method_version'])}; collector
+{html.escape(', '.join(section['collector_versions']) or 'unknown')}.</p>
 """
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 from typing import Any
@@ -55,6 +56,21 @@ def make_report(
     if rapl is not None:
         report["rapl"] = rapl
     return report
+
+
+def full_report() -> dict[str, Any]:
+    """A valid report with every optional section, RAPL included."""
+    return make_report(seq=100, rapl={"package_joules": 900.0, "dram_joules": 60.0})
+
+
+def with_field(document: dict[str, Any], path: tuple[Any, ...], new: Any) -> dict[str, Any]:
+    """A deep copy of `document` with the field at `path` (keys and list indexes) set to `new`."""
+    document = copy.deepcopy(document)
+    target = document
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = new
+    return document
 
 
 def body_of(*reports: dict[str, Any]) -> bytes:

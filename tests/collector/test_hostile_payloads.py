@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 from collector_testkit import JSON, body_of, gzipped, make_report, metadata_for_tests
+from collector_testkit import full_report as _valid_report
+from collector_testkit import with_field as _set
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -41,19 +43,6 @@ FIELDS: list[tuple[str, ...]] = [
     ("pods", 0, "cpu_seconds"), ("pods", 0, "containers"),
     ("rapl", "package_joules"), ("rapl", "dram_joules"),
 ]
-
-
-def _valid_report() -> dict[str, Any]:
-    return make_report(seq=100, rapl={"package_joules": 900.0, "dram_joules": 60.0})
-
-
-def _set(document: dict[str, Any], path: tuple[Any, ...], new: Any) -> dict[str, Any]:
-    document = copy.deepcopy(document)
-    target = document
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = new
-    return document
 
 
 def _delete(document: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:

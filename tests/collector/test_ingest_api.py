@@ -28,9 +28,11 @@ from collector.settings import DedupeSettings, ExportSettings, Settings
 NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
         "power_source": "cloud_linear"}
 SECONDS_PER_YEAR = 365 * 24 * 3600
-# DESIGN: AWS 0.74 / 3.5 W per vCPU, 0.392 W per GB of memory, PUE 1.135, us-east-1 379.1 g/kWh
-WATTS_AT_HALF = 16 * (0.74 + 0.5 * (3.5 - 0.74)) + 64 * 0.392  # 59.008 W
-IDLE_WATTS = 16 * 0.74 + 64 * 0.392
+# DESIGN: AWS 0.74 / 3.5 W per vCPU, 0.392 W per GB of memory above the reference server's
+# share (R740: 192 GiB / 112 threads), PUE 1.135, us-east-1 379.1 g/kWh
+MEMORY_WATTS = (64 - 16 * 192 / 112) * 0.392  # 14.336 W
+WATTS_AT_HALF = 16 * (0.74 + 0.5 * (3.5 - 0.74)) + MEMORY_WATTS  # 48.256 W
+IDLE_WATTS = 16 * 0.74 + MEMORY_WATTS
 GRAMS_PER_JOULE = 1.135 * 379.1 / 3.6e6
 EMBODIED_GRAMS_PER_SERVER_SECOND = 1313e3 / (4 * SECONDS_PER_YEAR)
 BASELINE_SERVERS = (120 / 15) / (112 * 0.15)  # 8 busy CPUs on R740s at 15 %
@@ -59,7 +61,7 @@ async def test_one_aws_report_gives_design_numbers(client):
 
     energy = WATTS_AT_HALF * 15
     assert value(text, "kubecarbon_node_cpu_usage_ratio", **NODE) == pytest.approx(0.5)
-    assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(59.008)
+    assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(48.256)
     assert value(text, "kubecarbon_node_energy_joules_total", **NODE) == pytest.approx(energy)
     assert value(text, "kubecarbon_node_idle_energy_joules_total", **NODE) == pytest.approx(
         IDLE_WATTS * 15)
@@ -92,10 +94,11 @@ async def test_one_aws_report_gives_design_numbers(client):
         BASELINE_SERVERS - ACTUAL_SERVERS)
     assert value(text, "kubecarbon_baseline_energy_joules_total") == pytest.approx(
         baseline_energy)
-    assert value(text, "kubecarbon_avoided_energy_joules_total") == pytest.approx(
-        baseline_energy - energy)
+    # the memory above the reference share is held by the baseline too: it cancels
+    avoided_energy = baseline_energy + MEMORY_WATTS * 15 - energy
+    assert value(text, "kubecarbon_avoided_energy_joules_total") == pytest.approx(avoided_energy)
     assert value(text, "kubecarbon_avoided_co2e_grams_total", scope="operational") == (
-        pytest.approx((baseline_energy - energy) * GRAMS_PER_JOULE))
+        pytest.approx(avoided_energy * GRAMS_PER_JOULE))
     assert value(text, "kubecarbon_avoided_co2e_grams_total", scope="embodied") == pytest.approx(
         (BASELINE_SERVERS - ACTUAL_SERVERS) * EMBODIED_GRAMS_PER_SERVER_SECOND * 15)
     p05, p50, p95 = (value(text, "kubecarbon_avoided_co2e_grams_per_hour", quantile=q)
@@ -247,6 +250,9 @@ async def test_readiness_fails_while_metadata_is_not_synced(aiohttp_client, cloc
         def pod(self, uid):
             return None
 
+        def pod_generation(self):
+            return 0
+
         def status(self):
             return ProviderStatus("kubernetes", synced=False, connected=False,
                                   detail="nodes: listing")
@@ -333,7 +339,7 @@ async def test_a_host_outside_kubernetes_reports_without_pods(client):
     response = await client.post("/api/v1/reports", data=body_of(report), headers=JSON)
     assert response.status == 200
     text = await metrics_text(client)
-    assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(59.008)
+    assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(48.256)
     assert "kubecarbon_node_pods{" not in text and "kubecarbon_node_containers{" not in text
 
 
@@ -525,6 +531,6 @@ async def test_report_without_memory_uses_the_nodes_capacity_else_no_memory_powe
     text = await metrics_text(client)
     cpu_watts = 16 * (0.74 + 0.5 * (3.5 - 0.74))
     assert value(text, "kubecarbon_node_power_watts", **NODE) == pytest.approx(
-        cpu_watts + 32 * 0.392)
+        cpu_watts + (32 - 16 * 192 / 112) * 0.392)
     assert value(text, "kubecarbon_node_power_watts", **{**NODE, "node": "ip-10-0-1-18"}) == (
         pytest.approx(cpu_watts))

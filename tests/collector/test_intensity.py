@@ -111,7 +111,7 @@ async def test_hourly_value_replaces_the_table_for_covered_hours(aiohttp_client,
                                              clock=clock, status_page=False))
     node = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
             "power_source": "cloud_linear"}
-    energy = (16 * (0.74 + 0.5 * 2.76) + 64 * 0.392) * 15
+    energy = (16 * (0.74 + 0.5 * 2.76) + (64 - 16 * 192 / 112) * 0.392) * 15
     await client.post("/api/v1/reports", data=body_of(make_report(seq=1)), headers=JSON)
     text = await (await client.get("/metrics")).text()
     assert value(text, "kubecarbon_node_co2e_grams_total", **node) == pytest.approx(

@@ -127,7 +127,7 @@ def test_bad_flags_are_refused():
     done = subprocess.run([KUBECARBON, "demo", "--simulate-nodes", "-3"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
-    assert "--simulate-nodes" in done.stderr and "must be >= 0" in done.stderr
+    assert "--simulate-nodes" in done.stderr and "below the minimum 0" in done.stderr
     env = {**os.environ, "KUBECARBON_INTERVAL": "0.1"}
     done = subprocess.run([KUBECARBON, "demo"], capture_output=True, text=True, timeout=60,
                           env=env)

@@ -190,10 +190,14 @@ async def test_report_totals_match_what_the_collector_counted(aiohttp_server, st
                                                                   rel=rel)
     assert baseline["avoided_embodied_tco2e"] == pytest.approx(scopes["embodied"] / 1e6, rel=rel)
     band = baseline["avoided_tco2e_band"]
-    assert "period uncertainty" in baseline["band_method"]  # the model's, not the gauges'
+    # the model's band over the summed counters, with the ranges the collector published
+    assert "quantile of the sum" in baseline["band_method"]
     assert band["p05"] < baseline["avoided_tco2e"] < band["p95"]
-    gauges = baseline["avoided_tco2e_band_from_rate_gauges"]
-    assert gauges["p05"] < gauges["p50"] < gauges["p95"]
+    servers = baseline["mean_avoided_servers_band"]
+    assert servers["p05"] <= servers["p50"] <= servers["p95"]
+    assert report["disclosure"]["preset"] == "default"
+    assert {row["name"] for row in report["disclosure"]["assumptions"]} >= {
+        "baseline_utilisation", "power_curve_multiplier", "cloud_power_multiplier"}
     assert baseline["mean_baseline_servers"] > 0 and baseline["mean_actual_servers"] > 0
     assert report["assumptions"] and report["assumptions"][0]["baseline_utilisation"] == "0.15"
     assert report["methodology"] == "docs/methodology.md"

@@ -11,10 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collector.metrics import SPECS
+from collector.model.assumptions import (
+    model_info_labels,
+    parameters_from_labels,
+    uncertainty_ranges,
+)
 from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_windows
-from collector.model.fleet import avoided_co2e_rate_quantiles
+from collector.model.fleet import avoided_rate_band
 from collector.model.parameters import ModelParameters, ProfileArrays, make_profile
-from collector.report.band import period_band
+from collector.report.band import PeriodBand, period_band
 from collector.report.document import report_document
 from collector.report.period import chunks, parse_time, sample_grid
 from collector.report.reduction import (
@@ -23,7 +29,6 @@ from collector.report.reduction import (
     ReportData,
     series_delta,
     series_increase,
-    trapezoid_integral,
 )
 from collector.report.render import render_csv, render_html, render_json
 
@@ -80,12 +85,6 @@ def test_counter_increase_of_a_monotonic_series_is_last_minus_first(increments):
     assert series_increase(values[0], values) == pytest.approx(values[-1] - values[0], abs=1e-6)
 
 
-def test_trapezoid_integral_and_gaps():
-    assert trapezoid_integral([0, 10, 20], [1.0, 1.0, 3.0], 10) == pytest.approx(10 + 20)
-    # a gap of 3 steps between samples is "no data", not a ramp
-    assert trapezoid_integral([0, 10, 40, 50], [1.0, 1.0, 1.0, 1.0], 10) == pytest.approx(20)
-
-
 @settings(deadline=None)
 @given(start=st.floats(1e9, 2e9), length=st.floats(1, 30 * 86400), step=st.floats(60, 3600),
        per_chunk=st.integers(2, 500))
@@ -118,40 +117,58 @@ def sample_data() -> ReportData:
             "namespace_cpu_seconds": totals(risk=7200.0, web=3600.0),
             "namespace_energy_joules": totals(risk=4 * kwh, web=kwh),
             "namespace_co2e_grams": totals(risk=3000.0, web=1000.0),
+            "facility_energy_joules": totals(**{"china-east": 15.8 * kwh,
+                                                "us-east-1": 5.675 * kwh}),
             "baseline_energy_joules": totals(**{"": 40 * kwh}),
+            # 25 kWh: 40 baseline - 15 IT, no memory above the reference share
+            "avoided_energy_joules": totals(**{"": 25 * kwh}),
             "avoided_co2e_grams": totals(operational=20_000.0, embodied=5_000.0),
         },
-        grid_intensity_by_region={"china-east": 550.0, "us-east-1": 400.0},
         gauge_means={"baseline_servers": 30.0, "actual_servers": 10.0, "avoided_servers": 20.0,
                      "fleet_cpu_usage_ratio": 0.45},
-        band_grams={"0.05": 15_000.0, "0.5": 24_000.0, "0.95": 33_000.0},
-        assumptions=[{"baseline_utilisation": "0.15", "reference_server": "dell-r740"}],
+        assumptions=[published_assumptions(ModelParameters())],
         versions=["0.1.0"],
+        uncertainty_ranges=published_ranges(ModelParameters()),
     )
+
+
+def published_assumptions(params: ModelParameters) -> dict[str, str]:
+    """model_info's labels as Prometheus returns them."""
+    return dict(zip(SPECS["model_info"].labels, model_info_labels(params), strict=True))
+
+
+def published_ranges(params: ModelParameters) -> dict[str, list[tuple[str, str]]]:
+    return {name: [(repr(r.low), repr(r.high))] for name, r in uncertainty_ranges(params)}
 
 
 def test_document_converts_units_and_sums():
     doc = report_document(sample_data())
     assert doc["totals"]["it_energy_kwh"] == pytest.approx(15)
-    # facility energy = operational CO2e / intensity: 8000/550 + 2000/400 kWh
-    assert doc["totals"]["facility_energy_kwh"] == pytest.approx(8000 / 550 + 5)
+    # facility energy: the nodes' IT energy times their PUE, summed by the report's query
+    assert doc["totals"]["facility_energy_kwh"] == pytest.approx(15.8 + 5.675)
+    assert doc["by_region"][0]["facility_energy_kwh"] == pytest.approx(15.8)
     assert doc["baseline"]["avoided_energy_kwh"] == pytest.approx(40 - 15)
+    assert doc["baseline"]["shared_memory_energy_kwh"] == pytest.approx(0.0)
     assert doc["totals"]["operational_tco2e"] == pytest.approx(0.01)
     assert doc["totals"]["cpu_core_hours"] == pytest.approx(3)
     assert [r["region"] for r in doc["by_region"]] == ["china-east", "us-east-1"]
     assert doc["by_region"][1]["embodied_tco2e"] == 0
-    data = sample_data()
-    del data.grid_intensity_by_region["us-east-1"]
-    partial = report_document(data)  # unknown intensity: facility energy unknown, not zero
-    assert partial["by_region"][1]["facility_energy_kwh"] is None
-    assert partial["totals"]["facility_energy_kwh"] is None
     assert [r["namespace"] for r in doc["by_namespace"]] == ["risk", "web"]  # largest first
     assert doc["baseline"]["avoided_tco2e"] == pytest.approx(0.025)
-    # assumptions the report cannot invert: the band comes from the rate gauges
-    assert doc["baseline"]["avoided_tco2e_band"] == pytest.approx(
-        {"p05": 0.015, "p50": 0.024, "p95": 0.033})
-    assert "integrated over the period" in doc["baseline"]["band_method"]
+    band = doc["baseline"]["avoided_tco2e_band"]
+    assert band["p05"] < band["p50"] < band["p95"]
+    assert "quantile of the sum" in doc["baseline"]["band_method"]
     assert doc["methodology"] == "docs/methodology.md"
+    # assumptions the report cannot rebuild: no band at all, and the reason, never the
+    # collectors' quantile gauges added up
+    data = sample_data()
+    data.assumptions.append(published_assumptions(ModelParameters.conservative()))
+    refused = report_document(data)
+    assert refused["baseline"]["avoided_tco2e_band"] == {"p05": None, "p50": None, "p95": None}
+    assert "different assumptions" in refused["baseline"]["band_method"]
+    data = sample_data()
+    data.uncertainty_ranges["baseline_utilisation"].append(("0.1", "0.2"))
+    assert "different ranges" in report_document(data)["baseline"]["band_method"]
 
 
 def test_json_csv_and_html_carry_the_same_numbers():
@@ -161,7 +178,8 @@ def test_json_csv_and_html_carry_the_same_numbers():
     assert rows[0] == ["section", "name", "quantity", "value"]
     values = {(r[0], r[1], r[2]): r[3] for r in rows[1:]}
     assert float(values["region", "china-east", "operational_tco2e"]) == pytest.approx(0.008)
-    assert float(values["baseline", "fleet", "avoided_tco2e_p95"]) == pytest.approx(0.033)
+    assert float(values["baseline", "fleet", "avoided_tco2e_p95"]) == pytest.approx(
+        doc["baseline"]["avoided_tco2e_band"]["p95"])
     assert values["assumption", "0", "baseline_utilisation"] == "0.15"
     page = render_html(doc)
     assert "0.025" in page and "china-east" in page and "docs/methodology.md" in page
@@ -193,37 +211,43 @@ def test_period_band_is_the_models_band_for_an_hour_of_a_steady_fleet():
     def total(array) -> float:
         return float(np.sum(array)) * per_window
 
+    # the counters carry each node's region, as the collector labels them
+    regions = ["eu-west-1", "china-east"] * 10
     sources = [POWER_SOURCES[int(k)] for k in estimate.power_source]
-    energy: dict[str, float] = {}
-    for source, joules in zip(sources, estimate.energy_joules, strict=True):
-        energy[f"r|{source}"] = energy.get(f"r|{source}", 0.0) + float(joules) * per_window
+    energy: dict[tuple[str, str], float] = {}
+    operational: dict[tuple[str], float] = {}
+    for region, source, joules, grams in zip(regions, sources, estimate.energy_joules,
+                                             estimate.operational_co2e_grams, strict=True):
+        energy[region, source] = energy.get((region, source), 0.0) + float(joules) * per_window
+        operational[region,] = operational.get((region,), 0.0) + float(grams) * per_window
     data = sample_data()
     data.counters.update({
-        "it_energy_joules": CounterTotals({tuple(k.split("|")): v for k, v in energy.items()}),
-        "operational_co2e_grams": CounterTotals({("r",): total(estimate.operational_co2e_grams)}),
+        "it_energy_joules": CounterTotals(energy),
+        "operational_co2e_grams": CounterTotals(operational),
         "embodied_co2e_grams": CounterTotals({("r",): total(estimate.embodied_co2e_grams)}),
         "baseline_energy_joules": CounterTotals({(): total(estimate.baseline_energy_joules)}),
+        "avoided_energy_joules": CounterTotals({(): total(estimate.avoided_energy_joules)}),
         "avoided_co2e_grams": CounterTotals({
             ("operational",): total(estimate.avoided_operational_co2e_grams),
             ("embodied",): total(estimate.avoided_embodied_co2e_grams)}),
     })
-    data.assumptions = [{
-        "reference_server": params.reference_curve.name,
-        "baseline_utilisation": repr(params.baseline_utilisation),
-        "baseline_pue": "node",
-        "embodied_kilograms_per_server": repr(params.embodied_kilograms_per_server),
-        "server_lifetime_years": repr(params.server_lifetime_years),
-    }]
-    band, method = period_band(data)
-    expected = avoided_co2e_rate_quantiles(window, estimate, params, draws=1000, seed=0)
-    # without RAPL every weight is recovered exactly, even for mixed regions and PUEs
-    assert [band["0.05"], band["0.5"], band["0.95"]] == pytest.approx(
-        [expected.p05, expected.p50, expected.p95], rel=1e-9)
-    assert band["0.05"] < band["0.5"] < band["0.95"]
-    assert "period uncertainty" in method
+    data.start, data.end = NOW - 3600, NOW
+    result = period_band(data)
+    assert isinstance(result, PeriodBand)
+    band = result.band
+    expected = avoided_rate_band(window, estimate, params, draws=1000, seed=0)
+    # without RAPL every weight is recovered exactly, even for mixed regions and PUEs, and
+    # the memory above the reference share (the m5-like VMs carry 4 GiB a vCPU) cancels
+    assert [band.co2e_grams.p05, band.co2e_grams.p50, band.co2e_grams.p95] == pytest.approx(
+        [expected.co2e_grams.p05, expected.co2e_grams.p50, expected.co2e_grams.p95], rel=1e-9)
+    assert [band.servers.p05, band.servers.p50, band.servers.p95] == pytest.approx(
+        [expected.servers.p05, expected.servers.p50, expected.servers.p95], rel=1e-9)
+    assert band.co2e_grams.p05 < band.co2e_grams.p50 < band.co2e_grams.p95
+    assert "quantile of the sum" in result.method
     doc = report_document(data)
-    assert doc["baseline"]["avoided_tco2e_band"]["p50"] == pytest.approx(band["0.5"] / 1e6)
-    assert doc["baseline"]["avoided_tco2e_band_from_rate_gauges"]["p50"] == pytest.approx(0.024)
+    assert doc["baseline"]["avoided_tco2e_band"]["p50"] == pytest.approx(
+        band.co2e_grams.p50 / 1e6)
+    assert doc["baseline"]["mean_avoided_servers_band"]["p50"] == pytest.approx(band.servers.p50)
 
 
 def test_period_band_for_a_single_region_fleet_is_exact():
@@ -243,22 +267,22 @@ def test_period_band_for_a_single_region_fleet_is_exact():
             {("china-north",): float(estimate.embodied_co2e_grams.sum()) * per_window}),
         "baseline_energy_joules": CounterTotals(
             {(): float(estimate.baseline_energy_joules.sum()) * per_window}),
+        "avoided_energy_joules": CounterTotals(
+            {(): float(estimate.avoided_energy_joules.sum()) * per_window}),
         "avoided_co2e_grams": CounterTotals({
             ("operational",): float(estimate.avoided_operational_co2e_grams.sum()) * per_window,
             ("embodied",): float(estimate.avoided_embodied_co2e_grams.sum()) * per_window}),
     })
-    data.assumptions = [{
-        "reference_server": params.reference_curve.name, "baseline_utilisation": "0.15",
-        "baseline_pue": "node", "embodied_kilograms_per_server": "1313.0",
-        "server_lifetime_years": "4.0",
-    }]
-    band, _ = period_band(data)
-    expected = avoided_co2e_rate_quantiles(window, estimate, params, draws=1000, seed=0)
-    assert [band["0.05"], band["0.5"], band["0.95"]] == pytest.approx(
+    data.start, data.end = NOW - 3600, NOW
+    result = period_band(data)
+    assert isinstance(result, PeriodBand)
+    band = result.band.co2e_grams
+    expected = avoided_rate_band(window, estimate, params, draws=1000, seed=0).co2e_grams
+    assert [band.p05, band.p50, band.p95] == pytest.approx(
         [expected.p05, expected.p50, expected.p95], rel=1e-9)
     point = float((estimate.avoided_operational_co2e_grams
                    + estimate.avoided_embodied_co2e_grams).sum()) * per_window
-    assert band["0.05"] < point < band["0.95"]
+    assert band.p05 < point < band.p95
 
 
 def matrix(*series: tuple[str, str, list[float]]) -> list[dict]:
@@ -291,3 +315,67 @@ def test_accumulator_across_chunks_resets_and_vanishing_series():
     signed.add(matrix(("a", "east", [90.0])))
     signed.add(matrix(("a", "east", [70.0, 80.0])))
     assert signed.totals(("region",)).by_group == {("east",): -20.0}
+
+
+def test_disclosure_section_in_json_csv_and_html():
+    """ISO 14064-2 / WBCSD 2023 / SCI: what a reader of an avoided-emissions figure is owed."""
+    data = sample_data()
+    data.assumptions = [published_assumptions(ModelParameters.conservative())]
+    doc = report_document(data)
+    section = orjson.loads(render_json(doc))["disclosure"]
+    assert "not offsets" in section["statement"] and "separately" in section["statement"]
+    assert "non-elastic" in section["baseline_scenario"] and section["preset"] == "conservative"
+    assert section["boundary"]["included"] and section["boundary"]["excluded"]
+    assert section["period"] == doc["period"]
+    sources = " ".join(row["source"] for row in section["data_sources"])
+    # vintages: the SPECpower results by id and date, CCF by commit
+    assert "power_ssj2008-20170829-00780 (published 2017-09-13)" in sources
+    assert "@ b7a049c7" in sources
+    assumptions = {row["name"]: row for row in section["assumptions"]}
+    assert assumptions["baseline_utilisation"]["value"] == 0.18  # the conservative preset
+    assert assumptions["baseline_utilisation"]["range"] == [0.12, 0.18]
+    assert assumptions["embodied_credit"]["value"] == "existing_servers_only"
+    assert assumptions["overhead_namespaces"]["value"] == "kube-system, kubecarbon"
+    for name in ("power_curve_multiplier", "cloud_power_multiplier", "rapl_platform_factor",
+                 "pue_multiplier", "grid_intensity_multiplier",
+                 "embodied_kilograms_per_server", "server_lifetime_years"):
+        assert assumptions[name]["range"] is not None and assumptions[name]["source"], name
+    assert section["method_version"].startswith("kubecarbon-avoided-emissions/")
+    uncertainty = section["uncertainty"]
+    assert uncertainty["avoided_tco2e"]["p05"] < uncertainty["avoided_tco2e"]["p95"]
+    assert uncertainty["mean_avoided_servers"]["p05"] <= uncertainty["mean_avoided_servers"]["p95"]
+    # SCI: (operational + embodied) per core-hour: 8,000 + 2,000 + 1,000 g over 3 core-hours
+    assert section["sci"]["gco2e_per_functional_unit"] == pytest.approx(11_000 / 3)
+
+    rows = list(csv.reader(io.StringIO(render_csv(doc))))
+    disclosure_rows = {(r[1], r[2]): r[3] for r in rows if r[0] == "disclosure"}
+    assert "not offsets" in disclosure_rows["statement", ""]
+    assert disclosure_rows["assumption", "baseline_utilisation"] == "0.18"
+    assert disclosure_rows["assumption_range", "baseline_utilisation"] == "0.12..0.18"
+    assert "NRDC" in disclosure_rows["assumption_source", "baseline_utilisation"]
+    assert disclosure_rows["preset", ""] == "conservative"
+    assert float(disclosure_rows["uncertainty", "avoided_tco2e_p95"]) == pytest.approx(
+        uncertainty["avoided_tco2e"]["p95"])
+
+    page = render_html(doc)
+    assert "<h2>Disclosure</h2>" in page
+    for text in ("not offsets", "Baseline scenario", "Boundary", "Data sources and vintages",
+                 "power_ssj2008-20170829-00780", "NRDC", "Monte Carlo noise",
+                 "kubecarbon-avoided-emissions/", "Software Carbon Intensity"):
+        assert text in page, text
+
+
+def test_disclosure_says_why_when_assumptions_are_unknown():
+    data = sample_data()
+    data.assumptions = []
+    section = report_document(data)["disclosure"]
+    assert section["assumptions"] == []
+    assert "no kubecarbon_model_info" in section["assumptions_unknown_because"]
+    assert "Assumptions unknown" in render_html(report_document(data))
+
+
+def test_published_assumptions_round_trip_even_without_empty_labels():
+    for params in (ModelParameters(), ModelParameters.conservative()):
+        labels = {k: v for k, v in published_assumptions(params).items() if v}  # as scraped
+        ranges = {name: pairs[0] for name, pairs in published_ranges(params).items()}
+        assert parameters_from_labels(labels, ranges) == params

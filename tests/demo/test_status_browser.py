@@ -66,19 +66,9 @@ def browse(url: str, profile_dir: Path, screenshot: Path, rendered_after: float)
         WebDriverWait(driver, 30).until(
             lambda d: float(d.find_element(By.TAG_NAME, "body").get_attribute("data-rendered")
                             or 0) > rendered_after)
-        shown = {element_id: driver.find_element(By.ID, element_id).text for element_id in (
-            "avoided-servers", "baseline-servers", "actual-servers", "fleet-utilisation",
-            "nodes", "power-kw", "baseline-power-kw", "avoided-p05", "avoided-p50",
-            "avoided-p95", "energy-kwh", "co2e-kg", "avoided-kg", "error")}
-        shown["polylines"] = {
-            chart: len(driver.find_elements(By.CSS_SELECTOR, f"#{chart} polyline"))
-            for chart in ("chart-servers", "chart-power", "chart-avoided")}
-        shown["band_polygons"] = len(driver.find_elements(By.CSS_SELECTOR,
-                                                          "#chart-avoided polygon"))
-        shown["namespace_bars"] = len(driver.find_elements(By.CSS_SELECTOR,
-                                                           "#chart-namespaces rect"))
-        labels = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#chart-namespaces text")]
-        shown["namespace_names"] = labels[0::2]  # each bar: a name, then its value
+        # One script reads everything: the page redraws every second, and element handles
+        # taken across several WebDriver calls can go stale between two of them.
+        shown = driver.execute_script(READ_PAGE_SCRIPT)
         # the whole page in one picture: a viewport as tall as the document
         height = int(driver.execute_script("return document.documentElement.scrollHeight"))
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
@@ -95,6 +85,27 @@ def browse(url: str, profile_dir: Path, screenshot: Path, rendered_after: float)
         driver.quit()
     shown["driver_pid"] = driver_pid
     return shown
+
+
+READ_PAGE_SCRIPT = """
+const text = id => document.getElementById(id).textContent.trim();
+const count = selector => document.querySelectorAll(selector).length;
+const shown = {};
+for (const id of ["avoided-servers", "baseline-servers", "actual-servers",
+                  "fleet-utilisation", "nodes", "power-kw", "baseline-power-kw", "avoided-p05",
+                  "avoided-p50", "avoided-p95", "energy-kwh", "co2e-kg", "avoided-kg", "error"]) {
+  shown[id] = text(id);
+}
+shown.polylines = {};
+for (const chart of ["chart-servers", "chart-power", "chart-avoided"]) {
+  shown.polylines[chart] = count(`#${chart} polyline`);
+}
+shown.band_polygons = count("#chart-avoided polygon");
+shown.namespace_bars = count("#chart-namespaces rect");
+const labels = [...document.querySelectorAll("#chart-namespaces text")].map(e => e.textContent);
+shown.namespace_names = labels.filter((_, i) => i % 2 === 0);  // each bar: a name, its value
+return shown;
+"""
 
 
 def assert_no_browser_left(profile_dir: Path, timeout_seconds: float = 10.0) -> None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from collector.kubernetes.objects import (
     CRONJOB_SUFFIX_MINUTES_RANGE,
+    CRONJOB_SUFFIX_SECONDS_RANGE,
     node_info_from_object,
     pod_info_from_object,
     provider_of_node,
@@ -98,7 +99,10 @@ def test_replicaset_named_after_the_pod_template_hash_is_a_deployment(
     minutes=st.integers(CRONJOB_SUFFIX_MINUTES_RANGE[0], CRONJOB_SUFFIX_MINUTES_RANGE[1]),
     other=st.one_of(
         st.integers(0, CRONJOB_SUFFIX_MINUTES_RANGE[0] - 1),
-        st.integers(CRONJOB_SUFFIX_MINUTES_RANGE[1] + 1, 10**12),
+        st.integers(CRONJOB_SUFFIX_MINUTES_RANGE[1] + 1, CRONJOB_SUFFIX_SECONDS_RANGE[0] - 1),
+        st.integers(CRONJOB_SUFFIX_SECONDS_RANGE[1] + 1, 10**12),
+        # within the seconds range but not a whole minute: no schedule makes it
+        st.integers(*CRONJOB_SUFFIX_SECONDS_RANGE).filter(lambda value: value % 60 != 0),
     ),
 )
 def test_job_named_after_a_schedule_time_is_a_cronjob(
@@ -106,6 +110,10 @@ def test_job_named_after_a_schedule_time_is_a_cronjob(
 ) -> None:
     scheduled = [{"kind": "Job", "name": f"{cronjob}-{minutes}", "controller": True}]
     assert workload_of_pod("p", {}, scheduled) == ("CronJob", cronjob)
+    # Kubernetes 1.20 and older name the Job after the scheduled time in seconds
+    scheduled_before_1_21 = [{"kind": "Job", "name": f"{cronjob}-{minutes * 60}",
+                              "controller": True}]
+    assert workload_of_pod("p", {}, scheduled_before_1_21) == ("CronJob", cronjob)
     hand_named = [{"kind": "Job", "name": f"{cronjob}-{other}", "controller": True}]
     assert workload_of_pod("p", {}, hand_named) == ("Job", f"{cronjob}-{other}")
 

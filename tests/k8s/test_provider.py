@@ -479,3 +479,37 @@ def test_deleted_static_pods_stay_resolvable_under_both_uids(
             "kube-proxy-static",
         )
     )
+
+
+def test_a_pod_uid_unknown_to_ingest_is_attributed_once_the_watch_brings_it(
+    cluster: object, objects: ClusterObjects, start_provider: ProviderFactory
+) -> None:
+    # Ingest remembers a uid the provider did not know until the provider's pod
+    # generation moves; a pod arriving through the watch must move it.
+    from collector.ingest import Ingestor
+    from collector.ledger import Ledger
+
+    provider = start_provider(cluster.admin.kubeconfig)  # type: ignore[attr-defined]
+    wait_for(lambda: provider.status().synced, "the first list")
+    namespace = objects.namespace()
+    node = objects.node()
+    static_uid = uuid.uuid4().hex  # chosen here, so a report can name it before the pod exists
+    now = time.time()
+    ingestor = Ingestor(Ledger(), metadata=provider, clock=lambda: now)
+
+    def report(seq: int) -> dict[str, object]:
+        return {"schema": 1, "node": node, "agent_id": "agent-k8s", "seq": seq,
+                "start": now - 15.0 * (3 - seq), "end": now - 15.0 * (2 - seq),
+                "cpu": {"logical_cpus": 4, "busy_seconds": 10.0},
+                "pods": [{"uid": static_uid, "cpu_seconds": 6.0, "containers": 1}]}
+
+    ingestor.ingest([report(1)])  # type: ignore[list-item]
+    assert set(ingestor.ledger.namespaces) == {"unknown"}
+    before = provider.pod_generation()
+    objects.pod(namespace, node, name=f"kube-proxy-{node}", owner=("Node", node),
+                annotations={"kubernetes.io/config.mirror": static_uid})
+    wait_for(lambda: provider.pod(static_uid) is not None, "the static pod")
+    assert provider.pod_generation() != before
+    ingestor.ingest([report(2)])  # type: ignore[list-item]
+    assert ingestor.ledger.namespaces[namespace].cpu_seconds == 6.0
+    assert ingestor.ledger.namespaces["unknown"].cpu_seconds == 6.0  # the first window stays

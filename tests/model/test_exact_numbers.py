@@ -7,7 +7,6 @@ from collector.model import (
     POWER_SOURCES,
     SPECPOWER_DELL_R740,
     ModelParameters,
-    PowerCurve,
     ProfileArrays,
     WindowBatch,
     attribute_pods,
@@ -16,7 +15,7 @@ from collector.model import (
     fleet_gauges,
     make_profile,
 )
-from collector.model.coefficients import SECONDS_PER_YEAR
+from collector.model.coefficients import SECONDS_PER_YEAR, SPECPOWER_INSPUR_NF5280M5
 
 GIB = 2**30
 
@@ -26,15 +25,24 @@ def _estimate(profile, batch, params=None):
 
 
 def test_ccf_linear_formula_for_an_aws_m5_2xlarge_at_half_load():
-    # m5.2xlarge: 8 vCPU, 32 GiB. P = 8 * (0.74 + 0.5 * (3.5 - 0.74)) + 32 * 0.392
+    # m5.2xlarge: 8 vCPU, 32 GiB. Memory is charged above the reference server's share
+    # (R740: 192 GiB / 112 threads): 32 - 8 * 192 / 112 = 18.2857 GiB at 0.392 W = 7.168 W.
+    # P = 8 * (0.74 + 0.5 * (3.5 - 0.74)) + 7.168
     profile = make_profile("aws", "us-east-1", "m5.2xlarge")
     batch = WindowBatch.of(15.0, 8, busy_seconds=8 * 15.0 * 0.5, memory_total_bytes=32 * GIB)
     estimate = _estimate(profile, batch)
+    memory_watts = (32 - 8 * 192 / 112) * 0.392
+    assert memory_watts == pytest.approx(7.168)
     assert estimate.utilisation[0] == pytest.approx(0.5)
-    assert estimate.power_watts[0] == pytest.approx(16.96 + 12.544)  # 29.504 W
-    assert estimate.idle_power_watts[0] == pytest.approx(8 * 0.74 + 12.544)  # 18.464 W
-    assert estimate.energy_joules[0] == pytest.approx(29.504 * 15)
-    assert estimate.facility_energy_joules[0] == pytest.approx(29.504 * 15 * 1.135)
+    assert estimate.power_watts[0] == pytest.approx(16.96 + 7.168)  # 24.128 W
+    assert estimate.idle_power_watts[0] == pytest.approx(8 * 0.74 + 7.168)  # 13.088 W
+    assert estimate.energy_joules[0] == pytest.approx(24.128 * 15)
+    assert estimate.facility_energy_joules[0] == pytest.approx(24.128 * 15 * 1.135)
+    # the baseline holds the same extra memory: avoided = baseline + 7.168 W - fleet
+    assert estimate.shared_memory_energy_joules[0] == pytest.approx(7.168 * 15)
+    assert estimate.avoided_energy_joules[0] == pytest.approx(
+        estimate.baseline_energy_joules[0] + 7.168 * 15 - 24.128 * 15
+    )
     assert POWER_SOURCES[estimate.power_source[0]] == "cloud_linear"
 
 
@@ -114,8 +122,8 @@ def test_embodied_carbon_is_the_reference_share_amortised_over_the_lifetime():
 
 def test_design_worked_example_1000_avoided_servers():
     # 10,286 busy logical CPUs on 48-CPU servers, u_b 0.15 against 0.50 elastic
-    reference = PowerCurve("r740-watts-48-cpus", SPECPOWER_DELL_R740.watts, 48)
-    params = ModelParameters(reference_curve=reference)
+    # a real 48-thread result, never another server's watts on 48 threads
+    params = ModelParameters(reference_curve=SPECPOWER_INSPUR_NF5280M5)
     dt = 60.0
     logical = np.full(4, 20_572 / 4)  # 50 % of the logical CPUs are busy
     batch = WindowBatch.of(dt, logical, logical * 0.5 * dt)

@@ -65,3 +65,6 @@ def test_reference_curve_and_defaults_are_documented():
     assert f"| {params.rapl_platform_factor:g} | Boavizta" in flat
     assert f"{params.memory_watts_per_gibibyte:g} W / GiB" in flat
     assert f"{params.server_lifetime_years:g} years (range" in flat
+    for interval in (ranges.cloud_power_multiplier, ranges.rapl_platform_factor,
+                     ranges.power_curve_multiplier, ranges.pue_multiplier):
+        assert f"{interval.low:g} .. {interval.high:g}" in flat

@@ -10,6 +10,7 @@ from collector.model import (
     Range,
     UncertaintyRanges,
     WindowBatch,
+    avoided_band,
     avoided_co2e_point_grams,
     avoided_co2e_quantiles,
     avoided_co2e_rate_quantiles,
@@ -17,6 +18,7 @@ from collector.model import (
     fleet_gauges,
     make_profile,
 )
+from collector.model.coefficients import SPECPOWER_INSPUR_NF5280M5
 
 
 def _mixed_fleet(params=None):
@@ -41,6 +43,8 @@ def _collapsed_ranges():
         baseline_utilisation=Range(0.15, 0.15),
         pue_multiplier=Range(1.0, 1.0),
         power_curve_multiplier=Range(1.0, 1.0),
+        cloud_power_multiplier=Range(1.0, 1.0),
+        rapl_platform_factor=Range(1.33, 1.33),
         grid_intensity_multiplier=Range(1.0, 1.0),
         embodied_kilograms_per_server=Range(1313.0, 1313.0),
         server_lifetime_years=Range(4.0, 4.0),
@@ -48,7 +52,7 @@ def _collapsed_ranges():
 
 
 def test_collapsed_ranges_give_the_point_estimate_of_the_gauges():
-    params = ModelParameters(uncertainty=_collapsed_ranges())
+    params = ModelParameters(uncertainty=_collapsed_ranges(), reference_alternatives=())
     batch, estimate = _mixed_fleet(params)
     band = avoided_co2e_rate_quantiles(batch, estimate, params, draws=50, seed=7)
     point = fleet_gauges(batch, estimate).avoided_co2e_grams_per_hour
@@ -92,7 +96,7 @@ def test_lower_baseline_utilisation_range_means_more_avoided():
 
 def test_period_variant_matches_the_window_estimate_for_a_uniform_fleet():
     # a year of one 112-CPU node at 50 % in the China grid, as a report would see it
-    params = ModelParameters(uncertainty=_collapsed_ranges())
+    params = ModelParameters(uncertainty=_collapsed_ranges(), reference_alternatives=())
     year = 365 * 24 * 3600.0
     batch = WindowBatch.of(year, 112, 56 * year)
     profile = make_profile(None, "china", site="china-average-2021")
@@ -125,3 +129,31 @@ def test_draw_count_must_be_positive(draws):
     totals = FleetTotals.for_period(1.0, 2.0, 3.0, 1.2, 400.0)
     with pytest.raises(ValueError, match="draws"):
         avoided_co2e_quantiles(totals, draws=draws)
+
+
+def test_monte_carlo_noise_between_seeds_at_1000_draws():
+    """How far the band's quantiles move between seeds (docs/methodology.md, section 8).
+
+    Run with -s to print the numbers the doc quotes. The worked example's year on the
+    R740 curve at 50 %, 200 seeds.
+    """
+    year = 365 * 24 * 3600.0
+    totals = FleetTotals.for_period(10_286 * year, 20_572 * year, 20_572 / 112 * 224.0 * year,
+                                    1.49, 570.3)
+    noise = {}
+    for draws in (1000, 4000):
+        bands = [avoided_band(totals, year, draws=draws, seed=seed) for seed in range(200)]
+        for name in ("p05", "p50", "p95"):
+            values = np.array([getattr(b.co2e_grams, name) for b in bands])
+            noise[draws, name] = float(values.std() / abs(values.mean()))
+            print(f"{draws} draws {name}: {100 * noise[draws, name]:.2f} % relative std")
+    # about 1-2 % at 1,000 draws, halving with 4 times the draws
+    assert all(0.003 < noise[1000, name] < 0.03 for name in ("p05", "p50", "p95"))
+    assert all(noise[4000, name] < 0.7 * noise[1000, name] for name in ("p05", "p50", "p95"))
+    # drawing the reference between two real servers makes two humps: the median jumps
+    two_servers = ModelParameters(reference_alternatives=(SPECPOWER_INSPUR_NF5280M5,))
+    medians = np.array([avoided_band(totals, year, two_servers, seed=seed).co2e_grams.p50
+                        for seed in range(200)])
+    median_noise = float(medians.std() / medians.mean())
+    print(f"1000 draws p50, R740 or NF5280M5 drawn: {100 * median_noise:.2f} % relative std")
+    assert median_noise > 5 * noise[1000, "p50"]

@@ -31,9 +31,9 @@ import yaml
 from aiohttp import web
 
 from collector.simulate import SimulatedFleet
+from kubecarbon.wire import REPORTS_PATH
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-REPORTS_PATH = "/api/v1/reports"
 
 
 def listening_port(pid: int, process: subprocess.Popen[bytes], timeout_seconds: float) -> int:

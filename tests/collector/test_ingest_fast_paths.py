@@ -1,0 +1,219 @@
+"""What the fast ingest paths rely on: they agree with the slow ones they stand in for.
+
+- msgspec's check of a body (with the count of its keys) accepts nothing the JSON
+  schema refuses, and a body parses to the same reports, or the same error, either way;
+- the negative cache of unknown pod uids: a uid the provider learns later is then
+  attributed to its namespace, and the provider is not asked again before it changes;
+- a batch books what the same reports booked one by one would;
+- a batch refused for its last report moves no counter.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import msgspec
+import pytest
+from collector_testkit import (
+    JSON,
+    T0,
+    body_of,
+    full_report,
+    make_report,
+    metadata_for_tests,
+    with_field,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from collector.app import create_app
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
+from collector.metadata import NodeInfo, PodInfo, ProviderStatus
+from collector.settings import IngestLimits
+from collector.validation import BatchValidator, IngestError, _check_pods, _names_every_key
+
+VALIDATOR = BatchValidator.for_limits(IngestLimits())
+PATHS: list[tuple[Any, ...]] = [
+    ("schema",), ("node",), ("agent_id",), ("seq",), ("start",), ("end",), ("surprise",),
+    ("cpu",), ("cpu", "logical_cpus"), ("cpu", "busy_seconds"), ("cpu", "surprise"),
+    ("memory",), ("memory", "total_bytes"), ("memory", "used_bytes"),
+    ("containers_running",), ("pods",), ("pods", 0), ("pods", 1, "uid"),
+    ("pods", 0, "cpu_seconds"), ("pods", 0, "containers"), ("pods", 0, "surprise"),
+    ("rapl",), ("rapl", "package_joules"), ("rapl", "dram_joules"), ("rapl", "surprise"),
+]
+values = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-3, max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from([1.0, 2.0, 0.0, 1e15, 1e15 + 1, 2**63 - 1, 2**63, 1e11, 0.5]),
+    st.sampled_from(["", "uid-web-1", "node\n", "ip-10-0-1-17", "Agent.b:1", "-x", "a" * 254]),
+    st.text(max_size=4), st.lists(st.integers(), max_size=2),
+    st.fixed_dictionaries({"package_joules": st.floats(min_value=0, max_value=2e6)}),
+)
+
+
+def _outcome(parse: Any, body: bytes) -> Any:
+    try:
+        return parse(body)
+    except IngestError as exc:
+        return (exc.status, str(exc))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(PATHS), values, st.booleans())
+def test_the_fast_check_accepts_only_what_the_schema_path_accepts(path, new, second_report):
+    reports = [with_field(full_report(), path, new)]
+    if second_report:
+        reports.insert(0, make_report(seq=99))
+    body = body_of(*reports)
+    try:
+        fast_ok = _names_every_key(body, VALIDATOR.decoder.decode(body)["reports"])
+    except msgspec.DecodeError:
+        fast_ok = False
+    if fast_ok:  # the fast check accepted: so do the schema and the pod-row check
+        document = json.loads(body)
+        VALIDATOR.check_schema(document)
+        for index, report in enumerate(document["reports"]):
+            for pod in report.get("pods", ()):  # row by row: uniqueness is not the schema's
+                _check_pods([pod], f"reports[{index}]")
+    assert _outcome(VALIDATOR.parse, body) == _outcome(VALIDATOR._parse_and_name_the_problem,
+                                                       body)
+
+
+@pytest.mark.parametrize("text", [
+    b'{"reports":[REPORT],"extra":1}',
+    b'{"reports":[REPORT], "extra" :1}',
+    b'{"reports":[REPORT],"reports":[REPORT]}',
+    b'{"reports":[REPORT],"x\\u003a":1}',
+])
+def test_keys_msgspec_drops_send_the_body_to_the_slow_path(text):
+    body = text.replace(b"REPORT", json.dumps(make_report(), separators=(",", ":")).encode())
+    assert not _names_every_key(body, VALIDATOR.decoder.decode(body)["reports"])
+    assert _outcome(VALIDATOR.parse, body) == _outcome(VALIDATOR._parse_and_name_the_problem,
+                                                       body)
+
+
+def test_a_node_name_with_a_final_newline_is_refused_by_both_checks():
+    body = body_of(make_report(node="ip-10-0-1-17\n"))
+    with pytest.raises(msgspec.ValidationError):
+        VALIDATOR.decoder.decode(body)
+    with pytest.raises(IngestError) as refused:
+        VALIDATOR.parse(body)
+    assert refused.value.field == "reports[0].node"
+
+
+class LearningProvider:
+    """A provider whose pods arrive later, like a watch that has not seen a new pod yet."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, PodInfo] = {}
+        self.generation = 0
+        self.asked: list[str] = []
+
+    def node(self, name: str) -> NodeInfo | None:
+        return None
+
+    def pod(self, uid: str) -> PodInfo | None:
+        self.asked.append(uid)
+        return self.pods.get(uid)
+
+    def pod_generation(self) -> int:
+        return self.generation
+
+    def status(self) -> ProviderStatus:
+        return ProviderStatus("test", synced=True, connected=True)
+
+    def learn(self, info: PodInfo) -> None:
+        self.pods[info.uid] = info
+        self.generation += 1
+
+
+def test_an_unknown_uid_is_attributed_to_its_namespace_once_the_provider_knows_it():
+    provider = LearningProvider()
+    ingestor = Ingestor(Ledger(), metadata=provider, clock=lambda: T0)
+    pods = [{"uid": "uid-new", "cpu_seconds": 30.0, "containers": 1}]
+
+    ingestor.ingest([make_report(seq=1, pods=pods)])
+    ingestor.ingest([make_report(seq=2, pods=pods, start=T0 - 10)])
+    assert provider.asked == ["uid-new"]  # the miss is remembered while nothing changes
+    assert set(ingestor.ledger.namespaces) == {"unknown"}
+    unknown_cpu = ingestor.ledger.namespaces["unknown"].cpu_seconds
+    assert unknown_cpu == pytest.approx(60.0)
+
+    provider.learn(PodInfo("uid-new", "shop", "new-1", "Deployment", "new"))
+    ingestor.ingest([make_report(seq=3, pods=pods, start=T0 - 5)])
+    assert provider.asked == ["uid-new", "uid-new"]
+    namespaces = ingestor.ledger.namespaces
+    assert namespaces["shop"].cpu_seconds == pytest.approx(30.0)
+    assert namespaces["unknown"].cpu_seconds == pytest.approx(unknown_cpu)  # not moved
+    assert ("shop", "Deployment", "new") in ingestor.ledger.workloads
+
+
+def test_a_change_of_other_pods_asks_again_only_about_unknown_uids():
+    provider = LearningProvider()
+    provider.learn(PodInfo("uid-web-1", "shop", "web-1", "Deployment", "web"))
+    ingestor = Ingestor(Ledger(), metadata=provider, clock=lambda: T0)
+    pods = [{"uid": "uid-web-1", "cpu_seconds": 10.0, "containers": 1},
+            {"uid": "uid-gone", "cpu_seconds": 5.0, "containers": 1}]
+    ingestor.ingest([make_report(seq=1, pods=pods)])
+    provider.learn(PodInfo("uid-other", "data", "other-1", "Job", "other"))
+    ingestor.ingest([make_report(seq=2, pods=pods, start=T0 - 10)])
+    assert provider.asked == ["uid-web-1", "uid-gone", "uid-gone"]
+    assert ingestor.ledger.namespaces["unknown"].cpu_seconds == pytest.approx(10.0)
+
+
+def _reports(count: int) -> list[dict[str, Any]]:
+    uids = ["uid-web-1", "uid-db-1", "uid-stranger"]
+    return [
+        make_report(node=f"node-{k % 7}", seq=1 + k // 7, agent_id=f"agent-{k % 7}",
+                    start=T0 - 15.0 * (1 + k // 7), busy_seconds=50.0 + k,
+                    pods=[{"uid": f"{uid}-{k % 3}" if k % 2 else uid,
+                           "cpu_seconds": 1.0 + (k * 7 + p) % 11, "containers": 1 + p}
+                          for p, uid in enumerate(uids)])
+        for k in range(50)
+    ]
+
+
+def test_a_batch_books_what_its_reports_booked_one_by_one_would():
+    reports = _reports(50)
+    together = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=lambda: T0)
+    one_by_one = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=lambda: T0)
+    result = together.ingest(copy.deepcopy(reports) + copy.deepcopy(reports[:3]))
+    assert (result.accepted, result.duplicates) == (50, 3)
+    for report in reports:
+        one_by_one.ingest([report])
+    a, b = together.ledger.to_document(), one_by_one.ledger.to_document()
+    assert (a["reports"], b["reports"]) == ([50, 3], [50, 0])
+    assert a["seqs"] == b["seqs"]
+    for key in ("nodes", "groups"):
+        assert len(a[key]) == len(b[key]) > 0
+        for row_a, row_b in zip(a[key], b[key], strict=True):
+            labels = [v for v in row_a if isinstance(v, str)]
+            assert labels == [v for v in row_b if isinstance(v, str)]
+            numbers = [v for v in row_a if not isinstance(v, str)]
+            assert numbers == pytest.approx([v for v in row_b if not isinstance(v, str)],
+                                            rel=1e-12)
+    assert a["fleet"] == pytest.approx(b["fleet"], rel=1e-12)
+    assert together.ledger.namespaces.keys() == {"shop", "unknown"}
+
+
+async def test_a_batch_refused_for_its_last_report_moves_no_counter(aiohttp_client, clock):
+    app = create_app(metadata=metadata_for_tests(), clock=clock, registry=CollectorRegistry(),
+                     status_page=False)
+    client = await aiohttp_client(app)
+    assert (await client.post("/api/v1/reports", data=body_of(make_report()),
+                              headers=JSON)).status == 200
+    before = await (await client.get("/metrics")).text()
+    batch = _reports(50)
+    batch[-1]["pods"][2]["containers"] = -1
+    response = await client.post("/api/v1/reports", data=body_of(*batch), headers=JSON)
+    assert response.status == 422
+    assert (await response.json())["error"].startswith("reports[49].pods[2].containers: ")
+    after = await (await client.get("/metrics")).text()
+    changed = [line for line in set(after.splitlines()) ^ set(before.splitlines())
+               if "rejected" not in line]
+    assert changed == []
+    assert 'kubecarbon_collector_reports_total{result="accepted"} 1\n' in after
