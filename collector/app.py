@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -28,6 +29,12 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from collector.capacity import PodUsageTracker
+from collector.capacity_exposition import (
+    CapacityFamilies,
+    capacity_inputs,
+    rightsizing_summary,
+)
 from collector.dedupe import SeqTracker
 from collector.exposition import CONTENT_TYPE, Exposition, Scrape
 from collector.fleet_view import FleetViewCache, split_live
@@ -35,6 +42,7 @@ from collector.ingest import Ingestor, IngestQueue
 from collector.ledger import Ledger
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
+from collector.rightsizing import UsageHistory
 from collector.settings import Settings, StateSettings
 from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import add_status_routes
@@ -47,6 +55,8 @@ log = logging.getLogger(__name__)
 LEDGER_KEY = web.AppKey("kubecarbon_ledger", Ledger)
 FLEET_VIEWS_KEY = web.AppKey("kubecarbon_fleet_views", FleetViewCache)
 TELEMETRY_KEY = web.AppKey("kubecarbon_telemetry", Telemetry)
+RightsizingNow = Callable[[], "dict[str, Any] | None"]
+RIGHTSIZING_KEY: web.AppKey[RightsizingNow] = web.AppKey("kubecarbon_rightsizing")
 READ_CHUNK_BYTES = 64 * 1024
 
 
@@ -127,13 +137,16 @@ def create_app(
     validator = BatchValidator.for_limits(settings.limits)
     ledger = Ledger(settings.export, SeqTracker(max_agents=settings.dedupe.max_agents,
                                                 seq_window=settings.dedupe.seq_window))
+    pod_usage = PodUsageTracker(metadata)
+    usage_history = UsageHistory(settings.rightsizing)
     ingest_queue = IngestQueue(Ingestor(
         ledger, params=params, profiles=settings.profiles, metadata=metadata, clock=clock,
-        hourly_intensity=settings.hourly_intensity,
+        hourly_intensity=settings.hourly_intensity, pod_usage=pod_usage,
+        usage_history=usage_history, idle_by_requests=settings.idle_attribution == "requests",
     ))
     views = FleetViewCache(params, settings.export.stale_after_seconds,
                            settings.hourly_intensity)
-    exposition = Exposition(views)
+    exposition = Exposition(views, capacity=CapacityFamilies(params, settings.rightsizing))
     telemetry = Telemetry()
 
     def reject(exc: IngestError) -> web.Response:
@@ -175,7 +188,8 @@ def create_app(
     async def get_metrics(request: web.Request) -> web.Response:
         # Everything the scrape shows is taken here, between two ingest steps; the render
         # (about 0.1 s at 10,000 nodes) runs on a worker thread meanwhile.
-        scrape = Scrape(ledger.view(clock()), telemetry.copy(), metadata.status())
+        scrape = Scrape(ledger.view(clock()), telemetry.copy(), metadata.status(),
+                        capacity_inputs(metadata, pod_usage, usage_history))
         process_metrics = generate_latest(registry)
         # Prometheus asks for gzip: about 10x fewer bytes at 10,000 nodes; level 1 already
         # gets most of the gain.
@@ -230,10 +244,21 @@ def create_app(
     # anything reads the ledger; the status page's first point, taken when its sampler
     # starts, then shows the restored counters, even while a provider's start() lists
     # the cluster.
-    app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock))
+    app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock, usage_history))
     app.cleanup_ctx.append(_provider_lifecycle(metadata))
+    capacity_families = exposition.capacity
+
+    def rightsizing_now() -> dict[str, Any] | None:
+        inputs = capacity_inputs(metadata, pod_usage, usage_history)
+        if inputs is None:
+            return None
+        ledger_view = ledger.view(clock())
+        _, view = capacity_families.views(inputs, ledger_view, views.view(ledger_view))
+        return rightsizing_summary(view, inputs.recommendations)
+
+    app[RIGHTSIZING_KEY] = rightsizing_now
     if status_page:
-        add_status_routes(app, ledger, views, clock=clock)
+        add_status_routes(app, ledger, views, clock=clock, rightsizing=rightsizing_now)
     return app
 
 
@@ -247,7 +272,8 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
-                clock: Callable[[], float]) -> CleanupContext:
+                clock: Callable[[], float], history: UsageHistory | None = None
+                ) -> CleanupContext:
     """Restore the ledger at startup, write it every interval and at shutdown."""
 
     async def state_file(app: web.Application) -> AsyncIterator[None]:
@@ -255,9 +281,10 @@ def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
         if path is None:
             yield
             return
-        telemetry.snapshot_restore = restore_snapshot(ledger, path)
+        telemetry.snapshot_restore = restore_snapshot(ledger, path, history)
         task = asyncio.create_task(
-            _snapshot_loop(ledger, telemetry, path, state.snapshot_interval_seconds, clock),
+            _snapshot_loop(ledger, telemetry, path, state.snapshot_interval_seconds, clock,
+                           history),
             name="kubecarbon-snapshots",
         )
         yield
@@ -265,7 +292,7 @@ def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
         with contextlib.suppress(asyncio.CancelledError):
             await task
         # on SIGTERM too: run_app shuts down cleanly
-        await save_snapshot(ledger, telemetry, path, clock)
+        await save_snapshot(ledger, telemetry, path, clock, history)
 
     return state_file
 
@@ -286,10 +313,12 @@ def _provider_lifecycle(metadata: MetadataProvider) -> CleanupContext:
 
 
 async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
-                        clock: Callable[[], float]) -> bool:
+                        clock: Callable[[], float], history: UsageHistory | None = None
+                        ) -> bool:
     """Write one snapshot; failures are logged and counted, never raised."""
     now = clock()
-    data = encode(ledger, now)  # here, on the event loop: ingest cannot change the ledger meanwhile
+    # here, on the event loop: ingest cannot change the ledger meanwhile
+    data = encode(ledger, now, history)
     try:
         await asyncio.to_thread(write_atomically, path, data)
     except OSError as exc:
@@ -302,7 +331,8 @@ async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
 
 
 async def _snapshot_loop(ledger: Ledger, telemetry: Telemetry, path: Path,
-                         interval_seconds: float, clock: Callable[[], float]) -> None:
+                         interval_seconds: float, clock: Callable[[], float],
+                         history: UsageHistory | None = None) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
-        await save_snapshot(ledger, telemetry, path, clock)
+        await save_snapshot(ledger, telemetry, path, clock, history)

@@ -30,16 +30,21 @@ from typing import TextIO
 import aiohttp
 import configargparse
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
-from collector.app import FLEET_VIEWS_KEY, LEDGER_KEY, create_app
+from collector.app import FLEET_VIEWS_KEY, LEDGER_KEY, RIGHTSIZING_KEY, create_app
 from collector.metadata import StaticMetadataProvider
-from collector.settings import ExportSettings, Settings
+from collector.settings import ExportSettings, RightsizingSettings, Settings
 from collector.simulate import FleetSettings, SimulatedFleet, post_reports
 from collector.status import StatusHistory, StatusPoint, StatusSettings, add_status_routes
 from kubecarbon.address import parse_host_port
 from kubecarbon.bounds import bounded
 
 AGENT_STOP_GRACE_SECONDS = 10.0
+# Rightsizing at the demo's pace: a sample every 10 s and a recommendation after a minute
+# of them (the collector's defaults: 10 minutes, and a day).
+DEMO_RIGHTSIZING = RightsizingSettings(window_seconds=3600.0, sample_seconds=10.0,
+                                       min_history_seconds=60.0, recompute_seconds=5.0)
 # SIGHUP too: a closed terminal must not leave the agent (in its own session) running.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -123,6 +128,31 @@ def summary_line(point: StatusPoint) -> str:
     )
 
 
+def rightsizing_line(metrics_text: str) -> str:
+    """Where servers can still be saved, from the collector's /metrics."""
+    values: dict[tuple[str, str], float] = {}
+    workloads = {"recommended": 0, "waiting": 0}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "kubecarbon_workload_rightsizing_history_seconds":
+                workloads["waiting"] += 1
+            elif sample.name == "kubecarbon_workload_recommended_cpu_cores":
+                workloads["recommended"] += 1
+            values[sample.name, sample.labels.get("quantile", "")] = sample.value
+    waiting = workloads["waiting"] - workloads["recommended"]
+    nodes = values.get(("kubecarbon_rightsizing_avoidable_nodes", ""))
+    if nodes is None or workloads["recommended"] == 0:
+        return f"  rightsizing: collecting usage history ({waiting} workloads waiting)"
+    energy = values[("kubecarbon_rightsizing_avoidable_energy_joules_per_year", "")] / 3.6e9
+    tonnes = {q: values[("kubecarbon_rightsizing_avoidable_co2e_grams_per_year", q)] / 1e6
+              for q in ("0.05", "0.5", "0.95")}
+    return (
+        f"  rightsizing: {workloads['recommended']} workloads sized, {waiting} still waiting | "
+        f"avoidable nodes {nodes:.0f} | {energy:,.1f} MWh/yr | "
+        f"{tonnes['0.5']:,.1f} tCO2e/yr (p05-p95 {tonnes['0.05']:,.1f} to {tonnes['0.95']:,.1f})"
+    )
+
+
 class Demo:
     """The running pieces and their orderly shutdown."""
 
@@ -147,11 +177,13 @@ class Demo:
                                           pods=self.fleet.pod_infos())
         # Nodes drop out of gauges after three silent intervals, so a stopped agent shows.
         settings = Settings(kubernetes="off", profiles=self.fleet.profile_config(),
-                            export=ExportSettings(stale_after_seconds=3 * s.interval_seconds))
+                            export=ExportSettings(stale_after_seconds=3 * s.interval_seconds),
+                            rightsizing=DEMO_RIGHTSIZING)
         app = create_app(settings, metadata=metadata, status_page=False)
         # the page's history at the demo's pace (the collector's default is 15 s)
         self.history = add_status_routes(app, app[LEDGER_KEY], app[FLEET_VIEWS_KEY], StatusSettings(
-            interval_seconds=s.interval_seconds, refresh_seconds=min(5.0, s.interval_seconds)))
+            interval_seconds=s.interval_seconds, refresh_seconds=min(5.0, s.interval_seconds)),
+            rightsizing=app[RIGHTSIZING_KEY])
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.listen_host, s.listen_port)
@@ -201,6 +233,8 @@ class Demo:
         assert self.history is not None
         # read, not sampled: the status page's own task keeps its history
         self.say(summary_line(self.history.current()))
+        async with session.get(f"{self.base_url}/metrics") as response:
+            self.say(rightsizing_line(await response.text()))
 
     async def run(self) -> int:
         s = self.settings

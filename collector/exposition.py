@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from collector.capacity_exposition import CapacityFamilies, CapacityInputs
 from collector.fleet_view import FleetView, FleetViewCache
 from collector.ledger import LedgerView, NodeLatest, UsageCounters
 from collector.metadata import ProviderStatus
@@ -36,6 +37,7 @@ class Scrape:
     ledger: LedgerView
     telemetry: Telemetry  # a copy
     metadata: ProviderStatus
+    capacity: CapacityInputs | None = None  # None: no requested-versus-used series
 
 
 def build_version() -> str:
@@ -68,8 +70,10 @@ def iter_sorted(table: Mapping[Any, Any]) -> Iterable[tuple[Any, Any]]:
 class Exposition:
     """The kubecarbon_* families of a scrape in the Prometheus text format."""
 
-    def __init__(self, views: FleetViewCache | None = None, version_: str | None = None) -> None:
+    def __init__(self, views: FleetViewCache | None = None, version_: str | None = None,
+                 capacity: CapacityFamilies | None = None) -> None:
         self.views = views if views is not None else FleetViewCache()
+        self.capacity = capacity if capacity is not None else CapacityFamilies(self.views.params)
         self.version = version_ or build_version()
         self._label_text: dict[tuple[str, ...], str] = {}  # node label values -> text
 
@@ -125,6 +129,8 @@ class Exposition:
             yield SPECS[f"{scope}_cpu_seconds_total"], [(k, c.cpu_seconds) for k, c in rows]
             yield SPECS[f"{scope}_energy_joules_total"], [(k, c.energy_joules) for k, c in rows]
             yield SPECS[f"{scope}_co2e_grams_total"], [(k, c.co2e_grams) for k, c in rows]
+        if scrape.capacity is not None:
+            yield from self.capacity.families(scrape.capacity, ledger, view)
         yield from self._fleet(ledger, view)
         yield from self._collector(scrape, view)
 

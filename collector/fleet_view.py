@@ -15,7 +15,7 @@ import numpy as np
 
 from collector.intensity import HourlyIntensity
 from collector.ledger import LedgerView, NodeLatest
-from collector.model.estimate import WindowBatch, estimate_windows
+from collector.model.estimate import WindowBatch, WindowEstimate, estimate_windows
 from collector.model.fleet import (
     UNCERTAINTY_DRAWS,
     UNCERTAINTY_SEED,
@@ -38,6 +38,7 @@ class FleetView:
     avoided_quantiles: Quantiles | None  # grams per hour; None without live nodes
     avoided_servers_quantiles: Quantiles | None
     grid_intensity_by_region: dict[str, float]
+    estimate: WindowEstimate | None = None  # of `live`, in its order (rightsizing costs nodes)
 
 
 def split_live(windows: Sequence[NodeLatest], now: float, stale_after_seconds: float
@@ -88,6 +89,7 @@ def compute_fleet_view(
         avoided_quantiles=None if band is None else band.co2e_grams,
         avoided_servers_quantiles=None if band is None else band.servers,
         grid_intensity_by_region=intensity,
+        estimate=estimate,
     )
 
 

@@ -24,6 +24,7 @@ from operator import itemgetter
 import numpy as np
 import numpy.typing as npt
 
+from collector.capacity import PodUsageTracker
 from collector.intensity import HourlyIntensity
 from collector.ledger import (
     UNKNOWN,
@@ -37,8 +38,10 @@ from collector.ledger import (
 from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider
 from collector.model.attribution import attribute_pods
 from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_windows
+from collector.model.idle_by_requests import idle_by_requests
 from collector.model.parameters import ModelParameters, ProfileArrays
 from collector.profiles import ProfileConfig, ResolvedNode, resolve_node
+from collector.rightsizing import UsageHistory
 from kubecarbon.wire import Report
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,9 @@ class Ingestor:
         metadata: MetadataProvider | None = None,
         clock: Callable[[], float] = time.time,
         hourly_intensity: HourlyIntensity | None = None,
+        pod_usage: PodUsageTracker | None = None,
+        usage_history: UsageHistory | None = None,
+        idle_by_requests: bool = False,
     ) -> None:
         self.ledger = ledger
         self.profiles = profiles if profiles is not None else ProfileConfig()
@@ -77,6 +83,10 @@ class Ingestor:
         )
         self.clock = clock
         self.hourly_intensity = hourly_intensity
+        self.pod_usage = pod_usage  # for requested versus used (collector/capacity.py)
+        self.usage_history = usage_history  # for rightsizing (needs pod_usage)
+        # --idle-attribution requests: idle energy also split over pods, by requested CPU
+        self.idle_by_requests = idle_by_requests
         self._resolved: dict[str, tuple[NodeInfo | None, ResolvedNode]] = {}
         # pod uid -> group id; unknown uids too (the negative cache), listed apart so that
         # they are asked about again once the provider's pods change
@@ -157,9 +167,14 @@ class Ingestor:
         rows = list(chain.from_iterable(rows_by_report))
         pod_uids: list[str] = list(map(_UID, rows))
         pod_cpu = np.fromiter(map(_CPU_SECONDS, rows), dtype=np.float64, count=len(rows))
-        attribution = attribute_pods(
-            batch, estimate, np.repeat(np.arange(len(reports)), pod_counts), pod_cpu
-        )
+        pod_windows = np.repeat(np.arange(len(reports)), pod_counts)
+        attribution = attribute_pods(batch, estimate, pod_windows, pod_cpu)
+        pod_energy = attribution.pod_energy_joules
+        pod_co2e = attribution.pod_operational_co2e_grams
+        if self.idle_by_requests:
+            shares = idle_by_requests(estimate, pod_windows, self._cpu_requests(pod_uids))
+            pod_energy = pod_energy + shares.pod_idle_energy_joules
+            pod_co2e = pod_co2e + shares.pod_idle_operational_co2e_grams
 
         ledger = self.ledger
         columns = zip(
@@ -202,19 +217,22 @@ class Ingestor:
                                NodeCounters(energy, idle, co2e, embodied))
         # Sum pod rows per (namespace, workload) group with numpy, then touch each group's
         # counters once: a batch has many pods but few groups.
-        ledger.book_group_usage(self._group_ids(pod_uids), pod_cpu,
-                                attribution.pod_energy_joules,
-                                attribution.pod_operational_co2e_grams)
+        ledger.book_group_usage(self._group_ids(pod_uids), pod_cpu, pod_energy, pod_co2e)
         if ledger.export.per_pod_series:
             ledger.book_pod_usage(self._pod_keys(pod_uids), pod_cpu.tolist(),
-                                  attribution.pod_energy_joules.tolist(),
-                                  attribution.pod_operational_co2e_grams.tolist())
+                                  pod_energy.tolist(), pod_co2e.tolist())
         ledger.book_fleet(FleetCounters(
             float(estimate.baseline_energy_joules.sum()),
             float(estimate.avoided_energy_joules.sum()),
             float(estimate.avoided_operational_co2e_grams.sum()),
             float(estimate.avoided_embodied_co2e_grams.sum()),
         ))
+        if self.pod_usage is not None:
+            if len(self.pod_usage) > 2 * ledger.node_count + 1000:  # forgotten nodes
+                self.pod_usage.forget_before(now - ledger.export.forget_after_seconds)
+            cpu_by_workload = self.pod_usage.observe(reports)
+            if self.usage_history is not None:
+                self.usage_history.add([r["end"] for r in reports], cpu_by_workload)
 
     def _overhead_cpu_seconds(self, reports: list[Report]) -> npt.NDArray[np.float64]:
         """Per report, CPU time of pods in the model's overhead namespaces (left out of the
@@ -273,6 +291,13 @@ class Ingestor:
         if info is None:
             self._unknown_uids.add(uid)
         return group_id
+
+    def _cpu_requests(self, uids: list[str]) -> npt.NDArray[np.float64]:
+        """Each pod's effective CPU request as the metadata provider knows it (0 if unknown)."""
+        pod = self.metadata.pod
+        return np.fromiter(
+            ((info.cpu_request_cores if (info := pod(uid)) is not None else 0.0) for uid in uids),
+            dtype=np.float64, count=len(uids))
 
     def _pod_keys(self, uids: list[str]) -> list[PodKey]:
         keys = []

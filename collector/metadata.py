@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class NodeInfo:
     zone: str | None = None
     cpu_capacity: float | None = None  # logical CPUs
     memory_capacity_bytes: int | None = None
+    # what the scheduler may hand out to pods (capacity minus system reservations)
+    cpu_allocatable: float | None = None  # cores
+    memory_allocatable_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class PodInfo:
     name: str
     workload_kind: str  # Deployment, StatefulSet, DaemonSet, Job, CronJob, or Pod for a bare pod
     workload_name: str
+    node_name: str | None = None  # None until scheduled
+    # effective requests (collector/kubernetes/requests.py); 0 when none are set
+    cpu_request_cores: float = 0.0
+    memory_request_bytes: float = 0.0
+    holds_requests: bool = True  # False once the pod ended (Succeeded, Failed): it frees them
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,15 @@ class MetadataProvider(Protocol):
     def status(self) -> ProviderStatus: ...
 
 
+@runtime_checkable
+class ClusterInventory(Protocol):
+    """Every node and pod a provider knows, for the requested-versus-used accounting."""
+
+    def nodes(self) -> list[NodeInfo]: ...
+
+    def pods(self) -> list[PodInfo]: ...
+
+
 class StaticMetadataProvider:
     """Answers from fixed tables (the config file); knows no pods unless given."""
 
@@ -87,3 +104,9 @@ class StaticMetadataProvider:
 
     def status(self) -> ProviderStatus:
         return ProviderStatus(source="static", synced=True, connected=True)
+
+    def nodes(self) -> list[NodeInfo]:
+        return list(self._nodes.values())
+
+    def pods(self) -> list[PodInfo]:
+        return list(self._pods.values())

@@ -95,6 +95,55 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "Dynamic IT energy attributed to the pod (only with --per-pod-series true)."),
     _spec("pod_co2e_grams_total", C, "grams CO2e", POD_LABELS,
           "Operational emissions of the pod's energy (only with --per-pod-series true)."),
+    # requested versus used capacity (collector/capacity.py), live nodes only
+    _spec("node_allocatable_cpu_cores", G, "cores", NODE_LABELS,
+          "CPU the scheduler may hand out to pods on the node (status.allocatable).",
+          "The node's logical CPUs when the cluster does not say (no Kubernetes metadata)."),
+    *(
+        _spec(f"{scope}_{what}_cpu_cores", G, "cores", labels, f"{text} {where}", note)
+        for scope, labels, where, note in (
+            ("node", NODE_LABELS, "on the node, over the pods the watch knows.", ""),
+            ("namespace", ("namespace",), "in the namespace, on live nodes.", ""),
+            ("workload", WORKLOAD_LABELS, "of the workload, on live nodes.",
+             "Capped as the workload counters: further workloads add to "
+             "workload_kind=\"other\", workload=\"other\" of their namespace."),
+        )
+        for what, text in (
+            ("requested", "Effective CPU requests of running pods (init containers and "
+                          "overhead included)"),
+            ("used", "CPU used by the pods in their nodes' latest windows"),
+            ("idle_requested", "Requested but unused CPU, max(requested - used, 0) per "
+                               "workload and node, summed,"),
+        )
+    ),
+    # rightsizing (collector/rightsizing.py, collector/model/rightsizing.py)
+    _spec("workload_rightsizing_history_seconds", G, "seconds", WORKLOAD_LABELS,
+          "Usage history sampled for the workload's recommendation so far.",
+          "A workload with less than --rightsizing-min-history has this series and no "
+          "recommendation: not enough history."),
+    _spec("workload_recommended_cpu_cores", G, "cores", WORKLOAD_LABELS,
+          "Recommended CPU request of the workload, all pods together: the "
+          "--rightsizing-percentile of its usage samples plus --rightsizing-headroom.",
+          "Only for workloads with at least --rightsizing-min-history of samples."),
+    _spec("workload_avoidable_co2e_grams_per_year", G, "grams CO2e per year",
+          WORKLOAD_LABELS,
+          "The workload's share (by requested cores it would free) of the fleet's median "
+          "avoidable CO2e per year."),
+    _spec("rightsizing_nodes", G, "nodes", ("requests",),
+          "Nodes the live fleet's pods need when packed by their requests: "
+          "requests=\"current\" or \"recommended\" (first fit decreasing on the real "
+          "node sizes)."),
+    _spec("rightsizing_avoidable_nodes", G, "nodes", (),
+          "Nodes rightsizing would free: current minus recommended packing, never below 0."),
+    _spec("rightsizing_avoidable_energy_joules_per_year", G, "joules per year", (),
+          "Idle IT energy of the avoidable nodes over a year at today's rate."),
+    _spec("rightsizing_avoidable_co2e_grams_per_year", U, "grams CO2e per year",
+          ("quantile",),
+          "Operational and embodied CO2e the avoidable nodes emit in a year, at quantiles "
+          "0.05, 0.5, 0.95 of the parameter uncertainty (1,000 draws).",
+          "Typed untyped for the quantile label, as avoided_co2e_grams_per_hour."),
+    _spec("collector_rightsizing_untracked_workloads_total", C, "workloads", (),
+          "Workload intervals not sampled because --rightsizing-max-workloads was reached."),
     # fleet and baseline
     _spec("fleet_cpu_usage_ratio", G, "ratio", (),
           "Busy logical CPUs / logical CPUs over the live nodes' latest windows."),

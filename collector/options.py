@@ -22,6 +22,7 @@ from collector.settings import (
     DedupeSettings,
     ExportSettings,
     IngestLimits,
+    RightsizingSettings,
     ServerSettings,
     Settings,
     StateSettings,
@@ -67,6 +68,7 @@ def build_parser() -> configargparse.ArgumentParser:
     """The collector's flags; each also reads KUBECARBON_<FLAG> and a config-file key."""
     limits, dedupe = IngestLimits(), DedupeSettings()
     export, state = ExportSettings(), StateSettings()
+    rightsizing = RightsizingSettings()
     parser = _OneLineErrorParser(
         prog="kubecarbon collector",
         description="Ingest agent reports, estimate power, energy and CO2e, serve /metrics.",
@@ -111,6 +113,22 @@ def build_parser() -> configargparse.ArgumentParser:
         default=limits.max_window_seconds, help="longest report window accepted")
     add("--dedupe-max-agents", type=bounded(int, 1), default=dedupe.max_agents,
         help="agent ids remembered for idempotency (least recently seen are forgotten)")
+    add("--rightsizing-window", type=bounded(float, 60.0), metavar="SECONDS",
+        default=rightsizing.window_seconds, help="usage history kept per workload")
+    add("--rightsizing-sample-interval", type=bounded(float, 10.0), metavar="SECONDS",
+        default=rightsizing.sample_seconds, help="one usage sample per workload per interval")
+    add("--rightsizing-percentile", type=bounded(float, 1.0, 100.0),
+        default=rightsizing.percentile, help="percentile of the samples a request must cover")
+    add("--rightsizing-headroom", type=bounded(float, 0.0, 10.0),
+        default=rightsizing.headroom, help="share added to the percentile (0.15: 15 %%)")
+    add("--rightsizing-min-history", type=bounded(float, 0.0), metavar="SECONDS",
+        default=rightsizing.min_history_seconds,
+        help="sampled history a workload needs before it gets a recommendation")
+    add("--rightsizing-max-workloads", type=bounded(int, 0), default=rightsizing.max_workloads,
+        help="workloads with a usage history (bounded memory and state file)")
+    add("--idle-attribution", choices=("node", "requests"), default="node",
+        help="node: idle power stays with the node; requests: also split over pods by "
+        "requested CPU share (full allocation)")
     add("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     return parser
 
@@ -130,6 +148,11 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         raise SettingsError(
             f"argument --forget-after: {args.forget_after:g} is below --stale-after "
             f"{args.stale_after:g}"
+        )
+    if args.rightsizing_sample_interval > args.rightsizing_window:
+        raise SettingsError(
+            f"argument --rightsizing-sample-interval: {args.rightsizing_sample_interval:g} is "
+            f"above --rightsizing-window {args.rightsizing_window:g}"
         )
     if args.min_window > args.max_window:
         raise SettingsError(
@@ -172,6 +195,15 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         state=StateSettings(
             state_file=args.state_file, snapshot_interval_seconds=args.snapshot_interval
         ),
+        rightsizing=RightsizingSettings(
+            window_seconds=args.rightsizing_window,
+            sample_seconds=args.rightsizing_sample_interval,
+            percentile=args.rightsizing_percentile,
+            headroom=args.rightsizing_headroom,
+            min_history_seconds=args.rightsizing_min_history,
+            max_workloads=args.rightsizing_max_workloads,
+        ),
+        idle_attribution=args.idle_attribution,
         profiles=profiles,
         hourly_intensity=hourly_intensity,
         kubernetes=args.kubernetes,

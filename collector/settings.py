@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.intensity import HourlyIntensity
+from collector.model.rightsizing import RecommendationPolicy
 from collector.profiles import ProfileConfig
 from kubecarbon import wire
 
@@ -56,6 +57,29 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class RightsizingSettings:
+    """How recommendations are drawn (defaults: the VPA recommender's p90 + 15 %)."""
+
+    window_seconds: float = 7 * 86_400.0  # usage history kept per workload
+    sample_seconds: float = 600.0  # one usage sample per workload per interval
+    percentile: float = 90.0
+    headroom: float = 0.15
+    min_history_seconds: float = 86_400.0  # less history: no recommendation
+    max_workloads: int = 5_000  # workloads beyond it get no history (counted)
+    recompute_seconds: float = 60.0  # the packing runs at most this often
+
+    @property
+    def samples(self) -> int:
+        return max(int(self.window_seconds // self.sample_seconds), 1)
+
+    @property
+    def policy(self) -> RecommendationPolicy:  # the model's view of these settings
+        return RecommendationPolicy(
+            self.percentile, self.headroom,
+            max(int(self.min_history_seconds // self.sample_seconds), 1))
+
+
+@dataclass(frozen=True)
 class StateSettings:
     """The counter snapshot that survives restarts."""
 
@@ -72,6 +96,10 @@ class Settings:
     dedupe: DedupeSettings = field(default_factory=DedupeSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    rightsizing: RightsizingSettings = field(default_factory=RightsizingSettings)
+    # "node": idle energy stays with the node (default); "requests": also split over pods by
+    # requested CPU share, so namespace totals include it (docs/methodology.md, section 5)
+    idle_attribution: str = "node"
     profiles: ProfileConfig = field(default_factory=ProfileConfig)
     hourly_intensity: HourlyIntensity | None = None  # --grid-intensity-file, loaded
     kubernetes: str = "auto"  # "auto": use the Kubernetes API when reachable; "off": static

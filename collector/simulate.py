@@ -17,6 +17,7 @@ window starts where the node's previous one ended.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import uuid
@@ -75,6 +76,16 @@ DEFAULT_NAMESPACES: dict[str, tuple[float, tuple[str, ...]]] = {
     "data-pipeline": (3.5, ("etl", "kafka-connect")),
     "monitoring": (0.6, ("prometheus", "grafana")),
 }
+# How much each workload requests, as a multiple of its pods' expected use at the node's
+# daily peak: these over-request (the common case the rightsizing section is about);
+# every other workload requests 1.25x, about right. A node whose requests would exceed
+# its allocatable CPU has them scaled down to fit, as the scheduler would have refused them.
+DEFAULT_OVER_REQUESTED: dict[str, float] = {
+    "fraud-model": 4.0, "etl": 3.0, "frontend": 3.5, "credit-api": 2.5, "grafana": 5.0,
+}
+RIGHT_SIZED_REQUEST_FACTOR = 1.25
+ALLOCATABLE_SHARE = 0.95  # of a node's CPUs and memory; the rest is reserved for the system
+REQUESTED_MEMORY_SHARE = 0.4  # of a node's memory, requested by its pods together
 SYSTEM_NAMESPACE = "kube-system"
 CHINA_DATA_CENTRE_SITE = "china-average-2021"  # PUE 1.49 in the model's site table
 
@@ -100,6 +111,7 @@ class FleetSettings:
     namespaces: dict[str, tuple[float, tuple[str, ...]]] = field(
         default_factory=lambda: dict(DEFAULT_NAMESPACES)
     )
+    over_requested: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_OVER_REQUESTED))
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,8 @@ class SimulatedPod:
     workload_name: str
     containers: int
     cpu_weight: float  # share of the node's pod CPU time, relative to its neighbours
+    cpu_request_cores: float = 0.0
+    memory_request_bytes: float = 0.0
 
 
 @dataclass
@@ -156,6 +170,9 @@ class SimulatedFleet:
         self.settings = settings or FleetSettings()
         self.clock = clock
         self.load_scale = self.settings.load_scale
+        # namespace -> multiplier of its pods' CPU use (< 1: its usage collapses while its
+        # requests stay); the node's busy time drops by what those pods no longer use
+        self.namespace_load_scale: dict[str, float] = {}
         self.nodes: list[SimulatedNode] = self._build_nodes()
         self._calls = 0
 
@@ -195,7 +212,30 @@ class SimulatedFleet:
                 trough_utilisation=float(rng.uniform(*s.trough_utilisation)),
                 pods=tuple(pods), agent_id=_uuid_from(rng),
             ))
+            # requests follow the node's peak, drawn above (no new draw: the same seed
+            # keeps giving the same fleet)
+            nodes[-1].pods = tuple(self._with_requests(machine, nodes[-1].peak_utilisation,
+                                                       pods))
         return nodes
+
+    def _with_requests(self, machine: MachineType, peak: float,
+                       pods: list[SimulatedPod]) -> list[SimulatedPod]:
+        """The pods with CPU requests from their expected use at a busy peak (see
+        DEFAULT_OVER_REQUESTED) and memory requests by CPU weight."""
+        s = self.settings
+        weights = np.array([pod.cpu_weight for pod in pods])
+        shares = weights / weights.sum()
+        peak_cores = machine.logical_cpus * peak * (1.0 - s.system_share) * shares
+        factors = np.array([s.over_requested.get(pod.workload_name, RIGHT_SIZED_REQUEST_FACTOR)
+                            for pod in pods])
+        cpu = peak_cores * factors
+        room = machine.logical_cpus * ALLOCATABLE_SHARE
+        if cpu.sum() > room:
+            cpu *= room / cpu.sum()
+        memory = machine.memory_bytes * REQUESTED_MEMORY_SHARE * shares
+        return [dataclasses.replace(pod, cpu_request_cores=round(float(c), 3),
+                                    memory_request_bytes=float(int(m)))
+                for pod, c, m in zip(pods, cpu.tolist(), memory.tolist(), strict=True)]
 
     @staticmethod
     def _system_pod(rng: np.random.Generator, node_name: str) -> SimulatedPod:
@@ -219,6 +259,8 @@ class SimulatedFleet:
                 region=node.region,
                 cpu_capacity=float(node.machine.logical_cpus),
                 memory_capacity_bytes=node.machine.memory_bytes,
+                cpu_allocatable=node.machine.logical_cpus * ALLOCATABLE_SHARE,
+                memory_allocatable_bytes=int(node.machine.memory_bytes * ALLOCATABLE_SHARE),
             )
             for node in self.nodes
         }
@@ -226,7 +268,9 @@ class SimulatedFleet:
     def pod_infos(self) -> dict[str, PodInfo]:
         return {
             pod.uid: PodInfo(uid=pod.uid, namespace=pod.namespace, name=pod.name,
-                             workload_kind=pod.workload_kind, workload_name=pod.workload_name)
+                             workload_kind=pod.workload_kind, workload_name=pod.workload_name,
+                             node_name=node.name, cpu_request_cores=pod.cpu_request_cores,
+                             memory_request_bytes=pod.memory_request_bytes)
             for node in self.nodes
             for pod in node.pods
         }
@@ -305,6 +349,12 @@ class SimulatedFleet:
         busy_seconds = utilisation * node.logical_cpus * dt
         weights = node.pod_weights * rng.uniform(0.7, 1.3, size=len(node.pods))
         pod_seconds = (busy_seconds * (1.0 - s.system_share) / weights.sum() * weights).tolist()
+        if self.namespace_load_scale:
+            for k, pod in enumerate(node.pods):
+                scale = self.namespace_load_scale.get(pod.namespace)
+                if scale is not None:
+                    busy_seconds -= pod_seconds[k] * (1.0 - scale)
+                    pod_seconds[k] *= scale
         memory_used = node.machine.memory_bytes * min(0.95, 0.25 + 0.6 * utilisation)
         report: dict[str, Any] = {
             "schema": SCHEMA_VERSION,

@@ -1,6 +1,8 @@
 """State snapshots on disk: atomic writes, and restores that never crash the collector.
 
-A snapshot is one JSON document: a format tag, a version and `Ledger.to_document()`.
+A snapshot is one JSON document: a format tag, a version, `Ledger.to_document()` and,
+when given, the rightsizing usage history (`UsageHistory.to_document()`; optional, so
+older snapshots still load).
 Writes go to a temporary file in the same directory, are fsynced and renamed over
 the old snapshot, then the directory is fsynced: a crash at any point leaves
 either the old or the new snapshot, never a torn one. A snapshot that is missing
@@ -19,6 +21,7 @@ import fastjsonschema
 import orjson
 
 from collector.ledger import Ledger
+from collector.rightsizing import UsageHistory
 
 FORMAT = "kubecarbon-collector-state"
 VERSION = 1
@@ -42,6 +45,17 @@ _SCHEMA = {
         "format": {"const": FORMAT},
         "version": {"const": VERSION},
         "written_at": _non_negative,
+        "rightsizing": {
+            "type": "object",
+            "required": ["sample_seconds", "workloads"],
+            "properties": {
+                "sample_seconds": {"type": "number", "exclusiveMinimum": 0},
+                # namespace, workload kind, workload, last interval, samples (oldest first)
+                "workloads": {"type": "array", "items": _row(3, [
+                    {"type": "integer"},
+                    {"type": "array", "items": _non_negative}])},
+            },
+        },
         "state": {
             "type": "object",
             "required": ["nodes", "groups", "pods", "fleet", "reports", "seqs"],
@@ -65,11 +79,12 @@ _SCHEMA = {
 _check = fastjsonschema.compile(_SCHEMA)
 
 
-def encode(ledger: Ledger, written_at: float) -> bytes:
-    return orjson.dumps(
-        {"format": FORMAT, "version": VERSION, "written_at": written_at,
-         "state": ledger.to_document()}
-    )
+def encode(ledger: Ledger, written_at: float, history: UsageHistory | None = None) -> bytes:
+    document: dict[str, Any] = {"format": FORMAT, "version": VERSION, "written_at": written_at,
+                                "state": ledger.to_document()}
+    if history is not None:
+        document["rightsizing"] = history.to_document()
+    return orjson.dumps(document)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -92,7 +107,7 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def restore_snapshot(ledger: Ledger, path: Path) -> str:
+def restore_snapshot(ledger: Ledger, path: Path, history: UsageHistory | None = None) -> str:
     """Load `path` into a new `ledger`; returns "restored", "missing" or "corrupt" (never raises
     on a bad file)."""
     try:
@@ -107,6 +122,8 @@ def restore_snapshot(ledger: Ledger, path: Path) -> str:
         document = orjson.loads(data)
         _check(document)
         ledger.load_document(document["state"])
+        if history is not None and "rightsizing" in document:
+            history.load_document(document["rightsizing"])
     except (orjson.JSONDecodeError, fastjsonschema.JsonSchemaException, ValueError) as exc:
         log.error("state snapshot %s is corrupt (%s): starting with empty counters", path, exc)
         return "corrupt"

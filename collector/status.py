@@ -111,8 +111,11 @@ class StatusHistory:
 
     def __init__(self, ledger: Ledger, views: FleetViewCache,
                  settings: StatusSettings | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 rightsizing: Callable[[], dict[str, Any] | None] | None = None) -> None:
         self.ledger = ledger
+        # where servers can still be saved, now (collector/capacity_exposition.py)
+        self.rightsizing = rightsizing
         self.views = views
         self.settings = settings or StatusSettings()
         self.clock = clock
@@ -143,6 +146,7 @@ class StatusHistory:
                 "since": since,
                 "co2e_grams": top_namespaces(namespace_totals(ledger), before),
             },
+            "rightsizing": None if self.rightsizing is None else self.rightsizing(),
             "interval_seconds": self.settings.interval_seconds,
             "refresh_seconds": self.settings.refresh_seconds,
         }
@@ -167,13 +171,15 @@ HISTORY_KEY = web.AppKey("kubecarbon_status_history", StatusHistory)
 
 def add_status_routes(app: web.Application, ledger: Ledger, views: FleetViewCache,
                       settings: StatusSettings | None = None,
-                      clock: Callable[[], float] = time.time) -> StatusHistory:
+                      clock: Callable[[], float] = time.time,
+                      rightsizing: Callable[[], dict[str, Any] | None] | None = None
+                      ) -> StatusHistory:
     """GET / (the page) and GET /api/v1/summary (its data); samples while the app runs.
 
     Sampling starts with the app, after the startup steps registered before this call
     (the state file's restore among them), so the first point shows restored counters.
     """
-    history = StatusHistory(ledger, views, settings, clock)
+    history = StatusHistory(ledger, views, settings, clock, rightsizing)
     app[HISTORY_KEY] = history
     page = status_page_html()
 

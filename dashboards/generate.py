@@ -423,10 +423,97 @@ def namespace_attribution() -> dict[str, Any]:
     )
 
 
+AVOIDABLE = 'kubecarbon:rightsizing_avoidable_co2e_tonnes_per_year:quantile{{quantile="{q}"}}'
+WORKLOAD = "namespace, workload_kind, workload"
+BARS = {"orientation": "horizontal", "displayMode": "gradient",
+        "reduceOptions": {"calcs": ["lastNotNull"], "values": False}}
+
+
+def rightsizing() -> dict[str, Any]:
+    """Requested versus used CPU, and what rightsizing the requests would save."""
+    band = [Query(AVOIDABLE.format(q=q), name)
+            for q, name in (("0.5", "estimate"), ("0.05", "p05"), ("0.95", "p95"))]
+    panels = [
+        Panel("Avoidable nodes",
+              "Nodes the fleet's pods would no longer need if every workload requested its "
+              "recommended CPU: today's requests and the recommended ones packed onto the "
+              "fleet's real node sizes (first fit decreasing), the difference.",
+              "stat", COUNT, [Query("kubecarbon:rightsizing_avoidable_nodes:sum", "nodes")],
+              width=6, decimals=0, options=STAT_OPTIONS),
+        Panel("Avoidable tCO2e per year",
+              "Operational and embodied CO2e the avoidable nodes emit in a year at today's "
+              "rate, with the p05-p95 band of the model's uncertainty.",
+              "stat", TONNES, band, width=10, decimals=1, options=STAT_OPTIONS),
+        Panel("Avoidable IT energy per year",
+              "Idle IT energy of the avoidable nodes over a year, in kWh (their work moves to "
+              "the remaining nodes, so only their idle power is saved).",
+              "stat", KILOWATT_HOURS,
+              [Query("sum(kubecarbon_rightsizing_avoidable_energy_joules_per_year) / 3.6e6",
+                     "kWh per year")],
+              width=8, decimals=0, options=STAT_OPTIONS),
+        Panel("Requested and used CPU by namespace",
+              "Cores the namespace's pods request (what the scheduler reserves) and use (the "
+              "agents' CPU seconds), on live nodes.",
+              "timeseries", CPUS,
+              [Query(f"kubecarbon:namespace_requested_cpu_cores:sum{{{NAMESPACE}}}",
+                     "{{namespace}} requested"),
+               Query(f"kubecarbon:namespace_used_cpu_cores:sum{{{NAMESPACE}}}",
+                     "{{namespace}} used")],
+              decimals=1),
+        Panel("Used per requested CPU by namespace",
+              "Share of the requested CPU the namespace's pods use; "
+              "KubecarbonNamespaceRequestsIdle fires when it stays low for hours.",
+              "timeseries", RATIO,
+              [Query(f"kubecarbon:namespace_cpu_used_per_requested:ratio{{{NAMESPACE}}}",
+                     "{{namespace}}")]),
+        Panel("Avoidable tCO2e per year over time",
+              "The avoidable CO2e per year as it evolves, shaded between p05 and p95.",
+              "timeseries", TONNES, band, decimals=1, overrides=_band("p05", "p95")),
+        Panel("Nodes needed: current and recommended requests",
+              "Nodes the pods need when packed by today's requests and by the recommended ones.",
+              "timeseries", COUNT,
+              [Query("sum by (requests) (kubecarbon_rightsizing_nodes)", "{{requests}}")],
+              decimals=0),
+        Panel("Top workloads by idle requested cores",
+              "Requested but unused cores, max(requested - used, 0) per workload and node, summed.",
+              "bargauge", CPUS,
+              [Query(f"topk(10, sum by ({WORKLOAD}) (kubecarbon_workload_idle_requested_cpu_cores"
+                     f"{{{NAMESPACE}}}))", "{{namespace}}/{{workload}}", instant=True)],
+              decimals=1, options=BARS),
+        Panel("Top workloads by avoidable CO2e",
+              "Each workload's share of the avoidable tCO2e per year (median), by the requested "
+              "cores it would free.",
+              "bargauge", TONNES,
+              [Query(f"topk(10, sum by ({WORKLOAD}) (kubecarbon_workload_avoidable_co2e_grams_"
+                     f"per_year{{{NAMESPACE}}}) / 1e6)", "{{namespace}}/{{workload}}",
+                     instant=True)],
+              decimals=2, options=BARS),
+        Panel("Workload requests and recommendations",
+              "Requested cores (all pods), the recommendation (p90 of usage samples plus 15 % by "
+              "default) and the sampled history. Workloads with too little history have none.",
+              "table", CPUS,
+              [Query(f"sum by ({WORKLOAD}) (kubecarbon_workload_requested_cpu_cores"
+                     f"{{{NAMESPACE}}})", "requested", instant=True),
+               Query(f"sum by ({WORKLOAD}) (kubecarbon_workload_recommended_cpu_cores"
+                     f"{{{NAMESPACE}}})", "recommended", instant=True)],
+              width=24, decimals=2),
+    ]
+    namespace_variable = _query_variable(
+        "namespace", "Namespace",
+        "label_values(kubecarbon_namespace_requested_cpu_cores, namespace)", include_all=True)
+    return dashboard(
+        "kubecarbon-rightsizing", "kubecarbon / Where servers can still be saved",
+        "Capacity requested but not used, and the nodes, energy and CO2e that rightsizing the "
+        "CPU requests would save (docs/methodology.md, \"Where servers can still be saved\").",
+        panels, [namespace_variable], "now-24h",
+    )
+
+
 DASHBOARDS = {
     "kubecarbon-fleet.json": fleet_overview,
     "kubecarbon-node.json": node_drilldown,
     "kubecarbon-namespaces.json": namespace_attribution,
+    "kubecarbon-rightsizing.json": rightsizing,
 }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from kubernetes.utils import parse_quantity
 
+from collector.kubernetes.requests import pod_requests
 from collector.metadata import NodeInfo, PodInfo
 
 log = logging.getLogger("collector.kubernetes")  # one logger for the package
@@ -48,6 +49,8 @@ CRONJOB_SUFFIX_MINUTES_RANGE = (23_140_800, 121_190_400)
 CRONJOB_SUFFIX_SECONDS_RANGE = (23_140_800 * 60, 121_190_400 * 60)
 BARE_POD_KIND = "Pod"
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
+# A pod in one of these phases has ended and no longer holds its requests on its node.
+ENDED_POD_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 def _first_label(labels: Mapping[str, str], keys: Sequence[str]) -> str | None:
@@ -90,8 +93,11 @@ def node_info_from_object(obj: Mapping[str, Any]) -> NodeInfo:
     name = metadata["name"]
     labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
     spec = obj.get("spec") or {}
-    capacity = (obj.get("status") or {}).get("capacity") or {}
+    status = obj.get("status") or {}
+    capacity = status.get("capacity") or {}
+    allocatable = status.get("allocatable") or {}
     memory = _quantity(capacity.get("memory"), "memory", name)
+    allocatable_memory = _quantity(allocatable.get("memory"), "allocatable memory", name)
     return NodeInfo(
         name=name,
         labels=labels,
@@ -101,6 +107,9 @@ def node_info_from_object(obj: Mapping[str, Any]) -> NodeInfo:
         zone=_first_label(labels, ZONE_LABELS),
         cpu_capacity=_quantity(capacity.get("cpu"), "cpu", name),
         memory_capacity_bytes=int(memory) if memory is not None else None,
+        cpu_allocatable=_quantity(allocatable.get("cpu"), "allocatable cpu", name),
+        memory_allocatable_bytes=(
+            int(allocatable_memory) if allocatable_memory is not None else None),
     )
 
 
@@ -152,11 +161,13 @@ def workload_of_pod(
 
 
 def pod_info_from_object(obj: Mapping[str, Any]) -> PodInfo:
-    """uid, namespace, name and workload of a Pod object (as JSON)."""
+    """uid, namespace, name, workload, node and effective requests of a Pod object (as JSON)."""
     metadata = obj.get("metadata") or {}
     name = metadata["name"]
     labels = metadata.get("labels") or {}
     kind, workload = workload_of_pod(name, labels, metadata.get("ownerReferences") or ())
+    spec = obj.get("spec") or {}
+    requests = pod_requests(spec, f"pod {name}")
     # Many pods share namespace and workload strings; interning keeps one copy.
     return PodInfo(
         uid=metadata["uid"],
@@ -164,6 +175,10 @@ def pod_info_from_object(obj: Mapping[str, Any]) -> PodInfo:
         name=name,
         workload_kind=sys.intern(kind),
         workload_name=sys.intern(workload),
+        node_name=spec.get("nodeName") or None,
+        cpu_request_cores=requests.cpu_cores,
+        memory_request_bytes=requests.memory_bytes,
+        holds_requests=(obj.get("status") or {}).get("phase") not in ENDED_POD_PHASES,
     )
 
 

@@ -76,6 +76,13 @@ class KubernetesMetadataProvider:
             return None
         return info
 
+    # ClusterInventory
+    def nodes(self) -> list[NodeInfo]:
+        return self._nodes.values()
+
+    def pods(self) -> list[PodInfo]:
+        return self._pods.values()
+
     def pod_generation(self) -> int:
         return self._pods.generation
 

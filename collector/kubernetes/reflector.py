@@ -191,6 +191,11 @@ class Reflector(Generic[V]):
             value = self.table.get(self.aliases[key])
         return value
 
+    def values(self) -> list[V]:
+        """A copy of the objects; list() of a dict's values runs without releasing the GIL,
+        so the watch thread cannot change the table halfway through."""
+        return list(self.table.values())
+
     def _put(self, table: dict[str, V], aliases: dict[str, str], obj: Mapping[str, Any]) -> bool:
         """Add or replace one object; True when it brought a name the table did not have."""
         try:

@@ -15,6 +15,7 @@ from collector.report.reduction import (
     ReportData,
     series_key,
 )
+from collector.report.rightsizing import fetch_rightsizing
 
 # How far before `start` to look for a counter's last value (a series silent longer
 # than this at `start` counts from zero when it reappears). Every query stays within
@@ -80,8 +81,9 @@ class ReportBuilder:
                     for key, (metric, labels, signed) in COUNTERS.items()}
         gauge_means = {key: await self._gauge_mean(query) for key, query in GAUGES.items()}
         assumptions, versions, ranges = await self._assumptions()
+        rightsizing = await fetch_rightsizing(self.client, self.start, self.end, self.step)
         return ReportData(self.start, self.end, self.step, self.client.base_url, counters,
-                          gauge_means, assumptions, versions, ranges)
+                          gauge_means, assumptions, versions, ranges, rightsizing)
 
     async def probe(self) -> None:
         """Fail with one clear line unless some node counter exists on the report's grid."""

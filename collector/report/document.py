@@ -10,6 +10,7 @@ from collector.report.band import PeriodBand, period_band, period_parameters
 from collector.report.disclosure import disclosure
 from collector.report.period import iso
 from collector.report.reduction import ReportData
+from collector.report.rightsizing import rightsizing_section
 
 GRAMS_PER_TONNE = 1e6
 METHODOLOGY = "docs/methodology.md"
@@ -131,6 +132,7 @@ def report_document(data: ReportData) -> dict[str, Any]:
             "mean_avoided_servers": data.gauge_means["avoided_servers"],
             "mean_fleet_cpu_usage_ratio": data.gauge_means["fleet_cpu_usage_ratio"],
         },
+        "rightsizing": rightsizing_section(data.rightsizing),
         "assumptions": data.assumptions,
         "disclosure": disclosure(period_parameters(data), uncertainty, period, data.versions,
                                  sci),

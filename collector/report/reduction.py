@@ -8,7 +8,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collector.report.rightsizing import RightsizingData
 
 SeriesKey = tuple[tuple[str, str], ...]
 
@@ -47,6 +50,7 @@ class ReportData:
     versions: list[str]
     # parameter -> every (low, high) the collectors published in model_uncertainty_info
     uncertainty_ranges: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    rightsizing: RightsizingData | None = None  # collector/report/rightsizing.py
 
 
 def series_delta(baseline: float | None, values: Sequence[float]) -> float:

@@ -38,11 +38,70 @@ def csv_rows(document: dict[str, Any]) -> list[list[str]]:
             rows += [["baseline", "fleet", f"{prefix}_{p}", _cell(v)] for p, v in value.items()]
         else:
             rows.append(["baseline", "fleet", key, _cell(value)])
+    rows += rightsizing_csv_rows(document.get("rightsizing"))
     for index, labels in enumerate(document["assumptions"]):
         rows += [["assumption", str(index), k, v] for k, v in sorted(labels.items())]
     rows += disclosure_rows(document["disclosure"])
     rows.append(["methodology", "", "reference", document["methodology"]])
     return rows
+
+
+def rightsizing_csv_rows(section: dict[str, Any] | None) -> list[list[str]]:
+    """The rightsizing section: fleet savings per year, then one workload per name."""
+    if not section or not section["available"]:
+        return []
+    rows = []
+    for key, value in section["fleet"].items():
+        if isinstance(value, dict):
+            rows += [["rightsizing", "fleet", f"{key.removesuffix('_band')}_{p}", _cell(v)]
+                     for p, v in value.items()]
+        else:
+            rows.append(["rightsizing", "fleet", key, _cell(value)])
+    for row in section["top_workloads"]:
+        name = f"{row['namespace']}/{row['workload_kind']}/{row['workload']}"
+        for key, value in row.items():
+            if key in ("namespace", "workload_kind", "workload"):
+                continue
+            if isinstance(value, dict):
+                rows += [["rightsizing_workload", name, f"{key.removesuffix('_band')}_{p}",
+                          _cell(v)] for p, v in value.items()]
+            else:
+                rows.append(["rightsizing_workload", name, key, _cell(value)])
+    for row in section["without_recommendation"]:
+        name = f"{row['namespace']}/{row['workload_kind']}/{row['workload']}"
+        rows.append(["rightsizing_not_enough_history", name, "requested_cores",
+                     _cell(row["requested_cores"])])
+    return rows
+
+
+def rightsizing_html(section: dict[str, Any] | None) -> str:
+    if not section or not section["available"]:
+        return ("<h2>Where servers can still be saved</h2><p>The collectors published no "
+                "rightsizing series in this period.</p>")
+    fleet = section["fleet"]
+    band = fleet["avoidable_tco2e_per_year_band"]
+    top = _table(
+        ["workload", "requested cores", "recommended cores", "idle requested cores",
+         "nodes / yr", "kWh / yr", "tCO2e / yr (p05 / p50 / p95)"],
+        ([f"{r['namespace']}/{r['workload']} ({r['workload_kind']})",
+          _number(r["requested_cores"], 2), _number(r["recommended_cores"], 2),
+          _number(r["idle_requested_cores"], 2), _number(r["nodes_per_year"], 2),
+          _number(r["it_energy_kwh_per_year"], 0),
+          " / ".join(_number(r["tco2e_per_year_band"][p], 3) for p in ("p05", "p50", "p95"))]
+         for r in section["top_workloads"]),
+    )
+    waiting = ", ".join(f"{r['namespace']}/{r['workload']}"
+                        for r in section["without_recommendation"]) or "none"
+    return (
+        "<h2>Where servers can still be saved</h2>"
+        f"<p>If every workload requested its recommended CPU, about "
+        f"<b>{_number(fleet['avoidable_nodes'], 1)}</b> nodes could go: "
+        f"{_number(fleet['avoidable_it_energy_kwh_per_year'], 0)} kWh of IT energy and "
+        f"{_number(band['p50'], 3)} tCO2e per year (p05 {_number(band['p05'], 3)}, "
+        f"p95 {_number(band['p95'], 3)}).</p>{top}"
+        f"<p class=\"muted\">Not enough history for a recommendation: "
+        f"{html.escape(waiting)}. {html.escape(section['method'])}.</p>"
+    )
 
 
 def disclosure_rows(section: dict[str, Any]) -> list[list[str]]:
@@ -183,6 +242,7 @@ collector {html.escape(', '.join(document['source']['collector_versions']) or 'u
 <h2>By namespace</h2>{namespaces}
 <h2>Against the non-elastic baseline</h2>{baseline}
 <p class="muted">{html.escape(base['band_method'])}.</p>
+{rightsizing_html(document.get("rightsizing"))}
 <h2>Assumptions in force</h2>{assumptions}
 {disclosure_html(document["disclosure"])}
 <h2>Methodology</h2>

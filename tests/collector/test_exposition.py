@@ -18,12 +18,15 @@ import pytest
 from collector_testkit import T0, FakeClock, make_report
 from prometheus_client.parser import text_string_to_metric_families
 
+from collector.capacity import PodUsageTracker
+from collector.capacity_exposition import CapacityInputs
 from collector.exposition import Exposition, Scrape
 from collector.ingest import Ingestor
 from collector.ledger import Ledger
 from collector.metadata import NodeInfo, PodInfo, ProviderStatus, StaticMetadataProvider
 from collector.metrics import CATALOGUE, metrics_doc
 from collector.profiles import parse_profile_document
+from collector.rightsizing import Recommendation
 from collector.settings import ExportSettings
 from collector.telemetry import Telemetry
 
@@ -41,7 +44,8 @@ def golden_state() -> tuple[Ingestor, Telemetry]:
     metadata = StaticMetadataProvider(
         nodes={
             "aws-1": NodeInfo("aws-1", provider="aws", instance_type="m5.4xlarge",
-                              region="us-east-1"),
+                              region="us-east-1", cpu_allocatable=15.89,
+                              memory_allocatable_bytes=60 * 2**30),
             "gcp-1": NodeInfo("gcp-1", labels={
                 "node.kubernetes.io/instance-type": "n2-standard-16",
                 "topology.kubernetes.io/region": "europe-west1"}, provider="gcp"),
@@ -49,10 +53,14 @@ def golden_state() -> tuple[Ingestor, Telemetry]:
                                 region="china-east"),
         },
         pods={
-            "p1": PodInfo("p1", "payments", "ledger-5d8-x1", "Deployment", "ledger"),
-            "p2": PodInfo("p2", "payments", "ledger-5d8-x2", "Deployment", "ledger"),
-            "p3": PodInfo("p3", "risk", "scoring-0", "StatefulSet", "scoring"),
-            "p4": PodInfo("p4", "risk", "nightly-29312-abc", "CronJob", "nightly"),
+            "p1": PodInfo("p1", "payments", "ledger-5d8-x1", "Deployment", "ledger", "aws-1",
+                          4.0, 2**30),
+            "p2": PodInfo("p2", "payments", "ledger-5d8-x2", "Deployment", "ledger", "aws-1",
+                          4.0, 2**30),
+            "p3": PodInfo("p3", "risk", "scoring-0", "StatefulSet", "scoring", "gcp-1", 1.0),
+            "p4": PodInfo("p4", "risk", "nightly-29312-abc", "CronJob", "nightly", "metal-1"),
+            "p5": PodInfo("p5", "risk", "nightly-29311-abc", "CronJob", "nightly", "metal-1",
+                          2.0, holds_requests=False),  # finished: frees its requests
         },
     )
     profiles = parse_profile_document({
@@ -64,7 +72,7 @@ def golden_state() -> tuple[Ingestor, Telemetry]:
     })
     ingestor = Ingestor(
         Ledger(dataclasses.replace(ExportSettings(), per_pod_series=True)),
-        profiles=profiles, metadata=metadata, clock=clock,
+        profiles=profiles, metadata=metadata, clock=clock, pod_usage=PodUsageTracker(metadata),
     )
     pods = [{"uid": "p1", "cpu_seconds": 30.0, "containers": 2},
             {"uid": "p2", "cpu_seconds": 20.0, "containers": 2},
@@ -91,8 +99,16 @@ def golden_state() -> tuple[Ingestor, Telemetry]:
 def golden_text() -> str:
     ingestor, telemetry = golden_state()
     status = ProviderStatus(source="static", synced=True, connected=True)
+    metadata = ingestor.metadata
+    assert isinstance(metadata, StaticMetadataProvider) and ingestor.pod_usage is not None
+    recommendations = {  # one workload with enough history, one without
+        ("payments", "Deployment", "ledger"): Recommendation(86_400.0, 0.9, 0.69),
+        ("risk", "StatefulSet", "scoring"): Recommendation(3_600.0, 0.7, None),
+    }
+    capacity = CapacityInputs(metadata.nodes(), metadata.pods(), ingestor.pod_usage.latest(),
+                              recommendations, untracked_workloads=0)
     return Exposition(version_="0.0.0-golden").render(
-        Scrape(ingestor.ledger.view(T0), telemetry, status))
+        Scrape(ingestor.ledger.view(T0), telemetry, status, capacity))
 
 
 def test_golden_exposition_matches():

@@ -196,3 +196,29 @@ def test_every_flag_is_documented():
              if option.startswith("--") and option != "--help"}
     missing = {flag for flag in flags if f"`{flag}" not in doc}
     assert not missing
+
+
+def test_rightsizing_flags_reach_the_settings_and_bad_ones_stop_the_start():
+    from collector.options import SettingsError, parse_settings
+
+    settings = parse_settings(["--rightsizing-window", "86400", "--rightsizing-percentile", "95",
+                               "--rightsizing-headroom", "0.2",
+                               "--rightsizing-sample-interval", "300",
+                               "--rightsizing-min-history", "3600",
+                               "--rightsizing-max-workloads", "10"], env={})
+    rightsizing = settings.rightsizing
+    assert (rightsizing.window_seconds, rightsizing.percentile, rightsizing.headroom) == (
+        86400.0, 95.0, 0.2)
+    assert (rightsizing.samples, rightsizing.policy.min_samples) == (288, 12)
+    assert rightsizing.max_workloads == 10
+    for argv, message in (
+        (["--rightsizing-percentile", "0"], "--rightsizing-percentile"),
+        (["--rightsizing-window", "600", "--rightsizing-sample-interval", "900"],
+         "--rightsizing-sample-interval: 900 is above --rightsizing-window 600"),
+    ):
+        try:
+            parse_settings(argv, env={})
+        except SettingsError as exc:
+            assert message in str(exc)
+        else:
+            raise AssertionError(f"{argv} was accepted")

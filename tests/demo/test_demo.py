@@ -134,6 +134,27 @@ def test_bad_flags_are_refused():
     assert done.returncode == 2 and "--interval" in done.stderr
 
 
+def test_rightsizing_line_reads_the_collectors_metrics():
+    from collector.demo import rightsizing_line
+
+    waiting = (
+        'kubecarbon_workload_rightsizing_history_seconds{namespace="a",workload_kind="D",'
+        'workload="w"} 30.0\n')
+    assert rightsizing_line(waiting) == (
+        "  rightsizing: collecting usage history (1 workloads waiting)")
+    sized = waiting + (
+        'kubecarbon_workload_recommended_cpu_cores{namespace="a",workload_kind="D",'
+        'workload="w"} 1.5\n'
+        "kubecarbon_rightsizing_avoidable_nodes 3\n"
+        "kubecarbon_rightsizing_avoidable_energy_joules_per_year 7.2e9\n"
+        'kubecarbon_rightsizing_avoidable_co2e_grams_per_year{quantile="0.05"} 1.0e6\n'
+        'kubecarbon_rightsizing_avoidable_co2e_grams_per_year{quantile="0.5"} 2.5e6\n'
+        'kubecarbon_rightsizing_avoidable_co2e_grams_per_year{quantile="0.95"} 4.0e6\n')
+    assert rightsizing_line(sized) == (
+        "  rightsizing: 1 workloads sized, 0 still waiting | avoidable nodes 3 | "
+        "2.0 MWh/yr | 2.5 tCO2e/yr (p05-p95 1.0 to 4.0)")
+
+
 def test_summary_line_and_node_name():
     point = StatusPoint(
         timestamp=0.0, nodes=301, fleet_cpu_usage_ratio=0.4321, baseline_servers=160.25,

@@ -116,6 +116,19 @@ async def test_report_totals_match_what_the_collector_counted(aiohttp_server, st
             "--format", "json")
         assert code == 0, err
         report = orjson.loads(out)
+        # Rightsizing: no workload has a recommendation after seconds of history, so every
+        # one is listed as such, with the cores its pods request (constant: mean = value).
+        section = report["rightsizing"]
+        assert section["available"] and section["top_workloads"] == []
+        requested: dict[tuple[str, str], float] = defaultdict(float)
+        for pod in pods.values():
+            requested[pod.namespace, pod.workload_name] += pod.cpu_request_cores
+        listed = {(r["namespace"], r["workload"]): r["requested_cores"]
+                  for r in section["without_recommendation"]}
+        assert listed.keys() == requested.keys()
+        for key, cores in requested.items():
+            assert listed[key] == pytest.approx(cores), key
+        assert section["fleet"]["avoidable_nodes"] == 0
 
         # the same period with a 0.1 s step: several chunked queries and a progress bar
         code, fine_out, fine_err = await kubecarbon_report(

@@ -202,3 +202,40 @@ def test_every_node_resolves_to_a_known_profile_through_metadata_or_config_alone
             assert resolved.profile.provider == node.machine.provider
         if node.machine.provider == "baremetal" and node.region.startswith("china"):
             assert via_config.profile.pue == PUE_BY_SITE["china-average-2021"]
+
+
+def test_simulated_pods_request_cpu_some_over_some_right_and_fit_their_nodes():
+    from collector.simulate import (
+        ALLOCATABLE_SHARE,
+        DEFAULT_OVER_REQUESTED,
+        FleetSettings,
+        SimulatedFleet,
+    )
+
+    fleet = SimulatedFleet(FleetSettings(nodes=30, seed=3))
+    infos = fleet.pod_infos()
+    nodes = fleet.node_infos()
+    for node in fleet.nodes:
+        requested = sum(infos[pod.uid].cpu_request_cores for pod in node.pods)
+        allocatable = nodes[node.name].cpu_allocatable
+        assert allocatable == node.machine.logical_cpus * ALLOCATABLE_SHARE
+        assert 0 < requested <= allocatable + 0.01 * len(node.pods)  # rounding to millicores
+        assert all(infos[pod.uid].node_name == node.name for pod in node.pods)
+    # at the daily peak, the over-requested workloads ask for several times what they use
+    report_time = 1_764_072_000.0
+    used, asked = Counter(), Counter()
+    for report in fleet.reports(now=report_time):
+        for pod in report["pods"]:
+            info = infos[pod["uid"]]
+            used[info.workload_name] += pod["cpu_seconds"] / (report["end"] - report["start"])
+            asked[info.workload_name] += info.cpu_request_cores
+    over = {w: asked[w] / used[w] for w in asked if w in DEFAULT_OVER_REQUESTED}
+    right = {w: asked[w] / used[w] for w in asked if w not in DEFAULT_OVER_REQUESTED}
+    assert min(over.values()) > max(right.values())
+    # a namespace's collapse lowers its pods' use and the node's busy time, nothing else
+    fleet.namespace_load_scale["risk"] = 0.0
+    again = fleet.reports(now=report_time + 15)
+    risk = {p.uid for n in fleet.nodes for p in n.pods if p.namespace == "risk"}
+    assert all(pod["cpu_seconds"] == 0.0 for r in again for pod in r["pods"] if pod["uid"] in risk)
+    assert any(pod["cpu_seconds"] > 0 for r in again for pod in r["pods"]
+               if pod["uid"] not in risk)

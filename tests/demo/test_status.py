@@ -159,3 +159,36 @@ async def test_every_collector_serves_the_page_and_its_data(aiohttp_client):
     assert summary["interval_seconds"] == 15.0  # the collector's default history spacing
     assert {ns for ns, _ in summary["top_namespaces"]["co2e_grams"]} <= set(
         DEFAULT_NAMESPACES) | {"kube-system"}
+
+
+async def test_the_page_shows_where_servers_can_still_be_saved(aiohttp_client):
+    from collector.app import create_app
+    from collector.settings import RightsizingSettings, Settings
+
+    # one usage sample per second and a recommendation from three of them
+    fleet = SimulatedFleet(FleetSettings(nodes=7, seed=3, window_seconds=1.0))
+    settings = Settings(kubernetes="off", rightsizing=RightsizingSettings(
+        sample_seconds=1.0, min_history_seconds=3.0, recompute_seconds=0.0))
+    client = await aiohttp_client(create_app(settings, metadata=fleet.metadata()))
+    start = 1_764_072_000.0
+    post = await client.post("/api/v1/reports", json={"reports": fleet.reports(now=start)})
+    assert post.status == 200
+    summary = await (await client.get("/api/v1/summary")).json()
+    # no history yet: nothing sized, nothing avoidable
+    assert summary["rightsizing"]["workloads_sized"] == 0
+    assert summary["rightsizing"]["avoidable_nodes"] == 0
+    for second in range(1, 8):
+        post = await client.post("/api/v1/reports",
+                                 json={"reports": fleet.reports(now=start + second)})
+        assert post.status == 200
+    summary = await (await client.get("/api/v1/summary")).json()
+    rightsizing = summary["rightsizing"]
+    workloads = {(p.namespace, p.workload_name) for p in fleet.pod_infos().values()}
+    assert rightsizing["workloads_sized"] + rightsizing["workloads_waiting"] == len(workloads)
+    assert rightsizing["workloads_sized"] > 0
+    # the simulated fleet over-requests: some of its 7 nodes are not needed
+    assert 0 < rightsizing["avoidable_nodes"] < 7
+    band = rightsizing["co2e_tonnes_per_year"]
+    assert 0 < band["0.05"] < band["0.5"] < band["0.95"]
+    page = await (await client.get("/")).text()
+    assert 'id="rightsizing-nodes"' in page and "Servers still to save" in page

@@ -144,7 +144,7 @@ def test_flags_add_exactly_their_objects(render_objects):
         "existing-claim": set(),
         "collector-config": {("ConfigMap", "kubecarbon-collector")},
         "dashboards": {("ConfigMap", f"kubecarbon-dashboard-kubecarbon-{name}")
-                       for name in ("fleet", "node", "namespaces")},
+                       for name in ("fleet", "node", "namespaces", "rightsizing")},
     }
     for flag, extra in expected_extra.items():
         rendered = {(o["kind"], o["metadata"]["name"]) for o in render_objects(FLAG_VALUES[flag])}
@@ -484,7 +484,7 @@ def test_prometheus_rule_carries_the_rule_file(render_objects, render_module):
 def test_dashboards_ship_as_sidecar_config_maps(render_objects):
     objects = render_objects(FLAG_VALUES["dashboards"])
     maps = [o for o in objects if o["kind"] == "ConfigMap"]
-    assert len(maps) == 3
+    assert len(maps) == 4
     for config_map in maps:
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert config_map["metadata"]["annotations"] == {"grafana_folder": "Carbon"}

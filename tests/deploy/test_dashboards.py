@@ -44,11 +44,12 @@ def test_generated_files_are_up_to_date(dashboards_module):
     assert [p.name for p in DASHBOARD_FILES] == sorted(dashboards_module.DASHBOARDS)
 
 
-def test_three_dashboards_with_unique_uids_and_a_datasource_variable():
+def test_four_dashboards_with_unique_uids_and_a_datasource_variable():
     dashboards = [load(path) for path in DASHBOARD_FILES]
     assert {d["title"] for d in dashboards} == {
-        "kubecarbon / Fleet overview", "kubecarbon / Node", "kubecarbon / Namespaces"}
-    assert len({d["uid"] for d in dashboards}) == 3
+        "kubecarbon / Fleet overview", "kubecarbon / Node", "kubecarbon / Namespaces",
+        "kubecarbon / Where servers can still be saved"}
+    assert len({d["uid"] for d in dashboards}) == 4
     for dashboard in dashboards:
         variables = {v["name"]: v for v in dashboard["templating"]["list"]}
         assert variables["datasource"]["type"] == "datasource"

@@ -443,6 +443,7 @@ class ClusterObjects:
         labels: dict[str, str] | None = None,
         provider_id: str | None = None,
         capacity: dict[str, str] | None = None,
+        allocatable: dict[str, str] | None = None,
     ) -> str:
         name = unique("kc-node")
         spec = {"providerID": provider_id} if provider_id else {}
@@ -451,7 +452,7 @@ class ClusterObjects:
         if capacity:
             # Kubelets report capacity through the status subresource; so do we.
             self.core.patch_node_status(
-                name, {"status": {"capacity": capacity, "allocatable": capacity}}
+                name, {"status": {"capacity": capacity, "allocatable": allocatable or capacity}}
             )
         return name
 
@@ -463,8 +464,9 @@ class ClusterObjects:
         labels: dict[str, str] | None = None,
         owner: tuple[str, str] | None = None,
         annotations: dict[str, str] | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> str:
-        """Creates a pod bound to `node`; returns its uid."""
+        """Creates a pod bound to `node` (one request-less container unless `spec`); its uid."""
         metadata: dict[str, Any] = {
             "name": name or unique("pod"),
             "labels": labels or {},
@@ -485,7 +487,8 @@ class ClusterObjects:
             namespace,
             {
                 "metadata": metadata,
-                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]},
+                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}],
+                         **(spec or {})},
             },
         )
         self._pods.append((namespace, created.metadata.name))

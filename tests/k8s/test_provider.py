@@ -133,7 +133,8 @@ def test_pods_resolve_to_the_top_of_their_owner_chain(
         info = provider.pod(uid)
         assert info is not None and info.namespace == namespace
     debug = next(uid for uid, w in expected.items() if w == ("Pod", "debug-shell"))
-    assert provider.pod(debug) == PodInfo(debug, namespace, "debug-shell", "Pod", "debug-shell")
+    assert provider.pod(debug) == PodInfo(debug, namespace, "debug-shell", "Pod", "debug-shell",
+                                          node_name=node)
     assert provider.pod("00000000-0000-0000-0000-000000000000") is None
 
 
@@ -441,7 +442,8 @@ def test_static_pods_resolve_under_the_uid_they_run_with(
     )
     provider = start_provider(cluster.admin.kubeconfig)  # type: ignore[attr-defined]
     wait_for(lambda: provider.status().synced, "the first list")
-    expected = PodInfo(mirror_uid, namespace, f"etcd-{node}", "Pod", f"etcd-{node}")
+    expected = PodInfo(mirror_uid, namespace, f"etcd-{node}", "Pod", f"etcd-{node}",
+                       node_name=node)
     assert provider.pod(static_uid) == expected
     assert provider.pod(mirror_uid) == expected
     assert provider.reflector_states()[1].objects == len(provider._pods.table)

@@ -1,0 +1,154 @@
+"""Requested versus used CPU, per node, namespace and workload, of the live nodes.
+
+The scheduler places pods by their requests, so a node's requested cores are what
+keeps it in the fleet; the agents' per-pod CPU seconds say how much of that is used.
+`PodUsageTracker` (fed by the ingest step) keeps each node's latest window of pod CPU
+use by workload; `capacity_view` joins it with the pods the metadata provider knows
+(their node and effective requests) for the nodes live at the scrape.
+
+Requested-but-idle cores are max(requested - used, 0) per workload on each node, then
+summed: one workload using more than it asked for does not fill another's idle request.
+Every term is a sum over this collector's live nodes, so several replicas add up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collector.ledger import OTHER, NodeLabels, NodeLatest, WorkloadKey
+from collector.metadata import MetadataProvider, NodeInfo, PodInfo
+
+
+@dataclass(frozen=True)
+class NodeUsage:
+    """Pod CPU use of one node's latest window (cores, by workload)."""
+
+    window_end: float
+    cores: Mapping[WorkloadKey, float]
+
+
+class PodUsageTracker:
+    """The latest window of pod CPU use of every node, by workload. Written by ingest only;
+    readers take `latest()`, whose entries are never changed after they are stored."""
+
+    def __init__(self, metadata: MetadataProvider) -> None:
+        self.metadata = metadata
+        self._latest: dict[str, NodeUsage] = {}
+
+    def observe(self, reports: Sequence[Mapping[str, Any]]) -> list[Mapping[WorkloadKey, float]]:
+        """Record each report's pod use; returns each report's {workload: CPU seconds}.
+
+        Pods the metadata provider does not know are left out: they have no requests to
+        compare with.
+        """
+        per_report: list[Mapping[WorkloadKey, float]] = []
+        for report in reports:
+            duration = report["end"] - report["start"]
+            seconds: dict[WorkloadKey, float] = {}
+            for pod in report.get("pods", ()):
+                info = self.metadata.pod(pod["uid"])
+                if info is None:
+                    continue
+                key = (info.namespace, info.workload_kind, info.workload_name)
+                seconds[key] = seconds.get(key, 0.0) + pod["cpu_seconds"]
+            per_report.append(seconds)
+            previous = self._latest.get(report["node"])
+            if previous is None or previous.window_end <= report["end"]:
+                self._latest[report["node"]] = NodeUsage(
+                    report["end"], {k: v / duration for k, v in seconds.items()})
+        return per_report
+
+    def latest(self) -> dict[str, NodeUsage]:
+        return dict(self._latest)
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def forget_before(self, window_end: float) -> None:
+        """Drop nodes whose latest window ended before `window_end` (silent ones)."""
+        for node in [n for n, u in self._latest.items() if u.window_end < window_end]:
+            del self._latest[node]
+
+
+@dataclass(frozen=True)
+class CpuAccount:
+    """Requested, used and requested-but-idle cores of one node, namespace or workload."""
+
+    requested: float = 0.0
+    used: float = 0.0
+    idle_requested: float = 0.0
+
+    def __add__(self, other: CpuAccount) -> CpuAccount:
+        return CpuAccount(self.requested + other.requested, self.used + other.used,
+                          self.idle_requested + other.idle_requested)
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    """A live node's room for pods, as the scheduler sees it."""
+
+    labels: NodeLabels
+    allocatable_cpu: float  # cores; the node's logical CPUs when the cluster does not say
+    allocatable_memory: float  # bytes; the node's memory when the cluster does not say
+
+
+@dataclass(frozen=True)
+class CapacityView:
+    nodes: dict[NodeLabels, CpuAccount]
+    capacity: list[NodeCapacity]
+    namespaces: dict[str, CpuAccount]
+    workloads: dict[WorkloadKey, CpuAccount]
+    # the requesting pods on live nodes (for the packing of rightsizing)
+    pods: list[PodInfo]
+
+
+def capacity_view(
+    live: Sequence[NodeLatest],
+    node_infos: Iterable[NodeInfo],
+    pods: Iterable[PodInfo],
+    usage: Mapping[str, NodeUsage],
+    named_workloads: Iterable[WorkloadKey],
+) -> CapacityView:
+    """Requested, used and idle cores of the live nodes; workloads outside
+    `named_workloads` (the ledger's capped set) add up under (namespace, other, other)."""
+    by_name = {n.labels[0]: n for n in live}
+    infos = {info.name: info for info in node_infos}
+    requested: dict[str, dict[WorkloadKey, float]] = {name: {} for name in by_name}
+    on_live_nodes = []
+    for pod in pods:
+        if not pod.holds_requests or pod.node_name not in requested:
+            continue
+        on_live_nodes.append(pod)
+        table = requested[pod.node_name]
+        key = (pod.namespace, pod.workload_kind, pod.workload_name)
+        table[key] = table.get(key, 0.0) + pod.cpu_request_cores
+    named = set(named_workloads)
+    nodes: dict[NodeLabels, CpuAccount] = {}
+    workloads: dict[WorkloadKey, CpuAccount] = {}
+    capacity = []
+    for name, latest in by_name.items():
+        used = usage[name].cores if name in usage else {}
+        node_total = CpuAccount()
+        for key in requested[name].keys() | used.keys():
+            want, use = requested[name].get(key, 0.0), used.get(key, 0.0)
+            account = CpuAccount(want, use, max(want - use, 0.0))
+            node_total = node_total + account
+            shown = key if key in named else (key[0], OTHER, OTHER)
+            workloads[shown] = workloads.get(shown, CpuAccount()) + account
+        nodes[latest.labels] = node_total
+        info = infos.get(name)
+        capacity.append(NodeCapacity(
+            latest.labels,
+            _or(info.cpu_allocatable if info else None, latest.logical_cpus),
+            _or(info.memory_allocatable_bytes if info else None, latest.memory_total_bytes),
+        ))
+    namespaces: dict[str, CpuAccount] = {}
+    for key, account in workloads.items():
+        namespaces[key[0]] = namespaces.get(key[0], CpuAccount()) + account
+    return CapacityView(nodes, capacity, namespaces, workloads, on_live_nodes)
+
+
+def _or(value: float | None, fallback: float) -> float:
+    return float(value) if value is not None else float(fallback)

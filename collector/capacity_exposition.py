@@ -1,0 +1,133 @@
+"""The requested-versus-used and rightsizing families of a scrape (catalogue: collector/metrics.py).
+
+`CapacityInputs` is what a scrape takes from the metadata provider, the pod-usage
+tracker and the usage history, at once, on the event loop; `CapacityFamilies` turns
+it into rows on any thread. The packing behind the rightsizing series is recomputed at
+most every --rightsizing-recompute seconds (it walks every pod).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from collector.capacity import CapacityView, CpuAccount, NodeUsage, PodUsageTracker, capacity_view
+from collector.fleet_view import FleetView
+from collector.ledger import LedgerView, WorkloadKey
+from collector.metadata import ClusterInventory, MetadataProvider, NodeInfo, PodInfo
+from collector.metrics import SPECS, MetricSpec
+from collector.model.coefficients import JOULES_PER_KILOWATT_HOUR
+from collector.model.parameters import ModelParameters
+from collector.rightsizing import (
+    Recommendation,
+    RightsizingView,
+    UsageHistory,
+    rightsizing_view,
+)
+from collector.settings import RightsizingSettings
+
+Row = tuple[tuple[str, ...], float]
+GRAMS_PER_TONNE = 1e6
+
+
+@dataclass(frozen=True)
+class CapacityInputs:
+    """What one scrape reads for these families; nothing in it changes afterwards."""
+
+    nodes: list[NodeInfo]
+    pods: list[PodInfo]
+    usage: dict[str, NodeUsage]
+    recommendations: Mapping[WorkloadKey, Recommendation]
+    untracked_workloads: int
+
+
+def capacity_inputs(metadata: MetadataProvider, pod_usage: PodUsageTracker,
+                    history: UsageHistory) -> CapacityInputs | None:
+    """What a scrape reads; None when the provider cannot list nodes and pods."""
+    if not isinstance(metadata, ClusterInventory):
+        return None
+    return CapacityInputs(metadata.nodes(), metadata.pods(), pod_usage.latest(),
+                          history.recommendations, history.untracked_workloads)
+
+
+def rightsizing_summary(view: RightsizingView | None,
+                        recommendations: Mapping[WorkloadKey, Recommendation]
+                        ) -> dict[str, object] | None:
+    """What the status page shows of rightsizing; None before the fleet has live nodes."""
+    if view is None:
+        return None
+    band = view.savings.co2e_tonnes_band
+    sized = sum(1 for r in recommendations.values() if r.cores is not None)
+    return {
+        "avoidable_nodes": view.savings.nodes,
+        "it_energy_kwh_per_year": view.savings.it_energy_kilowatt_hours,
+        "co2e_tonnes_per_year": {"0.05": band.p05, "0.5": band.p50, "0.95": band.p95},
+        "workloads_sized": sized,
+        "workloads_waiting": len(recommendations) - sized,
+    }
+
+
+class CapacityFamilies:
+    def __init__(self, params: ModelParameters | None = None,
+                 settings: RightsizingSettings | None = None) -> None:
+        self.params = params if params is not None else ModelParameters()
+        self.settings = settings if settings is not None else RightsizingSettings()
+        self._lock = threading.Lock()
+        self._cached: tuple[float, RightsizingView] | None = None
+
+    def views(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
+              ) -> tuple[CapacityView, RightsizingView | None]:
+        capacity = capacity_view(fleet.live, inputs.nodes, inputs.pods, inputs.usage,
+                                 ledger.workloads.keys())
+        if fleet.estimate is None:
+            return capacity, None
+        with self._lock:
+            cached = self._cached
+            if cached is not None and ledger.now - cached[0] < self.settings.recompute_seconds:
+                return capacity, cached[1]
+            view = rightsizing_view(capacity, inputs.recommendations, fleet.live,
+                                    fleet.estimate, self.params)
+            self._cached = (ledger.now, view)
+        return capacity, view
+
+    def families(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
+                 ) -> Iterator[tuple[MetricSpec, list[Row]]]:
+        capacity, rightsizing = self.views(inputs, ledger, fleet)
+        yield SPECS["node_allocatable_cpu_cores"], sorted(
+            (c.labels, c.allocatable_cpu) for c in capacity.capacity)
+        scopes: list[tuple[str, Mapping[tuple[str, ...], CpuAccount]]] = [
+            ("node", {tuple(k): v for k, v in capacity.nodes.items()}),
+            ("namespace", {(k,): v for k, v in capacity.namespaces.items()}),
+            ("workload", {tuple(k): v for k, v in capacity.workloads.items()}),
+        ]
+        for scope, table in scopes:
+            rows = sorted(table.items())
+            for what in ("requested", "used", "idle_requested"):
+                yield SPECS[f"{scope}_{what}_cpu_cores"], [
+                    (k, getattr(v, what)) for k, v in rows]
+        yield SPECS["collector_rightsizing_untracked_workloads_total"], [
+            ((), inputs.untracked_workloads)]
+        shown = capacity.workloads.keys()
+        recommendations = sorted((k, r) for k, r in inputs.recommendations.items() if k in shown)
+        yield SPECS["workload_rightsizing_history_seconds"], [
+            (k, r.history_seconds) for k, r in recommendations]
+        yield SPECS["workload_recommended_cpu_cores"], [
+            (k, r.cores) for k, r in recommendations if r.cores is not None]
+        if rightsizing is None:
+            return
+        yield SPECS["workload_avoidable_co2e_grams_per_year"], sorted(
+            (k, w.avoidable_co2e_tonnes_per_year * GRAMS_PER_TONNE)
+            for k, w in rightsizing.workloads.items()
+            if k in shown and w.recommendation is not None and w.recommendation.cores is not None)
+        yield SPECS["rightsizing_nodes"], [
+            (("current",), rightsizing.nodes_today),
+            (("recommended",), rightsizing.nodes_recommended)]
+        savings = rightsizing.savings
+        yield SPECS["rightsizing_avoidable_nodes"], [((), savings.nodes)]
+        yield SPECS["rightsizing_avoidable_energy_joules_per_year"], [
+            ((), savings.it_energy_kilowatt_hours * JOULES_PER_KILOWATT_HOUR)]
+        band = savings.co2e_tonnes_band
+        yield SPECS["rightsizing_avoidable_co2e_grams_per_year"], [
+            ((quantile,), tonnes * GRAMS_PER_TONNE)
+            for quantile, tonnes in (("0.05", band.p05), ("0.5", band.p50), ("0.95", band.p95))]
