@@ -9,6 +9,12 @@ holds `nr_descendants`, which changes whenever a container cgroup is created
 or removed, so a pod is listed again only when that number moved. The same
 number on the kubepods cgroup itself covers the whole tree: while it and the
 set of pods stay the same, no pod needs looking at.
+
+Containers are counted as the kubelet counts them: the pod's own, not its
+sandbox. Every runtime gives the sandbox a cgroup of the same form beside the
+containers' (containerd and Docker run the pause container there; CRI-O runs
+its infra container there, or creates the cgroup empty when it drops that
+container), so a pod's containers are its container cgroups less one.
 """
 
 from __future__ import annotations
@@ -37,10 +43,17 @@ def parse_nr_descendants(data: bytes) -> int:
     raise SourceError("no nr_descendants line in cgroup.stat")
 
 
+def app_containers(container_cgroups: int) -> int:
+    """A pod's own running containers, from its container cgroups (the sandbox's among them).
+
+    Never below 0: a pod being set up or torn down may have the sandbox's cgroup alone.
+    """
+    return max(0, container_cgroups - 1)
+
+
 @dataclass(frozen=True)
 class Density:
-    # running containers per pod uid, pod sandboxes (pause containers) included
-    # where the runtime runs them as containers
+    # running containers per pod uid, as the kubelet counts them (sandboxes not included)
     containers_by_pod: dict[str, int]
 
     @property
@@ -105,7 +118,7 @@ class DensitySource:
                 count = count_containers(pod)
             if count is None:
                 continue
-            containers_by_pod[pod.uid] = count
+            containers_by_pod[pod.uid] = app_containers(count)
             if descendants is not None:
                 self._known[pod.path] = (descendants, count)
         self.files.end_cycle()

@@ -1,5 +1,6 @@
 """Per-pod CPU and container density on real-format cgroup trees (v1/v2, both drivers)."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,10 +52,11 @@ def test_pod_cpu_on_every_driver_and_cgroup_version(tree):
 
 @pytest.mark.parametrize("tree", CGROUP_TREES)
 def test_density_counts_pods_and_containers(tree):
-    # CRI-O's conmon cgroups (v2-cgroupfs-crio) are monitors, not containers
+    # CRI-O's conmon cgroups (v2-cgroupfs-crio) are monitors, not containers; each pod's
+    # 2, 3 and 2 container cgroups include its sandbox's, which the kubelet does not count
     density = DensitySource(FIXTURES / tree / "sys").sample()
-    assert density == Density({UID_GUARANTEED: 2, UID_BURSTABLE: 3, UID_STATIC_BESTEFFORT: 2})
-    assert (density.pods_running, density.containers_running) == (3, 7)
+    assert density == Density({UID_GUARANTEED: 1, UID_BURSTABLE: 2, UID_STATIC_BESTEFFORT: 1})
+    assert (density.pods_running, density.containers_running) == (3, 4)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +102,7 @@ def test_unreadable_pod_counter_fails_pod_cpu_but_not_density():
     sys_root = FIXTURES / "broken" / "sys"
     with pytest.raises(SourceError, match=r"cannot read .*cpu\.stat: Is a directory"):
         PodCpuSource(sys_root).sample()
-    assert DensitySource(sys_root).sample() == Density({UID_BURSTABLE: 2})
+    assert DensitySource(sys_root).sample() == Density({UID_BURSTABLE: 1})
 
 
 def test_pod_deleted_between_listing_and_reading_is_skipped(node_copy):
@@ -190,18 +192,18 @@ def bump_descendants(cgroup: Path, by: int) -> None:
 def test_density_lists_a_pod_again_only_when_its_descendants_change(node_copy):
     root = node_copy("v2-systemd-containerd")
     source = DensitySource(root / "sys")
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 2  # 3 cgroups, one the sandbox's
     kubepods = root / "sys/fs/cgroup/kubepods.slice"
     pod = next(kubepods.rglob("kubepods-burstable-pod*.slice"))
     (pod / ("cri-containerd-" + "cd" * 32 + ".scope")).mkdir()
     # until nr_descendants moves, the listing of the last cycle stands
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 2
     for cgroup in (pod, pod.parent, kubepods):
         bump_descendants(cgroup, 1)
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 4
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
     # the whole tree unchanged: the pods' own counters are not even read
     (pod / "cgroup.stat").write_text("nr_descendants 999\n")
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 4
+    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
 
 
 def test_kept_open_counters_follow_new_values_and_close_for_vanished_pods(node_copy):
@@ -241,3 +243,22 @@ def test_density_lists_for_itself_when_pod_cpu_could_not(tmp_path):
         PodCpuSource(tmp_path, listing=listing).sample()
     (tmp_path / "fs/cgroup/cpuacct/kubepods").mkdir(parents=True)
     assert DensitySource(tmp_path, listing=listing).sample() == Density({})
+
+
+@pytest.mark.parametrize("tree", CGROUP_TREES)
+def test_a_pod_with_only_its_sandbox_runs_no_container(tree, node_copy):
+    # How a pod looks while the kubelet starts it or tears it down: its sandbox's cgroup
+    # (pause, or CRI-O's infra cgroup) beside no container of its own; and, a moment
+    # later, nothing at all
+    root = node_copy(tree)
+    location = find_kubepods(root / "sys" / "fs" / "cgroup")
+    (guaranteed,) = [p for p in list_pod_cgroups(location.path) if p.uid == UID_GUARANTEED]
+    containers = sorted(
+        child for child in Path(guaranteed.path).iterdir()
+        if child.is_dir() and is_container_dir_name(child.name)
+    )
+    assert len(containers) == 2  # the sandbox's and the app container's
+    shutil.rmtree(containers[1])
+    assert DensitySource(root / "sys").sample().containers_by_pod[UID_GUARANTEED] == 0
+    shutil.rmtree(containers[0])
+    assert DensitySource(root / "sys").sample().containers_by_pod[UID_GUARANTEED] == 0

@@ -64,11 +64,11 @@ def test_a_window_holds_exact_deltas_never_totals_since_boot(node_copy, fake_clo
         "end": 1_764_072_015.0,
         "cpu": {"logical_cpus": 4, "busy_seconds": 3.0},
         "memory": {"total_bytes": 24683656 * 1024, "used_bytes": 488324 * 1024},
-        "containers_running": 7,
+        "containers_running": 4,
         "pods": [
-            {"uid": UID_GUARANTEED, "cpu_seconds": 1.5, "containers": 2},
-            {"uid": UID_STATIC_BESTEFFORT, "cpu_seconds": 0.0, "containers": 2},
-            {"uid": UID_BURSTABLE, "cpu_seconds": 0.25, "containers": 3},
+            {"uid": UID_GUARANTEED, "cpu_seconds": 1.5, "containers": 1},
+            {"uid": UID_STATIC_BESTEFFORT, "cpu_seconds": 0.0, "containers": 1},
+            {"uid": UID_BURSTABLE, "cpu_seconds": 0.25, "containers": 2},
         ],
     }
 
@@ -85,13 +85,14 @@ def test_pods_that_appear_vanish_or_reset(node_copy, fake_clock):
         f"kubepods-besteffort-pod{new_uid.replace('-', '_')}.slice"
     )
     set_pod_usage(root, new_dir, 700_000)
-    (root / new_dir / ("cri-containerd-" + "ab" * 32 + ".scope")).mkdir()
+    for container_id in ("ab" * 32, "ef" * 32):  # its sandbox and its one container
+        (root / new_dir / f"cri-containerd-{container_id}.scope").mkdir()
     shutil.rmtree(root / POD_DIRS[UID_STATIC_BESTEFFORT])  # deleted pod
     set_pod_usage(root, POD_DIRS[UID_BURSTABLE], 400_000)  # counter reset (recreated cgroup)
     pods = {pod["uid"]: pod for pod in sampler.sample()["pods"]}
     assert pods == {
-        UID_GUARANTEED: {"uid": UID_GUARANTEED, "cpu_seconds": 0.0, "containers": 2},
-        UID_BURSTABLE: {"uid": UID_BURSTABLE, "cpu_seconds": 0.4, "containers": 3},
+        UID_GUARANTEED: {"uid": UID_GUARANTEED, "cpu_seconds": 0.0, "containers": 1},
+        UID_BURSTABLE: {"uid": UID_BURSTABLE, "cpu_seconds": 0.4, "containers": 2},
         new_uid: {"uid": new_uid, "cpu_seconds": 0.7, "containers": 1},
     }
     fake_clock.advance(15)
@@ -175,7 +176,7 @@ def test_broken_node_reports_everything_that_still_works(node_copy, fake_clock):
     report = sampler.sample()
     # a pod's cpu.stat is unreadable and there is no RAPL: cpu, memory and density remain
     assert report["cpu"] == {"logical_cpus": 4, "busy_seconds": 0.0}
-    assert report["containers_running"] == 2
+    assert report["containers_running"] == 1
     assert "pods" not in report and "rapl" not in report
     states = {
         source: registry.get_sample_value("kubecarbon_agent_source_success", {"source": source})
