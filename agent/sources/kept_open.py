@@ -66,9 +66,11 @@ class KeptOpenFiles:
 
     def end_cycle(self) -> None:
         """Close the descriptors of files not read since the last call (their pods are gone)."""
-        for path in set(self._open) - self._read_this_cycle:
-            os.close(self._open.pop(path))
-        self._read_this_cycle = set()
+        read = self._read_this_cycle
+        if not read.issuperset(self._open):
+            for path in [path for path in self._open if path not in read]:
+                os.close(self._open.pop(path))
+        read.clear()
 
     def close(self) -> None:
         for descriptor in self._open.values():

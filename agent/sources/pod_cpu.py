@@ -2,8 +2,8 @@
 
 The pod-level cgroup accumulates the CPU time of all its containers, so one
 small file per pod is enough: `cpu.stat` `usage_usec` on cgroup v2,
-`cpuacct.usage` (nanoseconds) on cgroup v1. Containers per pod come from the
-`density` source, which lists the same tree.
+`cpuacct.usage` (nanoseconds) on cgroup v1, kept open between cycles. The pods
+come from the cycle's one refresh of the pod listing, which `density` shares.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agent.sources import SourceError
 from agent.sources.kept_open import KeptOpenFiles
-from agent.sources.kubepods import PodListing
+from agent.sources.pod_listing import PodListing
 
 
 def parse_cpu_stat_usage_nanoseconds(data: bytes) -> int:
@@ -64,10 +64,11 @@ class PodCpuSource:
         kubepods, pods = self.listing.refresh()
         file_name, parse = _USAGE_FILE[kubepods.cgroup_version]
         usage: dict[str, int] = {}
+        read = self.files.read
         for pod in pods:
             path = pod.path + file_name
             try:
-                data = self.files.read(path)
+                data = read(path)
             except FileNotFoundError:
                 continue  # the pod was deleted between listing and reading
             except OSError as exc:
