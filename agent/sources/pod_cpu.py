@@ -59,20 +59,25 @@ class PodCpuSource:
     ) -> None:
         self.listing = listing if listing is not None else PodListing(host_sys / "fs" / "cgroup")
         self.files = files if files is not None else KeptOpenFiles()
+        # (listing generation, [(uid, counter path)]): built again only when pods change
+        self._counters: tuple[int, list[tuple[str, str]]] = (-1, [])
 
     def sample(self) -> dict[str, int]:
         kubepods, pods = self.listing.refresh()
         file_name, parse = _USAGE_FILE[kubepods.cgroup_version]
+        generation, counters = self._counters
+        if generation != self.listing.generation:
+            counters = [(pod.uid, pod.path + file_name) for pod in pods]
+            self._counters = (self.listing.generation, counters)
         usage: dict[str, int] = {}
         read = self.files.read
-        for pod in pods:
-            path = pod.path + file_name
+        for uid, path in counters:
             try:
                 data = read(path)
             except FileNotFoundError:
                 continue  # the pod was deleted between listing and reading
             except OSError as exc:
                 raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            usage[pod.uid] = parse(data)
+            usage[uid] = parse(data)
         self.files.end_cycle()
         return usage
