@@ -205,7 +205,9 @@ class _Connection(asyncio.Protocol):
 class KeepAliveClient:
     """POSTs to one origin (scheme, host, port) over a connection it keeps between requests."""
 
-    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+    def __init__(
+        self, base_url: str, timeout_seconds: float, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{base_url!r} is not an http:// or https:// URL")
@@ -217,7 +219,7 @@ class KeepAliveClient:
         host = f"[{self.host}]" if ":" in self.host else self.host
         self._host_header = host if default_port else f"{host}:{self.port}"
         self._base_path = parts.path.rstrip("/")
-        self._ssl_context: ssl.SSLContext | None = None
+        self._ssl_context = ssl_context  # None: the system's CA certificates, on first use
         self._connection: _Connection | None = None
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
@@ -234,7 +236,7 @@ class KeepAliveClient:
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 connection = await self._connect()
-                waiter = asyncio.get_running_loop().create_future()
+                waiter: asyncio.Future[HttpResponse] = asyncio.get_running_loop().create_future()
                 connection.send(request, waiter)
                 response = await waiter
         except BaseException:

@@ -39,49 +39,69 @@ def _read_fresh(path: str) -> tuple[int, bytes]:
 
 
 class KeptOpenFiles:
-    """Reads small pseudo-files, keeping up to `budget` descriptors open across cycles."""
+    """Reads a set of small pseudo-files, keeping up to `budget` descriptors open across cycles."""
 
     def __init__(self, budget: int | None = None) -> None:
         self.budget = default_budget() if budget is None else budget
         self._open: dict[str, int] = {}
-        self._read_this_cycle: set[str] = set()
+        # the paths of the last read_all, and whether a descriptor was opened or closed since
+        self._last_paths: list[str] | None = None
+        self._moved = False
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def read(self, path: str) -> bytes:
-        """The file's current content; raises FileNotFoundError once it is gone."""
-        descriptor = self._open.get(path)
-        if descriptor is not None:
-            self._read_this_cycle.add(path)
-            try:
-                return os.pread(descriptor, READ_BYTES, 0)
-            except OSError as exc:
-                del self._open[path]
-                os.close(descriptor)
-                if exc.errno != errno.ENODEV:
-                    raise
-        descriptor, data = _read_fresh(path)
-        self._read_this_cycle.add(path)
+    def read_all(self, paths: list[str]) -> list[bytes | None]:
+        """Each file's current content, None for a file that is gone.
+
+        Descriptors of files not among `paths` (their pods are gone) are closed at
+        the end. An OSError other than "gone" is raised with the path as filename.
+        """
+        contents: list[bytes | None] = []
+        append = contents.append
+        kept = self._open.get
+        pread = os.pread
+        for path in paths:
+            descriptor = kept(path)
+            if descriptor is not None:
+                try:
+                    append(pread(descriptor, READ_BYTES, 0))
+                    continue
+                except OSError as exc:
+                    self._close(path)
+                    if exc.errno != errno.ENODEV:  # ENODEV: the cgroup was removed
+                        raise OSError(exc.errno, exc.strerror, path) from exc
+            append(self._read_fresh(path))
+        if self._moved or paths is not self._last_paths:
+            for path in self._open.keys() - set(paths):
+                self._close(path)
+            self._moved = False
+        self._last_paths = paths
+        return contents
+
+    def _read_fresh(self, path: str) -> bytes | None:
+        try:
+            descriptor, data = _read_fresh(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, path) from exc
         if len(self._open) < self.budget:
             self._open[path] = descriptor
         else:
             os.close(descriptor)
+        self._moved = True
         return data
 
-    def end_cycle(self) -> None:
-        """Close the descriptors of files not read since the last call (their pods are gone)."""
-        read = self._read_this_cycle
-        if not read.issuperset(self._open):
-            for path in [path for path in self._open if path not in read]:
-                os.close(self._open.pop(path))
-        read.clear()
+    def _close(self, path: str) -> None:
+        os.close(self._open.pop(path))
+        self._moved = True
 
     def close(self) -> None:
         for descriptor in self._open.values():
             os.close(descriptor)
         self._open.clear()
-        self._read_this_cycle = set()
+        self._last_paths = None
 
     def __del__(self) -> None:  # descriptors are plain ints: nothing else would close them
         self.close()

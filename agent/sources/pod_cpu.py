@@ -59,25 +59,22 @@ class PodCpuSource:
     ) -> None:
         self.listing = listing if listing is not None else PodListing(host_sys / "fs" / "cgroup")
         self.files = files if files is not None else KeptOpenFiles()
-        # (listing generation, [(uid, counter path)]): built again only when pods change
-        self._counters: tuple[int, list[tuple[str, str]]] = (-1, [])
+        # (listing generation, uids, counter paths): built again only when pods change
+        self._counters: tuple[int, list[str], list[str]] = (-1, [], [])
 
     def sample(self) -> dict[str, int]:
         kubepods, pods = self.listing.refresh()
         file_name, parse = _USAGE_FILE[kubepods.cgroup_version]
-        generation, counters = self._counters
+        generation, uids, paths = self._counters
         if generation != self.listing.generation:
-            counters = [(pod.uid, pod.path + file_name) for pod in pods]
-            self._counters = (self.listing.generation, counters)
-        usage: dict[str, int] = {}
-        read = self.files.read
-        for uid, path in counters:
-            try:
-                data = read(path)
-            except FileNotFoundError:
-                continue  # the pod was deleted between listing and reading
-            except OSError as exc:
-                raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            usage[uid] = parse(data)
-        self.files.end_cycle()
-        return usage
+            uids = [pod.uid for pod in pods]
+            paths = [pod.path + file_name for pod in pods]
+            self._counters = (self.listing.generation, uids, paths)
+        try:
+            contents = self.files.read_all(paths)
+        except OSError as exc:
+            raise SourceError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
+        # None: the pod was deleted between the listing and the read
+        return {
+            uid: parse(data) for uid, data in zip(uids, contents, strict=True) if data is not None
+        }
