@@ -18,9 +18,10 @@ from agent.sources.pod_listing import PodListing
 def parse_cpu_stat_usage_nanoseconds(data: bytes) -> int:
     """`usage_usec` of a cgroup v2 `cpu.stat`, in nanoseconds."""
     if data.startswith(b"usage_usec "):  # the first line on every kernel so far
-        first_line = data[11 : data.find(b"\n")] if b"\n" in data else data[11:]
-        if first_line.isdigit():
-            return int(first_line) * 1000
+        try:
+            return int(data[11 : data.index(b"\n")]) * 1000
+        except ValueError:
+            pass  # no newline, or not a number: the lines below say what is wrong
     for line in data.splitlines():
         key, _, value = line.partition(b" ")
         if key == b"usage_usec":
