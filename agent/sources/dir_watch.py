@@ -9,9 +9,12 @@ containers the same way. The agent asks without blocking, once per cycle: one
 `read` that fails with EAGAIN when nothing changed, whatever the number of pods.
 
 Counters rewritten in place are not events here (no IN_MODIFY in the mask), so
-the pods' own activity never wakes anything. A directory this class could not
-watch (no inotify, or `max_watches` reached) has no watch id, and its owner
-lists it every cycle.
+the pods' own activity never wakes anything. A removed cgroup's own watch hears
+nothing (kernfs keeps the directory's link count, so there is no IN_DELETE_SELF)
+while its parent hears IN_DELETE: owners learn of removals from the parent, and
+remove the watch themselves. A directory this class could not watch (no
+inotify, or `max_watches` reached) has no watch id, and its owner lists it
+every cycle.
 """
 
 from __future__ import annotations

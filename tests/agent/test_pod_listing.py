@@ -6,16 +6,20 @@ gone and another come within one cycle) shows as a change of the directory
 that holds it, and a directory that cannot be watched is listed every cycle.
 """
 
-import os
 import re
 import shutil
 import struct
 from pathlib import Path
 
 import pytest
-from agent_testkit import CGROUP_TREES, UID_BURSTABLE, UID_GUARANTEED, UID_STATIC_BESTEFFORT
+from agent_testkit import (
+    CGROUP_TREES,
+    UID_BURSTABLE,
+    UID_GUARANTEED,
+    UID_STATIC_BESTEFFORT,
+    PodSources,
+)
 
-from agent.sources.density import Density, DensitySource, app_containers
 from agent.sources.dir_watch import (
     IN_CREATE,
     IN_DELETE_SELF,
@@ -27,60 +31,13 @@ from agent.sources.dir_watch import (
     parse_events,
 )
 from agent.sources.kubepods import (
-    count_container_names,
     find_kubepods,
     is_container_dir_name,
     list_pod_cgroups,
     pod_uid_from_dir_name,
 )
-from agent.sources.pod_cpu import PodCpuSource
-from agent.sources.pod_listing import PodListing
 
 IN_ISDIR = 0x40000000  # set on events about a directory
-
-
-def full_rescan(sys_root: Path) -> Density:
-    """What a listing of every directory finds, with nothing remembered."""
-    location = find_kubepods(sys_root / "fs" / "cgroup")
-    return Density(
-        {
-            pod.uid: app_containers(count_container_names(os.listdir(pod.path)))
-            for pod in list_pod_cgroups(location.path)
-        }
-    )
-
-
-class Node:
-    """The two pod sources sharing one listing, read once per (fake) second like the sampler."""
-
-    def __init__(self, sys_root: Path, watch: DirectoryWatch, listed: list[str] | None = None):
-        self.sys_root = sys_root
-        self.now = 100.0
-
-        def list_directory(path: str) -> list[str]:
-            if listed is not None:
-                listed.append(path)
-            return os.listdir(path)
-
-        self.listing = PodListing(
-            sys_root / "fs" / "cgroup",
-            monotonic=lambda: self.now,
-            watch=watch,
-            list_directory=list_directory,
-        )
-        self.pod_cpu = PodCpuSource(sys_root, listing=self.listing)
-        self.density = DensitySource(sys_root, listing=self.listing)
-
-    def cycle(self) -> tuple[dict[str, int], Density]:
-        self.now += 1.0
-        return self.pod_cpu.sample(), self.density.sample()
-
-    def assert_equal_to_a_full_rescan(self) -> Density:
-        usage, density = self.cycle()
-        expected = full_rescan(self.sys_root)
-        assert density == expected
-        assert set(usage) == set(expected.containers_by_pod)
-        return density
 
 
 def pod_dir(sys_root: Path, uid: str) -> Path:
@@ -149,7 +106,7 @@ def test_counts_equal_a_full_rescan_as_pods_and_containers_come_and_go(
     tree, watch, node_copy, tmp_path
 ):
     sys_root = node_copy(tree) / "sys"
-    node = Node(sys_root, WATCHES[watch]())
+    node = PodSources(sys_root / "fs" / "cgroup", WATCHES[watch]())
     assert node.assert_equal_to_a_full_rescan().containers_by_pod == {
         UID_GUARANTEED: 1, UID_BURSTABLE: 2, UID_STATIC_BESTEFFORT: 1
     }  # fmt: skip
@@ -209,7 +166,7 @@ def test_directories_are_listed_again_only_when_they_changed(node_copy):
     watch = DirectoryWatch()
     if not watch.available:
         pytest.skip("no inotify instance available here")
-    node = Node(sys_root, watch, listed)
+    node = PodSources(sys_root / "fs" / "cgroup", watch, listed)
     first = node.assert_equal_to_a_full_rescan()
     assert len(listed) == 6  # kubepods, its two QoS cgroups, three pods
     listed.clear()
@@ -235,7 +192,7 @@ class LosingWatch(DirectoryWatch):
 
 def test_lost_events_make_the_whole_tree_listed_again(node_copy):
     sys_root = node_copy("v1-cgroupfs-containerd") / "sys"
-    node = Node(sys_root, LosingWatch())
+    node = PodSources(sys_root / "fs" / "cgroup", LosingWatch())
     node.assert_equal_to_a_full_rescan()
     shutil.rmtree(pod_dir(sys_root, UID_BURSTABLE))
     assert UID_BURSTABLE not in node.assert_equal_to_a_full_rescan().containers_by_pod
@@ -243,7 +200,7 @@ def test_lost_events_make_the_whole_tree_listed_again(node_copy):
 
 def test_kubepods_removed_and_created_again_is_found_again(node_copy, tmp_path):
     sys_root = node_copy("v1-cgroupfs-containerd") / "sys"
-    node = Node(sys_root, DirectoryWatch())
+    node = PodSources(sys_root / "fs" / "cgroup", DirectoryWatch())
     node.assert_equal_to_a_full_rescan()
     kubepods = sys_root / "fs/cgroup/cpuacct/kubepods"
     kubepods.rename(tmp_path / "old-kubepods")
