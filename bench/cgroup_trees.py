@@ -15,12 +15,19 @@ and the three QoS classes mixed:
 `CounterWriter` advances the pods' CPU counters in place, as the kernel does: the
 same inode, rewritten at offset 0 with a value of the same width, so a reader with
 a descriptor kept open sees every new value and never a half-written one.
+
+Two more shapes, `v1-cgroupfs` and `v2-cgroupfs`, are the same trees made of real
+cgroups on this machine's cgroupfs (root only), so that every read costs what the
+kernel charges for it (on cgroup v2, reading cpu.stat flushes the per-CPU
+statistics first); no process runs in them, so their counters stay still.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +74,8 @@ class GeneratedTree:
     pods: int
     containers_running: int  # as the kubelet counts them: sandboxes not included
     counters: list[Path] = field(default_factory=list)  # each pod's CPU counter file
+    counters_advance: bool = True  # False for real cgroups nothing runs in
+    cleanup: Callable[[], None] = lambda: None
 
 
 def _pod_uid(index: int) -> str:
@@ -162,13 +171,86 @@ def make_v1_tree(root: Path, pods: int) -> GeneratedTree:
     return tree
 
 
-TREES = {"v2": make_v2_tree, "v1": make_v1_tree}
+def _real_cgroup_root(version: int) -> Path:
+    """Where to make cgroups: v1's cpuacct hierarchy, or v2's (pure, or hybrid's unified/)."""
+    cgroup = Path("/sys/fs/cgroup")
+    if version == 1:
+        candidates = [cgroup / "cpuacct", cgroup / "cpu,cpuacct"]
+    else:
+        candidates = [cgroup, cgroup / "unified"]
+    marker = "cpuacct.usage" if version == 1 else "cgroup.controllers"
+    for candidate in candidates:
+        if (candidate / marker).is_file():
+            return candidate
+    raise SystemExit(f"no cgroup v{version} hierarchy mounted at {cgroup}")
+
+
+def _remove_cgroups(top: Path) -> None:
+    for directory, _, _ in sorted(os.walk(top), key=lambda entry: -entry[0].count("/")):
+        os.rmdir(directory)
+
+
+def make_real_tree(root: Path, pods: int, version: int) -> GeneratedTree:
+    """The same layout as make_v1_tree/make_v2_tree, made of real cgroups (needs root)."""
+    top = _real_cgroup_root(version) / f"kubecarbon-bench-{uuid.uuid4().hex[:12]}"
+    top.mkdir()  # the cgroupfs makes every interface file itself
+    sys_root = root / "sys"
+    cgroup = sys_root / "fs" / "cgroup"
+    if version == 1:
+        (cgroup / "cpuacct").parent.mkdir(parents=True)
+        (cgroup / "cpuacct").symlink_to(top)
+        kubepods, counter = top / "kubepods", "cpuacct.usage"
+        qos_dirs = {"burstable": kubepods / "burstable", "besteffort": kubepods / "besteffort"}
+    else:
+        cgroup.parent.mkdir(parents=True)
+        cgroup.symlink_to(top)  # a cgroup v2 directory has cgroup.controllers: a pure v2 host
+        kubepods, counter = top / "kubepods.slice", "cpu.stat"
+        qos_dirs = {q: kubepods / f"kubepods-{q}.slice" for q in QOS_CLASSES[1:]}
+    tree = GeneratedTree(sys_root, version, pods, 0, counters_advance=False)
+    tree.cleanup = lambda: _remove_cgroups(top)
+    try:
+        for path in (kubepods, *qos_dirs.values()):
+            path.mkdir()
+        for index in range(pods):
+            qos, uid = QOS_CLASSES[index % 3], _pod_uid(index)
+            if version == 1:
+                parent = kubepods if qos == "guaranteed" else qos_dirs[qos]
+                pod = parent / f"pod{uid}"
+                names = [f"{index:032x}{n:032x}" for n in range(_container_cgroups(index))]
+            else:
+                slice_uid = uid.replace("-", "_")
+                parent = kubepods if qos == "guaranteed" else qos_dirs[qos]
+                prefix = "kubepods" if qos == "guaranteed" else f"kubepods-{qos}"
+                pod = parent / f"{prefix}-pod{slice_uid}.slice"
+                names = [
+                    f"cri-containerd-{index:032x}{n:032x}.scope"
+                    for n in range(_container_cgroups(index))
+                ]
+            pod.mkdir()
+            for name in names:
+                (pod / name).mkdir()
+            tree.counters.append(pod / counter)
+            tree.containers_running += len(names) - 1
+    except BaseException:
+        tree.cleanup()
+        raise
+    return tree
+
+
+TREES: dict[str, Callable[[Path, int], GeneratedTree]] = {
+    "v2": make_v2_tree,
+    "v1": make_v1_tree,
+    "v2-cgroupfs": lambda root, pods: make_real_tree(root, pods, 2),
+    "v1-cgroupfs": lambda root, pods: make_real_tree(root, pods, 1),
+}
 
 
 class CounterWriter:
     """Advances every pod's CPU counter in place every `period_seconds`, in a thread."""
 
     def __init__(self, tree: GeneratedTree, period_seconds: float = 0.25) -> None:
+        if not tree.counters_advance:
+            tree = GeneratedTree(tree.sys_root, tree.cgroup_version, 0, 0)  # nothing to write
         self.render = v2_cpu_stat if tree.cgroup_version == 2 else v1_cpuacct_usage
         # cgroup v2 counts microseconds, v1 nanoseconds: 1 % of a CPU per pod either way
         per_second = 10_000 if tree.cgroup_version == 2 else 10_000_000

@@ -31,7 +31,7 @@ from agent.sources.kubepods import (
 )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Group:
     """The kubepods cgroup ("guaranteed": its pods are guaranteed) or one QoS cgroup in it."""
 
@@ -42,7 +42,7 @@ class _Group:
     groups: set[str] = field(default_factory=set)  # paths of its QoS cgroups (kubepods only)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pod:
     cgroup: PodCgroup
     group: _Group
