@@ -40,6 +40,7 @@ class _Group:
     watch: int | None
     pods: set[str] = field(default_factory=set)  # paths of the pod cgroups in it
     groups: set[str] = field(default_factory=set)  # paths of its QoS cgroups (kubepods only)
+    inode: int | None = None  # kubepods only: to tell it from one made again at its path
 
 
 @dataclass(eq=False, slots=True)
@@ -113,15 +114,20 @@ class PodListing:
 
     def _update(self, changes: Changes) -> KubepodsLocation:
         root = self._root
-        if root is not None and (changes.overflowed or root.watch in changes.ended):
-            self._forget()  # events were lost, or kubepods itself was removed
-            root = None
-        elif root is not None and root.watch is None and not os.path.isdir(root.path):
-            self._forget()  # unwatched: one stat a cycle tells it is still there
+        # events lost, kubepods moved, or removed and made again: no parent watch tells of
+        # that (and kernfs does not tell a directory's own watch), but its inode changes
+        moved = root is not None and (
+            root.watch in changes.ended or self._inode(root.path) != root.inode
+        )
+        if root is not None and (changes.overflowed or moved):
+            self._forget()
             root = None
         if root is None or self._location is None:
             location = find_kubepods(self.cgroup_root)
-            self._root = self._add_group(str(location.path), "guaranteed")
+            path = str(location.path)
+            inode = self._inode(path)
+            self._root = self._add_group(path, "guaranteed")
+            self._root.inode = inode
             self._location = location
             return location
         stale_groups: dict[str, _Group] = dict(self._unwatched_groups)
@@ -147,6 +153,13 @@ class PodListing:
             if self._pods.get(pod.cgroup.path) is pod:
                 self._recount(pod)
         return self._location
+
+    @staticmethod
+    def _inode(path: str) -> int | None:
+        try:
+            return os.stat(path).st_ino
+        except OSError:
+            return None
 
     def _list(self, path: str) -> list[str] | None:
         """A directory's entries; None if it is gone."""

@@ -92,9 +92,19 @@ class LateEndingWatch(DirectoryWatch):
         return Changes(now.entries, late, now.overflowed)
 
 
+class KernfsWatch(DirectoryWatch):
+    """Never tells a directory's own watch that it was removed or moved, as on cgroupfs,
+    where a removed cgroup keeps its link count (the parent still hears of it)."""
+
+    def changes(self) -> Changes:
+        now = super().changes()
+        return Changes(now.entries, frozenset(), now.overflowed)
+
+
 WATCHES = {
     "watched": lambda: DirectoryWatch(),
     "ends told late": LateEndingWatch,
+    "ends never told": KernfsWatch,
     "unwatched": lambda: DirectoryWatch(max_watches=0),  # as without inotify: list every cycle
     "partly watched": lambda: DirectoryWatch(max_watches=3),
 }
@@ -198,13 +208,15 @@ def test_lost_events_make_the_whole_tree_listed_again(node_copy):
     assert UID_BURSTABLE not in node.assert_equal_to_a_full_rescan().containers_by_pod
 
 
-def test_kubepods_removed_and_created_again_is_found_again(node_copy, tmp_path):
+@pytest.mark.parametrize("watch", [DirectoryWatch, KernfsWatch])
+def test_kubepods_removed_and_created_again_is_found_again(watch, node_copy, tmp_path):
     sys_root = node_copy("v1-cgroupfs-containerd") / "sys"
-    node = PodSources(sys_root / "fs" / "cgroup", DirectoryWatch())
+    node = PodSources(sys_root / "fs" / "cgroup", watch())
     node.assert_equal_to_a_full_rescan()
     kubepods = sys_root / "fs/cgroup/cpuacct/kubepods"
-    kubepods.rename(tmp_path / "old-kubepods")
-    shutil.copytree(tmp_path / "old-kubepods", kubepods)
+    shutil.copytree(kubepods, tmp_path / "copy")
+    shutil.rmtree(kubepods)
+    shutil.copytree(tmp_path / "copy", kubepods)
     shutil.rmtree(pod_dir(sys_root, UID_GUARANTEED))
     assert UID_GUARANTEED not in node.assert_equal_to_a_full_rescan().containers_by_pod
     shutil.rmtree(pod_dir(sys_root, UID_BURSTABLE))  # the new kubepods is watched too
