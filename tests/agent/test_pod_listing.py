@@ -214,9 +214,9 @@ def test_kubepods_removed_and_created_again_is_found_again(watch, node_copy, tmp
     node = PodSources(sys_root / "fs" / "cgroup", watch())
     node.assert_equal_to_a_full_rescan()
     kubepods = sys_root / "fs/cgroup/cpuacct/kubepods"
-    shutil.copytree(kubepods, tmp_path / "copy")
-    shutil.rmtree(kubepods)
-    shutil.copytree(tmp_path / "copy", kubepods)
+    # moved away rather than deleted, so that the new one cannot reuse its inode number
+    kubepods.rename(tmp_path / "old-kubepods")
+    shutil.copytree(tmp_path / "old-kubepods", kubepods)
     shutil.rmtree(pod_dir(sys_root, UID_GUARANTEED))
     assert UID_GUARANTEED not in node.assert_equal_to_a_full_rescan().containers_by_pod
     shutil.rmtree(pod_dir(sys_root, UID_BURSTABLE))  # the new kubepods is watched too
