@@ -15,6 +15,10 @@ node_exporter's per scrape at 300 pods on both trees; agent RSS <= 40 MiB.
 
     .venv/bin/python bench/agent_overhead.py [--trees v2,v1] [--pods 30,100,300,1000]
                                              [--rounds 3] [--cycles 15]
+    .venv/bin/python bench/agent_overhead.py --trees v2-cgroupfs,v1-cgroupfs --pods 300  # root
+
+The -cgroupfs trees are made of real cgroups on this machine (their counters stay
+still: nothing runs in them), so every read costs what the kernel charges.
 """
 
 from __future__ import annotations
