@@ -17,7 +17,6 @@ driver) or the bare 64-hex id / `crio-<id>` (cgroupfs driver). CRI-O's
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from dataclasses import dataclass
@@ -53,14 +52,12 @@ class KubepodsLocation:
     path: Path
 
 
-class PodCgroup(NamedTuple):  # a tuple: built for every pod, so it must be cheap
+class PodCgroup(NamedTuple):  # a tuple: one per pod, kept while the pod runs
     uid: str  # as the API server spells it: dashes, lower case
     qos_class: str  # "guaranteed", "burstable" or "besteffort"
-    path: str  # a str, not a Path: this runs for every pod in every cycle
+    path: str  # a str, not a Path: joined with file names in the hot path
 
 
-# Directory names repeat from one cycle to the next, so their parses are cached.
-@functools.lru_cache(maxsize=8192)
 def pod_uid_from_dir_name(name: str) -> str | None:
     """The pod uid in a pod cgroup's directory name, normalised to dashes, or None."""
     match = _POD_DIR.match(name)
@@ -69,13 +66,11 @@ def pod_uid_from_dir_name(name: str) -> str | None:
     return match["uid"].replace("_", "-").lower()
 
 
-@functools.lru_cache(maxsize=64)
 def qos_class_from_dir_name(name: str) -> str | None:
     match = _QOS_DIR.match(name)
     return match["qos"] if match else None
 
 
-@functools.lru_cache(maxsize=8192)
 def _pod_cgroup(parent: str, name: str, qos_class: str) -> PodCgroup | None:
     uid = pod_uid_from_dir_name(name)
     return None if uid is None else PodCgroup(uid, qos_class, f"{parent}/{name}")

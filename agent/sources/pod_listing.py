@@ -183,25 +183,31 @@ class PodListing:
             if group.qos_class == "guaranteed":  # kubepods itself
                 raise SourceError(f"cannot list {group.path}: it is gone")
             names = []  # removed since its parent was listed; its own event drops it
-        pods: dict[str, PodCgroup] = {}
-        groups: dict[str, str] = {}
+        pods: dict[str, PodCgroup | None] = {}  # None: known already
+        groups: dict[str, str | None] = {}
         for name in names:
-            entry = classify_entry(group.path, name, group.qos_class)
-            if isinstance(entry, str):
-                groups[f"{group.path}/{name}"] = entry
-            elif entry is not None:
-                pods[entry.path] = entry
+            path = f"{group.path}/{name}"
+            if path in group.pods:
+                pods[path] = None
+            elif path in group.groups:
+                groups[path] = None
+            else:  # parsed only when new, so the parses need no cache
+                entry = classify_entry(group.path, name, group.qos_class)
+                if isinstance(entry, str):
+                    groups[path] = entry
+                elif entry is not None:
+                    pods[path] = entry
         # what went first: a directory renamed in the same cycle keeps its inode, and so
         # its watch id, which the new name must not lose to the old one's removal
         for path in group.pods - pods.keys():
             self._drop_pod(self._pods[path])
         for path in group.groups - groups.keys():
             self._drop_group(self._groups[path])
-        for path, cgroup in pods.items():
-            if path not in group.pods:
+        for cgroup in pods.values():
+            if cgroup is not None:
                 self._add_pod(cgroup, group)
         for path, qos_class in groups.items():
-            if path not in group.groups:
+            if qos_class is not None:
                 group.groups.add(path)
                 self._add_group(path, qos_class)
 
