@@ -32,9 +32,9 @@ from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
-import aiohttp
 import orjson
 
+from agent.http_client import HttpError, KeepAliveClient
 from agent.metrics import AgentMetrics
 from agent.settings import DeliverySettings
 from kubecarbon.backoff import Backoff
@@ -56,7 +56,14 @@ class PendingReport:
 
 
 def batch_body(batch: list[PendingReport]) -> bytes:
-    return _BATCH_PREFIX + b",".join(item.body for item in batch) + _BATCH_SUFFIX
+    """The request body, made with one copy of the reports' bytes."""
+    parts = [_BATCH_PREFIX]
+    for index, item in enumerate(batch):
+        if index:
+            parts.append(b",")
+        parts.append(item.body)
+    parts.append(_BATCH_SUFFIX)
+    return b"".join(parts)
 
 
 class ReportBuffer:
@@ -155,7 +162,7 @@ class Publisher:
         self._next_seq = 1
         self._work = asyncio.Event()
         self._batch_limit = settings.batch_max_reports
-        self._session: aiohttp.ClientSession | None = None
+        self._client = KeepAliveClient(settings.collector_url, settings.request_timeout_seconds)
         self._outage_reason: str | None = None
         self._draining = False
         self._drain_requested = asyncio.Event()
@@ -222,9 +229,7 @@ class Publisher:
         return len(self.buffer)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
     def _count_dropped(self, dropped: int) -> None:
         if dropped:
@@ -270,9 +275,6 @@ class Publisher:
         return headers
 
     async def _send(self, batch: list[PendingReport]) -> Outcome:
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.settings.request_timeout_seconds)
-            self._session = aiohttp.ClientSession(timeout=timeout)
         body = batch_body(batch)
         try:
             headers = self._headers()
@@ -281,11 +283,10 @@ class Publisher:
         if self.settings.gzip:
             body = gzip.compress(body, compresslevel=5)
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as response:
-                status = response.status
-                text = await response.text(errors="replace")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            response = await self._client.post(REPORTS_PATH, body, headers)
+        except (HttpError, OSError, TimeoutError) as exc:
             return self._retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        status, text = response.status, response.text()
         if 200 <= status < 300:
             if self._outage_reason is not None:
                 log.info(

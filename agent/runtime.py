@@ -20,9 +20,9 @@ from agent.sampler import Clock, Sampler, Sources
 from agent.server import AgentHttpServer
 from agent.settings import AgentSettings, SourceSettings
 from agent.sources.density import DensitySource
-from agent.sources.kubepods import PodListing
 from agent.sources.meminfo import MeminfoSource
 from agent.sources.pod_cpu import PodCpuSource
+from agent.sources.pod_listing import PodListing
 from agent.sources.proc_stat import ProcStatSource
 from agent.sources.rapl import RaplSource
 from kubecarbon.wire import MIN_WINDOW_SECONDS

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NotRequired, Protocol, TypeVar
 
+from prometheus_client import Gauge
+
 from agent.metrics import AgentMetrics
 from agent.sources import Source, SourceError
 from agent.sources.density import Density
@@ -85,6 +87,7 @@ class SourceHealth:
         self.metrics = metrics
         self.timer = timer
         self._failure_reasons: dict[str, str | None] = {}
+        self._gauges: dict[str, tuple[Gauge, Gauge]] = {}  # (duration, success) per source
 
     def read(self, source: Source[ReadingT]) -> ReadingT | None:
         started = self.timer()
@@ -97,8 +100,14 @@ class SourceHealth:
         except Exception as exc:  # a parser bug must not stop the other sources
             log.exception("source %s raised unexpectedly", source.name)
             reason = f"unexpected {type(exc).__name__}: {exc}"
-        self.metrics.source_duration_seconds.labels(source=source.name).set(self.timer() - started)
-        self.metrics.source_success.labels(source=source.name).set(0 if reason else 1)
+        gauges = self._gauges.get(source.name)
+        if gauges is None:
+            gauges = self._gauges[source.name] = (
+                self.metrics.source_duration_seconds.labels(source=source.name),
+                self.metrics.source_success.labels(source=source.name),
+            )
+        gauges[0].set(self.timer() - started)
+        gauges[1].set(0 if reason else 1)
         previous = self._failure_reasons.get(source.name)
         if reason is not None and reason != previous:
             log.warning("source %s disabled: %s", source.name, reason)
@@ -130,14 +139,16 @@ def _pod_section(
     since the previous sample, is gone. A pod whose cgroup went away between
     the two reads of this cycle has no running containers.
     """
-    containers = density.containers_by_pod
-    pods: list[PodRow] = []
-    for uid in sorted(current):
-        now = current[uid]
-        before = previous.get(uid)
-        used = now if before is None or now < before else now - before
-        pods.append({"uid": uid, "cpu_seconds": used / 1e9, "containers": containers.get(uid, 0)})
-    return pods
+    containers = density.containers_by_pod.get
+    last = previous.get
+    return [
+        {
+            "uid": uid,
+            "cpu_seconds": (now if (then := last(uid)) is None or now < then else now - then) / 1e9,
+            "containers": containers(uid, 0),
+        }
+        for uid, now in sorted(current.items())
+    ]
 
 
 def _rapl_section(

@@ -1,15 +1,24 @@
-"""Agent overhead: CPU time per sample cycle and steady RSS, against node_exporter.
+"""Agent overhead: CPU per sample cycle and RSS, against node_exporter in the same run.
 
-Runs the real agent (`python -m agent`, 1 s windows) on a generated cgroup v2
-tree of 300 pods plus this machine's /proc, delivering to a local sink, and
-at the same time the Debian `prometheus-node-exporter` (default collectors),
-scraped over HTTP once a second, so both see the same noise and equally cold
-caches. CPU time is read from /proc/<pid>/task/*/schedstat
-(nanoseconds on CPU, all threads) between two points after warm-up, so start-up
-is not counted. Goals (issue 2): agent CPU per cycle <= 0.5x node_exporter's
-per scrape; agent RSS <= 40 MiB.
+For each cgroup tree (v2: systemd driver; v1: kubelet 1.20's cgroupfs layout, no
+`cgroup.stat`; see cgroup_trees.py) and each pod count, the real agent
+(`python -m agent`, 1 s windows) reads a generated tree whose pod counters a
+stand-in kernel advances in place, plus this machine's /proc, and delivers every
+window to a keep-alive HTTP sink in this process. The Debian
+`prometheus-node-exporter` (default collectors) runs at the same time and is scraped
+once per agent report, so both see the same noise. CPU is on-CPU time of all threads
+from /proc/<pid>/task/*/schedstat, read right after a report arrived and its scrape
+finished: a round is exactly N agent cycles and N scrapes, sampling, encoding,
+delivery and the idle time between cycles all included, start-up excluded.
+Each row gives medians of the rounds. Goals (issue 13): agent CPU per cycle <= 0.25x
+node_exporter's per scrape at 300 pods on both trees; agent RSS <= 40 MiB.
 
-    .venv/bin/python bench/agent_overhead.py [--pods 300] [--seconds 40]
+    .venv/bin/python bench/agent_overhead.py [--trees v2,v1] [--pods 30,100,300,1000]
+                                             [--rounds 3] [--cycles 15]
+    .venv/bin/python bench/agent_overhead.py --trees v2-cgroupfs,v1-cgroupfs --pods 300  # root
+
+The -cgroupfs trees are made of real cgroups on this machine (their counters stay
+still: nothing runs in them), so every read costs what the kernel charges.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,78 +38,14 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from benchkit import free_loopback_port
+from cgroup_trees import TREES, CounterWriter, GeneratedTree
 
 EXPORTER = "prometheus-node-exporter"
 MIB = 1024 * 1024
-
-
-# The interface files the kernel (6.x) creates in every non-root cgroup v2 directory
-# with these controllers enabled; the agent lists pod directories, so they count.
-CGROUP_V2_FILES = (  # noqa: SIM905  # one string keeps the kernel's list readable
-    "cgroup.controllers cgroup.events cgroup.freeze cgroup.kill cgroup.max.depth "
-    "cgroup.max.descendants cgroup.pressure cgroup.procs cgroup.stat "
-    "cgroup.subtree_control cgroup.threads cgroup.type cpu.idle cpu.max cpu.max.burst "
-    "cpu.pressure cpu.stat cpu.stat.local cpu.uclamp.max cpu.uclamp.min cpu.weight "
-    "cpu.weight.nice cpuset.cpus cpuset.cpus.effective cpuset.cpus.exclusive "
-    "cpuset.cpus.exclusive.effective cpuset.cpus.partition cpuset.mems "
-    "cpuset.mems.effective hugetlb.1GB.current hugetlb.1GB.events hugetlb.1GB.events.local "
-    "hugetlb.1GB.max hugetlb.1GB.numa_stat hugetlb.1GB.rsvd.current hugetlb.1GB.rsvd.max "
-    "hugetlb.2MB.current hugetlb.2MB.events hugetlb.2MB.events.local hugetlb.2MB.max "
-    "hugetlb.2MB.numa_stat hugetlb.2MB.rsvd.current hugetlb.2MB.rsvd.max io.max "
-    "io.pressure io.prio.class io.stat io.weight memory.current memory.events "
-    "memory.events.local memory.high memory.low memory.max memory.min memory.numa_stat "
-    "memory.oom.group memory.peak memory.pressure memory.reclaim memory.stat "
-    "memory.swap.current memory.swap.events memory.swap.high memory.swap.max "
-    "memory.swap.peak memory.zswap.current memory.zswap.max memory.zswap.writeback "
-    "misc.current misc.events misc.max pids.current pids.events pids.max pids.peak "
-    "rdma.current rdma.max"
-).split()
-
-
-def make_cgroup_dir(path: Path, descendants: int = 0) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    for name in CGROUP_V2_FILES:
-        (path / name).touch()
-    (path / "cgroup.stat").write_text(
-        f"nr_descendants {descendants}\nnr_subsys_cpu {descendants + 1}\n"
-        f"nr_subsys_memory {descendants + 1}\nnr_dying_descendants 0\n"
-    )
-
-
-def make_cgroup_tree(root: Path, pods: int) -> None:
-    """A cgroup v2 kubepods tree, systemd driver, containerd: the three QoS classes mixed."""
-    cgroup = root / "fs" / "cgroup"
-    kubepods = cgroup / "kubepods.slice"
-    qos_slices = [kubepods / f"kubepods-{q}.slice" for q in ("burstable", "besteffort")]
-    descendants = {path: 0 for path in (cgroup, kubepods, *qos_slices)}
-    for index in range(pods):
-        uid = f"{index:08x}-2f41-4d8a-9c6b-1e2f3a4b5c6d".replace("-", "_")
-        qos = ("guaranteed", "burstable", "besteffort")[index % 3]
-        if qos == "guaranteed":
-            pod = kubepods / f"kubepods-pod{uid}.slice"
-        else:
-            pod = kubepods / f"kubepods-{qos}.slice" / f"kubepods-{qos}-pod{uid}.slice"
-        containers = 2 + index % 3
-        make_cgroup_dir(pod, descendants=containers)
-        for ancestor in descendants:
-            if ancestor in pod.parents:
-                descendants[ancestor] += 1 + containers
-        for number in range(containers):
-            container = pod / f"cri-containerd-{index:032x}{number:032x}.scope"
-            container.mkdir(parents=True)
-            (container / "cpu.stat").write_text(
-                f"usage_usec {1000 * number}\nuser_usec 0\nsystem_usec 0\n"
-            )
-        usage = 1_000_000 + index
-        (pod / "cpu.stat").write_text(
-            f"usage_usec {usage}\nuser_usec {usage}\nsystem_usec 0\nnice_usec 0\n"
-            "core_sched.force_idle_usec 0\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n"
-            "nr_bursts 0\nburst_usec 0\n"
-        )
-    descendants[cgroup] += len(qos_slices) + 1
-    descendants[kubepods] += len(qos_slices)
-    for path, count in descendants.items():
-        make_cgroup_dir(path, descendants=count)
+GOAL_PODS = 300
+GOAL_CPU_RATIO = 0.25
+GOAL_RSS_BYTES = 40 * MIB
+WARM_UP_CYCLES = 3  # imports, first windows, the first full pass over the tree
 
 
 def cpu_nanoseconds(pid: int) -> int:
@@ -113,11 +59,11 @@ def cpu_nanoseconds(pid: int) -> int:
     return total
 
 
-def rss_bytes(pid: int) -> int:
+def status_bytes(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def ensure_node_exporter() -> str:
@@ -136,34 +82,62 @@ def ensure_node_exporter() -> str:
     return path
 
 
-async def wait_for(predicate, timeout_seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark step did not finish in time")
-        await asyncio.sleep(0.02)
+@dataclass
+class Round:
+    agent_nanoseconds_per_cycle: float
+    exporter_nanoseconds_per_scrape: float
+
+    @property
+    def ratio(self) -> float:
+        return self.agent_nanoseconds_per_cycle / self.exporter_nanoseconds_per_scrape
 
 
 @dataclass
 class Measured:
-    cpu_nanoseconds_per_unit: float  # per agent cycle, or per node_exporter scrape
-    units: int
-    rss_bytes: int
+    tree: str
+    pods: int
+    rounds: list[Round]
+    sampler_nanoseconds: float  # the sampler alone, in this process
+    agent_rss_bytes: int
+    agent_peak_rss_bytes: int
+    exporter_rss_bytes: int
+
+    @property
+    def agent_ms(self) -> float:
+        return statistics.median(r.agent_nanoseconds_per_cycle for r in self.rounds) / 1e6
+
+    @property
+    def exporter_ms(self) -> float:
+        return statistics.median(r.exporter_nanoseconds_per_scrape for r in self.rounds) / 1e6
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(r.ratio for r in self.rounds)
+
+
+def check_report(report: dict, tree: GeneratedTree) -> None:
+    """The agent saw the whole tree and the counters advancing; else the figures mean nothing."""
+    pods = report.get("pods", [])
+    if len(pods) != tree.pods or report.get("containers_running") != tree.containers_running:
+        raise SystemExit(
+            f"agent reported {len(pods)} pods and {report.get('containers_running')} containers, "
+            f"expected {tree.pods} and {tree.containers_running}"
+        )
+    if tree.pods and tree.counters_advance and not all(pod["cpu_seconds"] > 0 for pod in pods):
+        raise SystemExit("some pod's CPU counter did not advance in the agent's report")
 
 
 async def measure_side_by_side(
-    sys_root: Path, exporter_binary: str, seconds: int
-) -> tuple[Measured, Measured, int]:
-    """Run the agent (1 s cycles) and scrape node_exporter once a second, at the same time.
-
-    Both then see the same machine noise and equally cold caches; returns the
-    agent's and node_exporter's figures and the pods in the last report.
-    """
-    received: list[dict] = []
+    tree: GeneratedTree, exporter_binary: str, rounds: int, cycles: int
+) -> tuple[list[Round], int, int, int]:
+    """Agent and node_exporter side by side; rounds, agent RSS and peak RSS, exporter RSS."""
+    arrivals: asyncio.Queue[dict] = asyncio.Queue()
 
     async def sink(request: web.Request) -> web.Response:
-        received.extend((await request.json())["reports"])
-        return web.json_response({"accepted": 1, "duplicates": 0})
+        reports = (await request.json())["reports"]
+        for report in reports:
+            arrivals.put_nowait(report)
+        return web.json_response({"accepted": len(reports), "duplicates": 0})
 
     app = web.Application()
     app.router.add_post("/api/v1/reports", sink)
@@ -179,7 +153,7 @@ async def measure_side_by_side(
     agent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "--collector-url", f"http://127.0.0.1:{sink_port}",
         "--interval", "1", "--node-name", "bench-node", "--listen", "127.0.0.1:0",
-        "--host-proc", "/proc", "--host-sys", str(sys_root), "--log-level", "warning",
+        "--host-proc", "/proc", "--host-sys", str(tree.sys_root), "--log-level", "warning",
     )  # fmt: skip
     try:
         async with aiohttp.ClientSession() as session:
@@ -188,37 +162,45 @@ async def measure_side_by_side(
                 async with session.get(f"http://127.0.0.1:{exporter_port}/metrics") as response:
                     await response.read()
 
+            async def next_cycle() -> dict:
+                report = await asyncio.wait_for(arrivals.get(), 30)
+                await scrape()
+                return report
+
             for _ in range(200):  # until node_exporter listens
                 try:
                     await scrape()
                     break
                 except aiohttp.ClientConnectionError:
                     await asyncio.sleep(0.05)
-            await wait_for(lambda: len(received) >= 3)  # warm-up: imports, first windows
-            await scrape()
-            reports_first = len(received)
-            agent_first, exporter_first = cpu_nanoseconds(agent.pid), cpu_nanoseconds(exporter.pid)
-            for _ in range(seconds):
-                await asyncio.sleep(1.0)
-                await scrape()
-            reports = len(received) - reports_first
-            agent_cpu = cpu_nanoseconds(agent.pid) - agent_first
-            exporter_cpu = cpu_nanoseconds(exporter.pid) - exporter_first
-            agent_rss, exporter_rss = rss_bytes(agent.pid), rss_bytes(exporter.pid)
+            for _ in range(WARM_UP_CYCLES):
+                await next_cycle()
+            measured: list[Round] = []
+            before = cpu_nanoseconds(agent.pid), cpu_nanoseconds(exporter.pid)
+            for _ in range(rounds):
+                for _ in range(cycles):
+                    report = await next_cycle()
+                after = cpu_nanoseconds(agent.pid), cpu_nanoseconds(exporter.pid)
+                measured.append(
+                    Round((after[0] - before[0]) / cycles, (after[1] - before[1]) / cycles)
+                )
+                before = after
+                check_report(report, tree)
+            sizes = (
+                status_bytes(agent.pid, "VmRSS"),
+                status_bytes(agent.pid, "VmHWM"),
+                status_bytes(exporter.pid, "VmRSS"),
+            )
     finally:
         for process in (agent, exporter):
             process.terminate()
             await process.wait()
         await runner.cleanup()
-    return (
-        Measured(agent_cpu / reports, reports, agent_rss),
-        Measured(exporter_cpu / seconds, seconds, exporter_rss),
-        len(received[-1].get("pods", [])),
-    )
+    return measured, *sizes
 
 
 def sampling_only_nanoseconds(sys_root: Path, cycles: int) -> float:
-    """The sampler alone, in this process: what one cycle costs before HTTP and the event loop."""
+    """The sampler alone, in this thread: what one cycle costs before HTTP and the event loop."""
     from prometheus_client import CollectorRegistry
 
     from agent.metrics import AgentMetrics
@@ -232,40 +214,101 @@ def sampling_only_nanoseconds(sys_root: Path, cycles: int) -> float:
         AgentMetrics(CollectorRegistry()),
     )
     sampler.sample()
-    started = time.process_time_ns()
+    started = time.thread_time_ns()
     for _ in range(cycles):
         sampler.sample()
-    return (time.process_time_ns() - started) / cycles
+    return (time.thread_time_ns() - started) / cycles
+
+
+def scratch_parent() -> str | None:
+    """tmpfs when there is one: in memory, as cgroupfs is."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+async def measure(tree_name: str, pods: int, exporter: str, rounds: int, cycles: int) -> Measured:
+    with tempfile.TemporaryDirectory(prefix="kubecarbon-bench-", dir=scratch_parent()) as scratch:
+        tree = TREES[tree_name](Path(scratch), pods)
+        try:
+            with CounterWriter(tree):
+                sampler_ns = sampling_only_nanoseconds(tree.sys_root, 50)
+                measured, rss, peak, exporter_rss = await measure_side_by_side(
+                    tree, exporter, rounds, cycles
+                )
+        finally:
+            tree.cleanup()
+    return Measured(tree_name, pods, measured, sampler_ns, rss, peak, exporter_rss)
+
+
+def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares intercept and slope."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    return mean_y - slope * mean_x, slope
+
+
+def print_row(row: Measured) -> None:
+    per_round = ", ".join(f"{r.ratio:.2f}" for r in row.rounds)
+    print(
+        f"{row.tree:>11} {row.pods:>5} | {row.agent_ms:6.2f} {row.exporter_ms:6.2f} | "
+        f"{row.ratio:5.2f} ({per_round}) | {row.sampler_nanoseconds / 1e6:6.2f} | "
+        f"{row.agent_rss_bytes / MIB:5.1f} {row.agent_peak_rss_bytes / MIB:5.1f} "
+        f"{row.exporter_rss_bytes / MIB:5.1f}",
+        flush=True,
+    )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pods", type=int, default=300)
-    parser.add_argument("--seconds", type=int, default=40, help="length of the measurement")
-    options = parser.parse_args()
-    binary = ensure_node_exporter()
-    with tempfile.TemporaryDirectory(prefix="kubecarbon-bench-") as scratch:
-        sys_root = Path(scratch) / "sys"
-        make_cgroup_tree(sys_root, options.pods)
-        sampler_ns = sampling_only_nanoseconds(sys_root, 100)
-        agent, exporter, pods = await measure_side_by_side(sys_root, binary, options.seconds)
-    if pods != options.pods:
-        raise SystemExit(f"agent reported {pods} pods, expected {options.pods}")
-    cpu_ratio = agent.cpu_nanoseconds_per_unit / exporter.cpu_nanoseconds_per_unit
-    print(f"generated tree: {options.pods} pods, all in every report; {options.seconds} s run")
-    print(f"node_exporter: {exporter.cpu_nanoseconds_per_unit / 1e6:6.2f} ms CPU per scrape "
-          f"({exporter.units} scrapes), RSS {exporter.rss_bytes / MIB:5.1f} MiB")  # fmt: skip
-    print(f"agent:         {agent.cpu_nanoseconds_per_unit / 1e6:6.2f} ms CPU per cycle "
-          f"({agent.units} cycles, delivery included), "
-          f"RSS {agent.rss_bytes / MIB:5.1f} MiB")  # fmt: skip
-    print(f"sampling only: {sampler_ns / 1e6:6.2f} ms CPU per cycle (in this process, warm)")
-    print(
-        f"ratio agent CPU per cycle / node_exporter CPU per scrape: {cpu_ratio:.2f} (goal <= 0.5)"
+    parser.add_argument(
+        "--trees",
+        default="v2,v1",
+        help="comma-separated: v2, v1 (generated), v2-cgroupfs, v1-cgroupfs (real cgroups, root)",
     )
-    print(f"ratio agent RSS / node_exporter RSS: {agent.rss_bytes / exporter.rss_bytes:.2f}")
-    print(f"agent RSS: {agent.rss_bytes / MIB:.1f} MiB (goal <= 40 MiB)")
-    goals_met = cpu_ratio <= 0.5 and agent.rss_bytes <= 40 * MIB
-    print("goals met" if goals_met else "GOALS NOT MET")
+    parser.add_argument("--pods", default="30,100,300,1000", help="comma-separated pod counts")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=15, help="agent cycles (1 s) per round")
+    options = parser.parse_args()
+    trees = options.trees.split(",")
+    pod_counts = [int(value) for value in options.pods.split(",")]
+    if unknown := set(trees) - set(TREES):
+        raise SystemExit(f"unknown tree(s): {', '.join(sorted(unknown))}")
+    binary = ensure_node_exporter()
+    print(f"{options.rounds} rounds of {options.cycles} cycles per row; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at start")  # fmt: skip
+    print("       tree  pods | agent ms/cycle, node_exporter ms/scrape | ratio (per round) | "
+          "sampler only ms | agent RSS, peak, node_exporter RSS MiB")  # fmt: skip
+    rows = []
+    for tree_name in trees:
+        for pods in pod_counts:
+            row = await measure(tree_name, pods, binary, options.rounds, options.cycles)
+            print_row(row)
+            rows.append(row)
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
+    failures = []
+    for tree_name in trees:
+        of_tree = [row for row in rows if row.tree == tree_name]
+        if len(of_tree) > 1:
+            intercept, slope = linear_fit([(row.pods, row.agent_ms) for row in of_tree])
+            ratio_intercept, ratio_slope = linear_fit([(row.pods, row.ratio) for row in of_tree])
+            print(
+                f"{tree_name}: agent ms per cycle ~ {intercept:.2f} + {slope * 1000:.2f} us x pods;"
+                f" ratio ~ {ratio_intercept:.3f} + {ratio_slope * 100:.3f} per 100 pods"
+            )
+        for row in of_tree:
+            if row.pods != GOAL_PODS:
+                continue
+            if row.ratio > GOAL_CPU_RATIO:
+                failures.append(f"{tree_name} CPU ratio {row.ratio:.2f} > {GOAL_CPU_RATIO}")
+            if row.agent_rss_bytes > GOAL_RSS_BYTES:
+                failures.append(f"{tree_name} RSS {row.agent_rss_bytes / MIB:.1f} MiB > 40")
+    if not any(row.pods == GOAL_PODS for row in rows):
+        print(f"no row at {GOAL_PODS} pods: goals not checked")
+    elif failures:
+        print("GOALS NOT MET: " + "; ".join(failures))
+    else:
+        print(f"goals met at {GOAL_PODS} pods: CPU ratio <= {GOAL_CPU_RATIO}, RSS <= 40 MiB")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,8 @@ driver) or the bare 64-hex id / `crio-<id>` (cgroupfs driver). CRI-O's
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -55,14 +52,12 @@ class KubepodsLocation:
     path: Path
 
 
-class PodCgroup(NamedTuple):  # a tuple: built for every pod, so it must be cheap
+class PodCgroup(NamedTuple):  # a tuple: one per pod, kept while the pod runs
     uid: str  # as the API server spells it: dashes, lower case
     qos_class: str  # "guaranteed", "burstable" or "besteffort"
-    path: str  # a str, not a Path: this runs for every pod in every cycle
+    path: str  # a str, not a Path: joined with file names in the hot path
 
 
-# Directory names repeat from one cycle to the next, so their parses are cached.
-@functools.lru_cache(maxsize=8192)
 def pod_uid_from_dir_name(name: str) -> str | None:
     """The pod uid in a pod cgroup's directory name, normalised to dashes, or None."""
     match = _POD_DIR.match(name)
@@ -71,13 +66,11 @@ def pod_uid_from_dir_name(name: str) -> str | None:
     return match["uid"].replace("_", "-").lower()
 
 
-@functools.lru_cache(maxsize=64)
 def qos_class_from_dir_name(name: str) -> str | None:
     match = _QOS_DIR.match(name)
     return match["qos"] if match else None
 
 
-@functools.lru_cache(maxsize=8192)
 def _pod_cgroup(parent: str, name: str, qos_class: str) -> PodCgroup | None:
     uid = pod_uid_from_dir_name(name)
     return None if uid is None else PodCgroup(uid, qos_class, f"{parent}/{name}")
@@ -110,91 +103,50 @@ def find_kubepods(cgroup_root: Path) -> KubepodsLocation:
     )
 
 
-def list_pod_cgroups(kubepods: Path) -> list[PodCgroup]:
-    """Every pod cgroup under `kubepods`, across the three QoS classes.
+def classify_entry(parent: str, name: str, qos_class: str) -> PodCgroup | str | None:
+    """An entry of a kubepods or QoS directory: a pod's cgroup, the QoS class of a QoS
+    directory (only directly under kubepods, where `qos_class` is "guaranteed"), or None.
 
     Names alone decide: cgroup interface files never look like a pod or QoS
-    directory, and skipping a stat per entry halves the cost of the listing.
+    directory, and skipping a stat per entry halves the cost of a listing.
     """
-    root = str(kubepods)
-    try:
-        top = os.listdir(root)
-    except OSError as exc:
-        raise SourceError(f"cannot list {root}: {exc.strerror or exc}") from exc
+    pod = _pod_cgroup(parent, name, qos_class)
+    if pod is not None:
+        return pod
+    return qos_class_from_dir_name(name) if qos_class == "guaranteed" else None
+
+
+def list_pod_cgroups(kubepods: Path) -> list[PodCgroup]:
+    """Every pod cgroup under `kubepods`, across the three QoS classes, in one full walk."""
     pods: list[PodCgroup] = []
-    for name in top:
-        pod = _pod_cgroup(root, name, "guaranteed")
-        if pod is not None:
-            pods.append(pod)
-            continue
-        qos = qos_class_from_dir_name(name)
-        if qos is None:
-            continue
-        qos_path = f"{root}/{name}"
+    groups = [(str(kubepods), "guaranteed")]
+    while groups:
+        path, qos_class = groups.pop()
         try:
-            children = os.listdir(qos_path)
+            names = os.listdir(path)
         except FileNotFoundError:
-            continue
+            if path == str(kubepods):
+                raise SourceError(f"cannot list {path}: it is gone") from None
+            continue  # a QoS directory removed since its parent was listed
         except OSError as exc:
-            raise SourceError(f"cannot list {qos_path}: {exc.strerror or exc}") from exc
-        for child in children:
-            pod = _pod_cgroup(qos_path, child, qos)
-            if pod is not None:
-                pods.append(pod)
+            raise SourceError(f"cannot list {path}: {exc.strerror or exc}") from exc
+        for name in names:
+            entry = classify_entry(path, name, qos_class)
+            if isinstance(entry, str):
+                groups.append((f"{path}/{name}", entry))
+            elif entry is not None:
+                pods.append(entry)
     return pods
 
 
-def count_containers(pod: PodCgroup) -> int | None:
-    """Running containers of a pod (the sandbox included), or None if the pod just vanished.
+def count_container_names(names: list[str]) -> int:
+    """Container cgroups among a pod directory's entries (the sandbox's included).
 
     Every cgroup file has a dot in its name and none ends in ".scope", so a
     cheap test on the name skips the interface files before the full match.
     """
-    try:
-        names = os.listdir(pod.path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SourceError(f"cannot list {pod.path}: {exc.strerror or exc}") from exc
     return sum(
         1
         for name in names
         if ("." not in name or name.endswith(".scope")) and is_container_dir_name(name)
     )
-
-
-class PodListing:
-    """The node's pod cgroups, listed once per cycle for the sources that share it.
-
-    `pod_cpu` lists afresh; `density`, which the sampler reads right after,
-    takes that listing when it is at most `reuse_seconds` old.
-    """
-
-    def __init__(
-        self,
-        cgroup_root: Path,
-        reuse_seconds: float = 0.5,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.cgroup_root = cgroup_root
-        self.reuse_seconds = reuse_seconds
-        self.monotonic = monotonic
-        self._latest: tuple[float, KubepodsLocation, list[PodCgroup]] | None = None
-        self._location: KubepodsLocation | None = None
-
-    def refresh(self) -> tuple[KubepodsLocation, list[PodCgroup]]:
-        self._latest = None
-        # the hierarchy only changes with a reboot; one stat confirms it is still there
-        location = self._location
-        if location is None or not os.path.isdir(location.path):
-            location = self._location = find_kubepods(self.cgroup_root)
-        pods = list_pod_cgroups(location.path)
-        self._latest = (self.monotonic(), location, pods)
-        return location, pods
-
-    def recent(self) -> tuple[KubepodsLocation, list[PodCgroup]]:
-        if self._latest is not None:
-            taken, location, pods = self._latest
-            if self.monotonic() - taken <= self.reuse_seconds:
-                return location, pods
-        return self.refresh()

@@ -2,8 +2,8 @@
 
 The pod-level cgroup accumulates the CPU time of all its containers, so one
 small file per pod is enough: `cpu.stat` `usage_usec` on cgroup v2,
-`cpuacct.usage` (nanoseconds) on cgroup v1. Containers per pod come from the
-`density` source, which lists the same tree.
+`cpuacct.usage` (nanoseconds) on cgroup v1, kept open between cycles. The pods
+come from the cycle's one refresh of the pod listing, which `density` shares.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from pathlib import Path
 
 from agent.sources import SourceError
 from agent.sources.kept_open import KeptOpenFiles
-from agent.sources.kubepods import PodListing
+from agent.sources.pod_listing import PodListing
 
 
 def parse_cpu_stat_usage_nanoseconds(data: bytes) -> int:
     """`usage_usec` of a cgroup v2 `cpu.stat`, in nanoseconds."""
     if data.startswith(b"usage_usec "):  # the first line on every kernel so far
-        first_line = data[11 : data.find(b"\n")] if b"\n" in data else data[11:]
-        if first_line.isdigit():
-            return int(first_line) * 1000
+        try:
+            return int(data[11 : data.index(b"\n")]) * 1000
+        except ValueError:
+            pass  # no newline, or not a number: the lines below say what is wrong
     for line in data.splitlines():
         key, _, value = line.partition(b" ")
         if key == b"usage_usec":
@@ -59,19 +60,22 @@ class PodCpuSource:
     ) -> None:
         self.listing = listing if listing is not None else PodListing(host_sys / "fs" / "cgroup")
         self.files = files if files is not None else KeptOpenFiles()
+        # (listing generation, uids, counter paths): built again only when pods change
+        self._counters: tuple[int, list[str], list[str]] = (-1, [], [])
 
     def sample(self) -> dict[str, int]:
         kubepods, pods = self.listing.refresh()
         file_name, parse = _USAGE_FILE[kubepods.cgroup_version]
-        usage: dict[str, int] = {}
-        for pod in pods:
-            path = pod.path + file_name
-            try:
-                data = self.files.read(path)
-            except FileNotFoundError:
-                continue  # the pod was deleted between listing and reading
-            except OSError as exc:
-                raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            usage[pod.uid] = parse(data)
-        self.files.end_cycle()
-        return usage
+        generation, uids, paths = self._counters
+        if generation != self.listing.generation:
+            uids = [pod.uid for pod in pods]
+            paths = [pod.path + file_name for pod in pods]
+            self._counters = (self.listing.generation, uids, paths)
+        try:
+            contents = self.files.read_all(paths)
+        except OSError as exc:
+            raise SourceError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
+        # None: the pod was deleted between the listing and the read
+        return {
+            uid: parse(data) for uid, data in zip(uids, contents, strict=True) if data is not None
+        }

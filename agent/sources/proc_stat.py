@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.sources import SourceError, read_text
+from agent.sources import SourceError
+from agent.sources.kept_open import KeptOpenFile
 
 
 @dataclass(frozen=True)
@@ -29,30 +30,24 @@ def parse_proc_stat(text: str) -> CpuTimes:
     not busy. guest and guest_nice are left out because the kernel already
     counts them inside user and nice.
     """
-    busy = total = None
-    logical_cpus = 0
-    for line in text.splitlines():
-        if not line.startswith("cpu"):
-            continue
-        label, *fields = line.split()
-        if label == "cpu":
-            try:
-                ticks = [int(value) for value in fields[:8]]
-            except ValueError as exc:
-                raise SourceError(f"malformed cpu line in /proc/stat: {line!r}") from exc
-            if len(ticks) < 4:
-                raise SourceError(f"cpu line in /proc/stat has {len(ticks)} fields, need >= 4")
-            ticks += [0] * (8 - len(ticks))  # kernels before 2.6.11 lack the later columns
-            user, nice, system, idle, iowait, irq, softirq, steal = ticks
-            busy = user + nice + system + irq + softirq + steal
-            total = busy + idle + iowait
-        elif label[3:].isdigit():
-            logical_cpus += 1
-    if busy is None or total is None:
+    # the kernel writes the aggregate line first and the cpuN lines right after it;
+    # no other line starts with "cpu"
+    line = text.partition("\n")[0]
+    if not line.startswith("cpu "):
         raise SourceError("no aggregate 'cpu' line in /proc/stat")
+    try:
+        ticks = [int(value) for value in line.split()[1:9]]
+    except ValueError as exc:
+        raise SourceError(f"malformed cpu line in /proc/stat: {line!r}") from exc
+    if len(ticks) < 4:
+        raise SourceError(f"cpu line in /proc/stat has {len(ticks)} fields, need >= 4")
+    ticks += [0] * (8 - len(ticks))  # kernels before 2.6.11 lack the later columns
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks
+    busy = user + nice + system + irq + softirq + steal
+    logical_cpus = text.count("\ncpu")
     if logical_cpus == 0:
         raise SourceError("no per-CPU 'cpuN' lines in /proc/stat")
-    return CpuTimes(busy_ticks=busy, total_ticks=total, logical_cpus=logical_cpus)
+    return CpuTimes(busy_ticks=busy, total_ticks=busy + idle + iowait, logical_cpus=logical_cpus)
 
 
 class ProcStatSource:
@@ -62,6 +57,7 @@ class ProcStatSource:
 
     def __init__(self, host_proc: Path = Path("/proc")) -> None:
         self.path = host_proc / "stat"
+        self._file = KeptOpenFile(self.path)
 
     def sample(self) -> CpuTimes:
-        return parse_proc_stat(read_text(self.path))
+        return parse_proc_stat(self._file.read_text())

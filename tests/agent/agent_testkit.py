@@ -91,3 +91,55 @@ async def until(predicate, timeout_seconds: float = 30.0, step_seconds: float = 
             await asyncio.sleep(step_seconds)
 
     await asyncio.wait_for(poll(), timeout_seconds)
+
+
+def full_rescan(cgroup_root: Path):
+    """Containers per pod as a listing of every directory finds them, with nothing remembered."""
+    import os
+
+    from agent.sources.density import Density, app_containers
+    from agent.sources.kubepods import count_container_names, find_kubepods, list_pod_cgroups
+
+    location = find_kubepods(cgroup_root)
+    return Density(
+        {
+            pod.uid: app_containers(count_container_names(os.listdir(pod.path)))
+            for pod in list_pod_cgroups(location.path)
+        }
+    )
+
+
+class PodSources:
+    """The two pod sources sharing one listing, read once per (fake) second as the sampler does."""
+
+    def __init__(self, cgroup_root: Path, watch, listed: list[str] | None = None) -> None:
+        import os
+
+        from agent.sources.density import DensitySource
+        from agent.sources.pod_cpu import PodCpuSource
+        from agent.sources.pod_listing import PodListing
+
+        self.cgroup_root = cgroup_root
+        self.now = 100.0
+
+        def list_directory(path: str) -> list[str]:
+            if listed is not None:
+                listed.append(path)
+            return os.listdir(path)
+
+        self.listing = PodListing(
+            cgroup_root, monotonic=lambda: self.now, watch=watch, list_directory=list_directory
+        )
+        self.pod_cpu = PodCpuSource(listing=self.listing)
+        self.density = DensitySource(listing=self.listing)
+
+    def cycle(self):
+        self.now += 1.0
+        return self.pod_cpu.sample(), self.density.sample()
+
+    def assert_equal_to_a_full_rescan(self):
+        usage, density = self.cycle()
+        expected = full_rescan(self.cgroup_root)
+        assert density == expected
+        assert set(usage) == set(expected.containers_by_pod)
+        return density

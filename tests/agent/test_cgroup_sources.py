@@ -16,7 +16,6 @@ from agent.sources import SourceError
 from agent.sources.density import Density, DensitySource
 from agent.sources.kept_open import KeptOpenFiles
 from agent.sources.kubepods import (
-    PodListing,
     find_kubepods,
     is_container_dir_name,
     list_pod_cgroups,
@@ -28,6 +27,7 @@ from agent.sources.pod_cpu import (
     parse_cpu_stat_usage_nanoseconds,
     parse_cpuacct_usage_nanoseconds,
 )
+from agent.sources.pod_listing import PodListing
 
 # cgroup v2 counts microseconds; v1 counts nanoseconds (the hand-made v1 tree ends in 417 ns)
 EXPECTED_POD_CPU_NANOSECONDS = {
@@ -189,31 +189,6 @@ def test_real_cpu_stat_formats():
         parse_cpu_stat_usage_nanoseconds(b"nr_periods 0\n")
     with pytest.raises(SourceError, match=r"malformed cpuacct\.usage"):
         parse_cpuacct_usage_nanoseconds(b"max\n")
-
-
-def bump_descendants(cgroup: Path, by: int) -> None:
-    """What the kernel does to cgroup.stat of every ancestor of a new cgroup."""
-    stat = cgroup / "cgroup.stat"
-    text = stat.read_text()
-    count = int(text.split()[1])
-    stat.write_text(text.replace(f"nr_descendants {count}", f"nr_descendants {count + by}", 1))
-
-
-def test_density_lists_a_pod_again_only_when_its_descendants_change(node_copy):
-    root = node_copy("v2-systemd-containerd")
-    source = DensitySource(root / "sys")
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 2  # 3 cgroups, one the sandbox's
-    kubepods = root / "sys/fs/cgroup/kubepods.slice"
-    pod = next(kubepods.rglob("kubepods-burstable-pod*.slice"))
-    (pod / ("cri-containerd-" + "cd" * 32 + ".scope")).mkdir()
-    # until nr_descendants moves, the listing of the last cycle stands
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 2
-    for cgroup in (pod, pod.parent, kubepods):
-        bump_descendants(cgroup, 1)
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
-    # the whole tree unchanged: the pods' own counters are not even read
-    (pod / "cgroup.stat").write_text("nr_descendants 999\n")
-    assert source.sample().containers_by_pod[UID_BURSTABLE] == 3
 
 
 def test_kept_open_counters_follow_new_values_and_close_for_vanished_pods(node_copy):

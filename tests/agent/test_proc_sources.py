@@ -1,5 +1,7 @@
 """Node CPU (/proc/stat) and memory (/proc/meminfo) on fixture files and edge cases."""
 
+from pathlib import Path
+
 import pytest
 from agent_testkit import CGROUP_TREES, FIXTURES
 
@@ -62,3 +64,11 @@ def test_meminfo_without_total_is_a_clear_error():
 def test_missing_meminfo_names_the_path():
     with pytest.raises(SourceError, match=r"cannot read .*broken/proc/meminfo: No such file"):
         MeminfoSource(FIXTURES / "broken" / "proc").sample()
+
+
+@pytest.mark.parametrize("path", [FIXTURES / "v2-no-pods/proc/meminfo", Path("/proc/meminfo")])
+def test_meminfo_read_from_its_first_lines_equals_the_whole_parse(path):
+    # the usual layout is read from its first three lines; any other from every line
+    text = path.read_text()
+    first, second, *rest = text.splitlines(keepends=True)
+    assert parse_meminfo(text) == parse_meminfo("".join([second, first, *rest]))
