@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from agent_overhead import MIB, cpu_nanoseconds, ensure_node_exporter, rss_bytes
+from agent_overhead import MIB, cpu_nanoseconds, ensure_node_exporter, status_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests" / "cluster"))
@@ -135,7 +135,7 @@ def measure(cluster: LocalNodeCluster, pods: int, seconds: int, exporter_binary:
         agent_cpu = cpu_nanoseconds(agent) - agent_first
         exporter_cpu = cpu_nanoseconds(exporter.pid) - exporter_first
         cycles = reports_sent(agent_pod.status.pod_ip) - sent_first
-        agent_rss, exporter_rss = rss_bytes(agent), rss_bytes(exporter.pid)
+        agent_rss, exporter_rss = status_bytes(agent, "VmRSS"), status_bytes(exporter.pid, "VmRSS")
     finally:
         exporter.terminate()
         exporter.wait(10)
