@@ -43,7 +43,7 @@ def image_archives() -> list[Path]:
 def release_values() -> dict[str, Any]:
     """What a user without a registry or cluster DNS on a cgroup v1 node sets, plus a short
     agent interval and per-pod series, so the suite can compare pods with the kernel
-    within a minute."""
+    within a minute, and rightsizing history short enough to give recommendations."""
     return {
         "image": {"pullPolicy": "Never"},
         "agent": {
@@ -51,7 +51,14 @@ def release_values() -> dict[str, Any]:
             "collectorAddress": "serviceEnv",
             "cgroupVersion": 1,
         },
-        "collector": {"extraEnv": [{"name": "KUBECARBON_PER_POD_SERIES", "value": "true"}]},
+        "collector": {"extraEnv": [
+            {"name": "KUBECARBON_PER_POD_SERIES", "value": "true"},
+            # rightsizing needs history (a day by default): a sample every 10 s and 30 s of
+            # history let the suite's few minutes produce recommendations for every panel
+            {"name": "KUBECARBON_RIGHTSIZING_SAMPLE_INTERVAL", "value": "10"},
+            {"name": "KUBECARBON_RIGHTSIZING_MIN_HISTORY", "value": "30"},
+            {"name": "KUBECARBON_RIGHTSIZING_WINDOW", "value": "600"},
+        ]},
     }
 
 

@@ -74,6 +74,17 @@ def _grafana_regex_escape(value: str) -> str:
     return re.sub(r"([$^*{}\[\]'+?.()|\\])", r"\\\\\1", value)
 
 
+# Panels that need a rightsizing recommendation: a workload gets one only after
+# --rightsizing-min-history of usage samples, more than the suite's few minutes hold even
+# with the short history set in release.py (in two runs one or the other of these panels
+# was still empty). tests/deploy/test_e2e_rightsizing.py checks them with a real
+# Prometheus and enough history.
+PANELS_NEEDING_RIGHTSIZING_HISTORY = (
+    "kubecarbon_workload_recommended_cpu_cores",
+    "kubecarbon_workload_avoidable_co2e_grams_per_year",
+)
+
+
 def test_every_dashboard_panel_returns_data(prometheus):
     prometheus, _ = prometheus
     wait_for("the recorded series", lambda: prometheus.query("kubecarbon:avoided_servers:sum"),
@@ -87,6 +98,8 @@ def test_every_dashboard_panel_returns_data(prometheus):
 
         for panel in dashboard["panels"]:
             for target in panel["targets"]:
+                if any(name in target["expr"] for name in PANELS_NEEDING_RIGHTSIZING_HISTORY):
+                    continue
                 expr = re.sub(r"\$(\w+)", resolve, target["expr"])
                 try:
                     wait_for(expr, lambda e=expr: prometheus.query(e), timeout=30)
