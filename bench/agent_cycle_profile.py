@@ -3,7 +3,8 @@
 Runs the real agent (1 s windows) on a generated tree (cgroup_trees.py, counters
 advancing in place) delivering to a keep-alive sink, with each part of a cycle
 wrapped in a timer of the thread's CPU time: the sources, the window report, the
-encoding. What no part accounts for is delivery and the event loop. With
+encoding, the delivery of a batch. What no part accounts for is the event loop's
+own work and the sampling schedule. With
 `--compare DIR` a second agent runs side by side from DIR, an export of another
 version's agent/ and kubecarbon/ (`git archive <commit> agent kubecarbon | tar -x
 -C DIR`), so both see the same machine.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import signal
@@ -41,6 +43,9 @@ PARTS = [
     ("agent.sources.meminfo", "MeminfoSource.sample"),
     ("agent.sampler", "window_report"),
     ("agent.publisher", "Publisher.publish"),
+    # a coroutine: its thread CPU time from start to end, the event loop's work between
+    # its awaits included (nothing else runs in the agent then but idle servers)
+    ("agent.publisher", "Publisher._deliver_next_batch"),
 ]
 
 
@@ -67,7 +72,14 @@ def install_timers(times: dict[str, list[int]]) -> None:
             finally:
                 times.setdefault(__label, []).append(time.thread_time_ns() - started)
 
-        setattr(owner, name, timed)
+        async def timed_async(*args, __original=original, __label=attribute, **kwargs):
+            started = time.thread_time_ns()
+            try:
+                return await __original(*args, **kwargs)
+            finally:
+                times.setdefault(__label, []).append(time.thread_time_ns() - started)
+
+        setattr(owner, name, timed_async if inspect.iscoroutinefunction(original) else timed)
 
 
 def run_inside(output: str, agent_args: list[str]) -> None:
