@@ -100,7 +100,7 @@ class DirectoryWatch:
             if descriptor < 0:
                 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
             self._descriptor = descriptor
-        except (OSError, AttributeError) as exc:  # AttributeError: a libc without inotify
+        except (ImportError, OSError, AttributeError) as exc:  # no ctypes, no inotify in libc
             log.warning("no inotify (%s): the pod cgroups are listed every cycle", exc)
 
     @property

@@ -238,3 +238,23 @@ def test_inotify_records_are_sorted_into_entries_ended_and_overflow():
     assert parse_events(data) == Changes(frozenset({1, 2}), frozenset({3}))
     assert parse_events(event(-1, IN_Q_OVERFLOW)).overflowed
     assert parse_events(b"") == Changes()
+
+
+def test_without_inotify_every_directory_is_listed_every_cycle(node_copy, monkeypatch, caplog):
+    import ctypes
+
+    def no_libc(*args, **kwargs):
+        raise OSError("libc.so.6: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    watch = DirectoryWatch()
+    assert not watch.available and watch.add("/") is None
+    assert "no inotify (libc.so.6: cannot open shared object file)" in caplog.text
+    sys_root = node_copy("v2-cgroupfs-crio") / "sys"
+    listed: list[str] = []
+    node = PodSources(sys_root / "fs" / "cgroup", watch, listed)
+    node.assert_equal_to_a_full_rescan()
+    listed.clear()
+    shutil.rmtree(pod_dir(sys_root, UID_BURSTABLE))
+    assert UID_BURSTABLE not in node.assert_equal_to_a_full_rescan().containers_by_pod
+    assert len(listed) == 5  # kubepods, two QoS cgroups, the two pods left: all of them
