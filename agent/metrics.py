@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from agent import __version__
+from kubecarbon.metrics_table import MetricRow, metrics_table
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,12 @@ def metrics_doc() -> str:
         "disabled for that cycle only, and the agent keeps reporting the rest. "
         "Each counter also has the `_created` sample prometheus_client adds (its start time).",
         "",
-        "| metric | type | unit | labels | meaning |",
-        "|---|---|---|---|---|",
     ]
-    for spec in AGENT_METRICS:
-        name = spec.name + ("_total" if spec.kind == "counter" else "")
-        labels = ", ".join(f"`{label}`" for label in spec.labels) or "-"
-        lines.append(f"| `{name}` | {spec.kind} | {spec.unit} | {labels} | {spec.help}. |")
+    lines += metrics_table(
+        MetricRow(spec.name + ("_total" if spec.kind == "counter" else ""), spec.kind,
+                  spec.unit, spec.labels, f"{spec.help}.")
+        for spec in AGENT_METRICS
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from kubecarbon.metrics_table import MetricRow, metrics_table
+
 PREFIX = "kubecarbon_"
 NODE_LABELS = ("node", "region", "instance_type", "power_source")
 WORKLOAD_LABELS = ("namespace", "workload_kind", "workload")
@@ -261,16 +263,12 @@ def metrics_doc() -> str:
         "with the Kubernetes metadata provider its `kubecarbon_kubernetes_*` metrics "
         "(listed in docs/kubernetes.md).",
         "",
-        "| metric | type | unit | labels | meaning |",
-        "|---|---|---|---|---|",
     ]
-    for spec in CATALOGUE:
-        labels = ", ".join(f"`{label}`" for label in spec.labels) or "-"
-        meaning = spec.help + (f" {spec.note}" if spec.note else "")
-        lines.append(
-            f"| `{spec.full_name}` | {spec.kind} | {spec.unit} | {labels} | "
-            f"{meaning.replace('|', '/')} |"
-        )
+    lines += metrics_table(
+        MetricRow(spec.full_name, spec.kind, spec.unit, spec.labels,
+                  spec.help + (f" {spec.note}" if spec.note else ""))
+        for spec in CATALOGUE
+    )
     return "\n".join(lines) + "\n"
 
 
