@@ -2,8 +2,10 @@
 
 `CapacityInputs` is what a scrape takes from the metadata provider, the pod-usage
 tracker and the usage history, at once, on the event loop; `CapacityFamilies` turns
-it into rows on any thread. The packing behind the rightsizing series is recomputed at
-most every --rightsizing-recompute seconds (it walks every pod).
+it into rows on any thread. The packing behind the rightsizing series walks every pod,
+so it is reused for up to a minute (RightsizingSettings.recompute_seconds), but never
+across a change of the recommendations: a workload that just got one is priced at the
+next scrape.
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ class CapacityFamilies:
         self.params = params if params is not None else ModelParameters()
         self.settings = settings if settings is not None else RightsizingSettings()
         self._lock = threading.Lock()
-        self._cached: tuple[float, RightsizingView] | None = None
+        # (computed at, from these recommendations, view)
+        self._cached: tuple[float, Mapping[WorkloadKey, Recommendation], RightsizingView] | None \
+            = None
 
     def views(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
               ) -> tuple[CapacityView, RightsizingView | None]:
@@ -84,11 +88,12 @@ class CapacityFamilies:
             return capacity, None
         with self._lock:
             cached = self._cached
-            if cached is not None and ledger.now - cached[0] < self.settings.recompute_seconds:
-                return capacity, cached[1]
+            if (cached is not None and cached[1] is inputs.recommendations
+                    and ledger.now - cached[0] < self.settings.recompute_seconds):
+                return capacity, cached[2]
             view = rightsizing_view(capacity, inputs.recommendations, fleet.live,
                                     fleet.estimate, self.params)
-            self._cached = (ledger.now, view)
+            self._cached = (ledger.now, inputs.recommendations, view)
         return capacity, view
 
     def families(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView

@@ -66,7 +66,7 @@ class RightsizingSettings:
     headroom: float = 0.15
     min_history_seconds: float = 86_400.0  # less history: no recommendation
     max_workloads: int = 5_000  # workloads beyond it get no history (counted)
-    recompute_seconds: float = 60.0  # the packing runs at most this often
+    recompute_seconds: float = 60.0  # the packing is reused this long, while recommendations hold
 
     @property
     def samples(self) -> int:

@@ -91,6 +91,7 @@ def scrape_configs(api_server: str, token_file: Path, ca_file: Path,
     return [
         {   # what the chart's ServiceMonitor makes prometheus-operator generate
             "job_name": "kubecarbon-collector",
+            "honor_labels": True,  # the ServiceMonitor's honorLabels
             "kubernetes_sd_configs": discovery("endpoints"),
             "relabel_configs": [
                 keep("__meta_kubernetes_service_label_app_kubernetes_io_instance", release),

@@ -74,15 +74,22 @@ def _grafana_regex_escape(value: str) -> str:
     return re.sub(r"([$^*{}\[\]'+?.()|\\])", r"\\\\\1", value)
 
 
-# Panels that need a rightsizing recommendation: a workload gets one only after
-# --rightsizing-min-history of usage samples, more than the suite's few minutes hold even
-# with the short history set in release.py (in two runs one or the other of these panels
-# was still empty). tests/deploy/test_e2e_rightsizing.py checks them with a real
-# Prometheus and enough history.
-PANELS_NEEDING_RIGHTSIZING_HISTORY = (
-    "kubecarbon_workload_recommended_cpu_cores",
-    "kubecarbon_workload_avoidable_co2e_grams_per_year",
-)
+def test_series_keep_the_namespace_and_pod_they_describe(prometheus):
+    """The scrape target is the collector's pod in its own namespace; its series describe
+    pods in every namespace. Had the target's labels won (honor_labels off), Prometheus
+    would rename the series' own labels to exported_namespace and exported_pod, and every
+    namespace filter of the dashboards would select the collector's namespace instead."""
+    prometheus, _ = prometheus
+    def namespaces() -> set[str]:
+        found = {series["metric"].get("namespace")
+                 for series in prometheus.query("kubecarbon_workload_requested_cpu_cores")}
+        return found if {"kc-shop", "kc-tools", "kubecarbon"} <= found else set()
+
+    wait_for("requests of the workloads' own namespaces", namespaces, timeout=90,
+             explain=lambda: str(prometheus.query("kubecarbon_workload_requested_cpu_cores")))
+    renamed = prometheus.query('{__name__=~"kubecarbon_.+", exported_namespace!=""}')
+    renamed += prometheus.query('{__name__=~"kubecarbon_.+", exported_pod!=""}')
+    assert not renamed, f"series whose labels the target's replaced: {renamed[:3]}"
 
 
 def test_every_dashboard_panel_returns_data(prometheus):
@@ -98,8 +105,6 @@ def test_every_dashboard_panel_returns_data(prometheus):
 
         for panel in dashboard["panels"]:
             for target in panel["targets"]:
-                if any(name in target["expr"] for name in PANELS_NEEDING_RIGHTSIZING_HISTORY):
-                    continue
                 expr = re.sub(r"\$(\w+)", resolve, target["expr"])
                 try:
                     wait_for(expr, lambda e=expr: prometheus.query(e), timeout=30)

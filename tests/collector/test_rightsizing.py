@@ -12,12 +12,18 @@ import pytest
 from collector_testkit import T0, FakeClock, make_report
 
 from collector.capacity import PodUsageTracker, capacity_view
-from collector.fleet_view import compute_fleet_view
+from collector.capacity_exposition import CapacityFamilies, CapacityInputs
+from collector.fleet_view import FleetView, compute_fleet_view
 from collector.ingest import Ingestor
-from collector.ledger import Ledger
+from collector.ledger import Ledger, LedgerView, WorkloadKey
 from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
-from collector.rightsizing import Recommendation, UsageHistory, rightsizing_view
+from collector.rightsizing import (
+    Recommendation,
+    RightsizingView,
+    UsageHistory,
+    rightsizing_view,
+)
 from collector.settings import RightsizingSettings
 from collector.snapshot import encode, restore_snapshot
 
@@ -83,9 +89,9 @@ def test_state_document_round_trip_keeps_samples_and_refuses_another_interval() 
     assert other.samples_of(WEB).size == 0
 
 
-def test_rightsizing_view_on_a_hand_computed_fleet() -> None:
-    # Three 8-core nodes; web: 6 pods of 2 cores (12 requested) using 3 cores in all; a
-    # DaemonSet of 0.5 core per node; db: 2 pods of 3 cores without enough history.
+def _three_node_fleet() -> tuple[StaticMetadataProvider, PodUsageTracker, LedgerView, FleetView]:
+    """Three 8-core nodes; web: 6 pods of 2 cores (12 requested) using 3 cores in all; a
+    DaemonSet of 0.5 core per node; db: 2 pods of 3 cores without enough history."""
     nodes = {f"n{k}": NodeInfo(f"n{k}", provider="aws", instance_type="m5.2xlarge",
                                cpu_allocatable=8.0, memory_allocatable_bytes=32 * 2**30)
              for k in range(3)}
@@ -105,8 +111,13 @@ def test_rightsizing_view_on_a_hand_computed_fleet() -> None:
     ingestor.ingest([make_report(f"n{k}", 1, agent_id=f"a{k}", logical_cpus=8,
                                  busy_seconds=15.0, pods=[]) for k in range(3)])
     ledger = ingestor.ledger.view(T0)
+    return metadata, usage, ledger, compute_fleet_view(ledger.windows, T0, ModelParameters(),
+                                                       300.0)
+
+
+def test_rightsizing_view_on_a_hand_computed_fleet() -> None:
+    metadata, usage, ledger, fleet = _three_node_fleet()
     params = ModelParameters()
-    fleet = compute_fleet_view(ledger.windows, T0, params, 300.0)
     capacity = capacity_view(fleet.live, metadata.nodes(), metadata.pods(), usage.latest(),
                              ledger.workloads.keys())
     recommendations = {WEB: Recommendation(86_400.0, 3.0, 3.45),
@@ -129,6 +140,31 @@ def test_rightsizing_view_on_a_hand_computed_fleet() -> None:
     # web frees all the cores freed: the fleet's whole median is its share
     assert web.avoidable_co2e_tonnes_per_year == pytest.approx(savings.co2e_tonnes_band.p50)
     assert view.workloads[("shop", "StatefulSet", "db")].avoidable_co2e_tonnes_per_year == 0.0
+
+
+def test_the_packing_is_reused_for_a_minute_but_not_across_new_recommendations() -> None:
+    metadata, usage, ledger, fleet = _three_node_fleet()
+    families = CapacityFamilies(ModelParameters(), RightsizingSettings(recompute_seconds=60.0))
+
+    def views(recommendations: dict[WorkloadKey, Recommendation], at: LedgerView
+              ) -> RightsizingView:
+        inputs = CapacityInputs(metadata.nodes(), metadata.pods(), usage.latest(),
+                                recommendations, 0)
+        _, view = families.views(inputs, at, fleet)
+        assert view is not None
+        return view
+
+    waiting: dict[WorkloadKey, Recommendation] = {}
+    first = views(waiting, ledger)
+    assert first.workloads[WEB].recommendation is None
+    assert views(waiting, dataclasses.replace(ledger, now=ledger.now + 59.0)) is first
+    # web's first recommendation arrives within the minute: priced at once
+    sized = {WEB: Recommendation(86_400.0, 3.0, 3.45)}
+    priced = views(sized, dataclasses.replace(ledger, now=ledger.now + 59.0))
+    assert priced.workloads[WEB].recommendation == sized[WEB]
+    assert priced.workloads[WEB].avoidable_co2e_tonnes_per_year > 0.0
+    # the same recommendations a minute later: packed again (pods and nodes may have moved)
+    assert views(sized, dataclasses.replace(ledger, now=ledger.now + 119.0)) is not priced
 
 
 def test_usage_history_travels_in_the_state_file_and_a_bad_one_is_refused_whole(

@@ -455,6 +455,8 @@ def test_monitors_point_at_real_ports_and_labels(render_objects):
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics" and DURATION.match(endpoint["interval"])
+    # the collector's namespace and pod labels name what they describe, not the target
+    assert endpoint["honorLabels"] is True
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kubecarbon"]}
 
     pod_monitor = find(objects, "PodMonitor")
