@@ -96,6 +96,11 @@ def test_every_dashboard_panel_returns_data(prometheus):
     prometheus, _ = prometheus
     wait_for("the recorded series", lambda: prometheus.query("kubecarbon:avoided_servers:sum"),
              timeout=90)
+    # release.py's short rightsizing history: the first recommendations come about a
+    # minute after the collector starts (a partial interval, three samples, two to close)
+    wait_for("a workload's first recommendation",
+             lambda: prometheus.query("kubecarbon_workload_avoidable_co2e_grams_per_year"),
+             timeout=120)
     empty = []
     for path in sorted((release.REPO_ROOT / "dashboards").glob("*.json")):
         dashboard = json.loads(path.read_text())
