@@ -91,7 +91,9 @@ def _openssl(*args: str) -> None:
 class LocalNodeCluster:
     """start() brings up the control plane and a Ready node; close() removes every trace."""
 
-    def __init__(self, node_name: str = "") -> None:
+    def __init__(self, node_name: str = "", audited_groups: Sequence[str] = ()) -> None:
+        """`audited_groups`: the LIST and WATCH requests of their members go to `audit_log`
+        (Metadata level, nothing else is audited), to count a client's load on the server."""
         self.sandbox = NodeSandbox()
         slot = self.sandbox.slot
         self.slot = slot
@@ -104,6 +106,8 @@ class LocalNodeCluster:
         self.static_pod_dir = self.workdir / "manifests"  # the kubelet's static pods
         # the kubelet's self-signed serving certificate (it makes one in --cert-dir)
         self.kubelet_ca_file = self.workdir / "kubelet" / "pki" / "kubelet.crt"
+        self.audited_groups = tuple(audited_groups)
+        self.audit_log = self.workdir / "logs" / "audit.log"  # JSON lines, one per stage
         self.started_seconds: dict[str, float] = {}
         self._components: list[Component] = []
         self._tokens = {
@@ -158,6 +162,20 @@ class LocalNodeCluster:
             if component.log is not None:
                 component.log.close()
         return self.sandbox.close()
+
+    def restart_apiserver(self) -> None:
+        """SIGTERM the API server, as an upgrade of the control plane does, and start it
+        again with the same flags; returns once it answers /readyz."""
+        (component,) = [c for c in self._components if c.name == "kube-apiserver"]
+        assert component.process is not None and component.log is not None
+        component.process.terminate()
+        try:
+            component.process.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            component.process.kill()
+            component.process.wait()
+        component.process = self.sandbox.run(component.name, component.argv, component.log)
+        self._wait_apiserver()
 
     # --- images ----------------------------------------------------------------
 
@@ -218,6 +236,23 @@ class LocalNodeCluster:
             "--listen-metrics-urls=",
         ]
 
+    def _audit_argv(self) -> list[str]:
+        if not self.audited_groups:
+            return []
+        policy = {
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            # a watch is logged when it starts and when it ends; no request bodies
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {"level": "Metadata", "userGroups": list(self.audited_groups),
+                 "verbs": ["list", "watch"]},
+                {"level": "None"},
+            ],
+        }
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return [f"--audit-policy-file={path}", f"--audit-log-path={self.audit_log}"]
+
     def _apiserver_argv(self) -> list[str]:
         pki = self.cert_dir
         return [
@@ -238,6 +273,7 @@ class LocalNodeCluster:
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
+            *self._audit_argv(),
         ]
 
     def _controller_manager_argv(self) -> list[str]:
