@@ -28,7 +28,7 @@ class WatchMetricSpec:
     unit: str
     help: str
     # None: no sample for this resource yet; a mapping: one sample per reason
-    value: Callable[[ReflectorState], float | None | Mapping[str, int]]
+    value: Callable[[ReflectorState], float | Mapping[str, int] | None]
     reasons: tuple[str, ...] = ()  # the values of a `reason` label, if the family has one
 
     @property
@@ -39,7 +39,9 @@ class WatchMetricSpec:
         kind = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         return kind(self.name, self.help, labels=list(self.labels))
 
-    def add_samples(self, family: Metric, state: ReflectorState) -> None:
+    def add_samples(
+        self, family: GaugeMetricFamily | CounterMetricFamily, state: ReflectorState
+    ) -> None:
         value = self.value(state)
         if isinstance(value, Mapping):
             for reason in self.reasons:

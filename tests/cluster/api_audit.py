@@ -1,9 +1,11 @@
 """The API server's own count of one client's requests, read from its audit log.
 
 The suite's kube-apiserver logs the LIST and WATCH requests of the release's service
-accounts at Metadata level (node_cluster.py), one JSON line per stage: a WATCH has a
-`ResponseStarted` line when it is established and a `ResponseComplete` line when it
-ends, so the watches open at any moment are those without the second.
+accounts at Metadata level (node_cluster.py), one JSON line per stage. 1.20 writes a
+WATCH's `ResponseStarted` only when the watch ends, together with its
+`ResponseComplete`; the watches open at a moment are therefore those with a
+`RequestReceived` line and no `ResponseComplete`, among the requests the running
+server received (a server that was killed never completes its watches).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 
@@ -27,10 +30,13 @@ class ClientRequests:
         return self.requests[(verb, resource)]
 
 
-def client_requests(audit_log: Path, user: str, source_ip: str) -> ClientRequests:
-    """The LIST and WATCH requests `user` sent from `source_ip`, as the server logged them."""
+def client_requests(audit_log: Path, user: str, source_ip: str,
+                    server_started: float) -> ClientRequests:
+    """The LIST and WATCH requests `user` sent from `source_ip`, as the server logged them;
+    open watches among those received since `server_started` (Unix time)."""
     seen: dict[str, tuple[str, str]] = {}
     ended: set[str] = set()
+    current: set[str] = set()  # received by the running server
     found = ClientRequests()
     for line in audit_log.read_text().splitlines():
         try:
@@ -42,6 +48,9 @@ def client_requests(audit_log: Path, user: str, source_ip: str) -> ClientRequest
             continue
         key = (event["verb"], event.get("objectRef", {}).get("resource", ""))
         seen[event["auditID"]] = key
+        received = datetime.fromisoformat(event["requestReceivedTimestamp"]).timestamp()
+        if received >= server_started:
+            current.add(event["auditID"])
         if event["stage"] == "ResponseComplete":
             ended.add(event["auditID"])
             code = int(event.get("responseStatus", {}).get("code", 0))
@@ -49,5 +58,5 @@ def client_requests(audit_log: Path, user: str, source_ip: str) -> ClientRequest
     found.requests.update(seen.values())
     found.open_watches.update(
         resource for audit_id, (verb, resource) in seen.items()
-        if verb == "watch" and audit_id not in ended)
+        if verb == "watch" and audit_id in current and audit_id not in ended)
     return found

@@ -177,6 +177,16 @@ class LocalNodeCluster:
         component.process = self.sandbox.run(component.name, component.argv, component.log)
         self._wait_apiserver()
 
+    def started_at(self, name: str) -> float:
+        """Unix time at which the running process of component `name` started (/proc)."""
+        (component,) = [c for c in self._components if c.name == name]
+        assert component.process is not None
+        stat = Path(f"/proc/{component.process.pid}/stat").read_text()
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+
     # --- images ----------------------------------------------------------------
 
     def import_images(self, archives: Sequence[Path]) -> None:
@@ -241,8 +251,8 @@ class LocalNodeCluster:
             return []
         policy = {
             "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
-            # a watch is logged when it starts and when it ends; no request bodies
-            "omitStages": ["RequestReceived"],
+            # every stage: 1.20 logs a watch's ResponseStarted only when it ends, so an
+            # open watch is one whose RequestReceived has no ResponseComplete yet
             "rules": [
                 {"level": "Metadata", "userGroups": list(self.audited_groups),
                  "verbs": ["list", "watch"]},

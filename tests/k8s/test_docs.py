@@ -41,7 +41,7 @@ ROW = re.compile(
 
 def test_metric_table_matches_the_exported_metrics(tmp_path: Path) -> None:
     documented = {
-        match.group(1): (match.group(2), ",".join(sorted(match.group(3).replace("`", "").split(", "))))
+        match.group(1): (match.group(2), ",".join(sorted(match.group(3)[1:-1].split("`, `"))))
         for line in DOC.read_text().splitlines()
         if (match := ROW.match(line))
     }
