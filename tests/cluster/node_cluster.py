@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO
 
 import yaml
-from k8s_harness import ADMIN_USER, UserCredentials, write_kubeconfig
+from k8s_harness import ADMIN_USER, UserCredentials, stop_process, write_kubeconfig
 from node_sandbox import NodeSandbox
 from oci_image import write_image_archive
 
@@ -167,13 +167,8 @@ class LocalNodeCluster:
         """SIGTERM the API server, as an upgrade of the control plane does, and start it
         again with the same flags; returns once it answers /readyz."""
         (component,) = [c for c in self._components if c.name == "kube-apiserver"]
-        assert component.process is not None and component.log is not None
-        component.process.terminate()
-        try:
-            component.process.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            component.process.kill()
-            component.process.wait()
+        assert component.log is not None
+        stop_process(component.process, STOP_GRACE_SECONDS)
         component.process = self.sandbox.run(component.name, component.argv, component.log)
         self._wait_apiserver()
 

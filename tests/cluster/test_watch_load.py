@@ -150,28 +150,45 @@ def view_matches_api(core: client.CoreV1Api, collector: Collector) -> Callable[[
     return check
 
 
-def format_figures(title: str, rows: list[tuple[str, ...]]) -> str:
-    header = ("resource", "API LISTs", "API WATCHes", "open watches", "collector lists",
-              "collector watches")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                       for row in [header, *rows]]
-    return "\n".join(lines)
-
-
 def reasons_text(counts: dict[str, int]) -> str:
     return " ".join(f"{reason}={n}" for reason, n in counts.items() if n) or "none"
 
 
-def figures(resource: str, audit: ClientRequests, audit_before: ClientRequests,
-            counters: CollectorCounters) -> tuple[str, ...]:
-    """One row: the server's counts (total, and +new since `audit_before`), the collector's."""
-    def server(verb: str) -> str:
-        total = audit.count(verb, resource)
-        return f"{total} (+{total - audit_before.count(verb, resource)})"
-    return (resource, server("list"), server("watch"), str(audit.open_watches[resource]),
+@dataclass
+class Measured:
+    """One collector's requests since `before`: the server's view and the collector's."""
+
+    audit: ClientRequests
+    audit_before: ClientRequests
+    counters: CollectorCounters
+    change: CollectorCounters
+
+    def new(self, verb: str, resource: str) -> int:
+        return self.audit.count(verb, resource) - self.audit_before.count(verb, resource)
+
+    def table(self, title: str, resources: tuple[str, ...], counters: CollectorCounters) -> str:
+        """`title`, then a row per resource: the server's counts (total, +new), the open
+        watches, and `counters` (the collector's totals or changes) by reason."""
+        header = ("resource", "API LISTs", "API WATCHes", "open watches", "collector lists",
+                  "collector watches")
+        rows = [header] + [(
+            resource,
+            f"{self.audit.count('list', resource)} (+{self.new('list', resource)})",
+            f"{self.audit.count('watch', resource)} (+{self.new('watch', resource)})",
+            str(self.audit.open_watches[resource]),
             reasons_text(counters.by_reason("list", resource)),
-            reasons_text(counters.by_reason("watch", resource)))
+            reasons_text(counters.by_reason("watch", resource)),
+        ) for resource in resources]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        return "\n".join([title] + ["  ".join(cell.ljust(w) for cell, w in
+                                              zip(row, widths, strict=True)) for row in rows])
+
+
+def measure(local: LocalNodeCluster, c: Collector,
+            before: tuple[CollectorCounters, ClientRequests]) -> Measured:
+    counters_before, audit_before = before
+    counters = scrape(c)
+    return Measured(audited(local, c), audit_before, counters, counters.minus(counters_before))
 
 
 def test_200_pods_created_and_deleted_ride_one_watch_per_resource(local, core):
@@ -209,27 +226,25 @@ def test_200_pods_created_and_deleted_ride_one_watch_per_resource(local, core):
                  explain=lambda c=c: f"collector {scrape(c).objects}, API {api_pod_count(core)}")
 
     for c in watching:
-        counters_before, audit_before = before[c.name]
-        counters, audit = scrape(c), audited(local, c)
-        change = counters.minus(counters_before)
-        rows = [figures(resource, audit, audit_before, counters) for resource in resources]
-        print(format_figures(
+        measured = measure(local, c, before[c.name])
+        audit, counters, change = measured.audit, measured.counters, measured.change
+        print(measured.table(
             f"{c.name}: {PODS} pods created and deleted in {WAVES} waves; collector's pods "
             f"{baseline_pods[c.name]:.0f} -> {peak[c.name]:.0f} -> "
             f"{counters.objects['pods']:.0f}; open watches sampled "
-            f"{len(open_watches_seen[c.name])} times: {open_watches_seen[c.name]}", rows))
+            f"{len(open_watches_seen[c.name])} times: {open_watches_seen[c.name]}",
+            resources, counters))
 
         for resource in resources:
             # the server saw no new LIST from this collector, and the collector sent none
-            assert audit.count("list", resource) == audit_before.count("list", resource), resource
+            assert measured.new("list", resource) == 0, resource
             assert set(change.by_reason("list", resource).values()) == {0}, resource
             # nor a new WATCH, but for the renewal of one that ran its 5-10 minutes
             # meanwhile, which both count
             watches = change.by_reason("watch", resource)
             assert watches["listed"] == watches["retry"] == 0, resource
             assert watches["ended"] <= 1, resource  # the test takes less than 5 minutes
-            new_watches = audit.count("watch", resource) - audit_before.count("watch", resource)
-            assert new_watches == watches["ended"], resource
+            assert measured.new("watch", resource) == watches["ended"], resource
             assert change.errors[resource] == 0, resource
         # one watch per resource open the whole time, as the server counts them
         expected_open = dict.fromkeys(resources, 1)
@@ -291,30 +306,27 @@ def test_an_api_server_restart_costs_one_list_per_resource_counted_as_expired(lo
     settings = WatchSettings()
     bound = most_requests_in(back_seconds, settings)
     for c in watching:
-        counters_before, audit_before = before[c.name]
-        counters, audit = scrape(c), audited(local, c)
-        change = counters.minus(counters_before)
-        rows = [figures(resource, audit, audit_before, change) for resource in resources]
-        print(format_figures(
+        measured = measure(local, c, before[c.name])
+        audit, change = measured.audit, measured.change
+        print(measured.table(
             f"{c.name}: API server restarted (down {down_seconds:.1f} s, collector watching "
-            f"again after {back_seconds:.1f} s); changes; watch errors "
+            f"again after {back_seconds:.1f} s); the collector's changes; watch errors "
             f"{ {r: int(change.errors[r]) for r in resources} }; "
-            f"API answers {dict(audit.codes - audit_before.codes)}", rows))
+            f"API answers {dict(audit.codes - measured.audit_before.codes)}",
+            resources, change))
 
         for resource in resources:
             lists = change.by_reason("list", resource)
             watches = change.by_reason("watch", resource)
             # exactly one relist, for the reason 410 Gone, in one page
             assert lists == {"initial": 0, "expired": 1, "retry": 0}, resource
-            new_lists = audit.count("list", resource) - audit_before.count("list", resource)
-            assert new_lists == 1, resource
+            assert measured.new("list", resource) == 1, resource
             # the watch was reopened once after that list; the retries before it, while
             # the server was away, are failed requests spaced by the backoff
             assert watches["listed"] == 1, resource
             assert watches["retry"] <= change.errors[resource], resource
             assert watches["retry"] + watches["ended"] <= bound, (resource, bound)
-            new_watches = audit.count("watch", resource) - audit_before.count("watch", resource)
             # the server saw the expired watch and the new one, never more than were sent
-            assert 2 <= new_watches <= sum(watches.values()), resource
+            assert 2 <= measured.new("watch", resource) <= sum(watches.values()), resource
         # one watch per resource open again
         assert dict(audit.open_watches) == dict.fromkeys(resources, 1)
