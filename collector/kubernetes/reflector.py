@@ -25,6 +25,10 @@ log = logging.getLogger("collector.kubernetes")  # one logger for the package
 # Each retry delay is drawn from [d/2, d] ("equal jitter"): spread out, never sooner
 # than half the ceiling d.
 RETRY_JITTER = 0.5
+# A watch that ends sooner than this without delivering anything is treated as failed
+# (client-go's "very short watch"): a server closing every watch at once is not asked
+# again at once.
+SHORT_WATCH_SECONDS = 1.0
 
 # Why a LIST request was sent: the first list, the watch's resourceVersion gone (410),
 # or the previous list attempt failed. Every page of a list counts under its list's reason.
@@ -147,12 +151,11 @@ class Reflector(Generic[V]):
                 if resource_version is None:
                     resource_version = self._list(list_reason)
                     watch_reason = "listed"
-                ended_at = self._watch_from(resource_version, watch_reason)
-                if ended_at == resource_version:
-                    # ended without an event: a server that closes every watch at once
-                    # must not be asked again at once
+                opened = self._clock()
+                resource_version, delivered = self._watch_from(resource_version, watch_reason)
+                watch_reason = "ended"
+                if not delivered and self._clock() - opened < SHORT_WATCH_SECONDS:
                     self._stop_event.wait(self._backoff.next_delay_seconds())
-                resource_version, watch_reason = ended_at, "ended"
             except _RelistNeeded as exc:
                 log.info("%s: %s; relisting", self.resource, exc)
                 if watch_reason == "listed":
@@ -243,7 +246,9 @@ class Reflector(Generic[V]):
             aliases[name] = key
         return new
 
-    def _watch_from(self, resource_version: str, reason: str) -> str:
+    def _watch_from(self, resource_version: str, reason: str) -> tuple[str, bool]:
+        """Watch until the server ends it; the last version seen, and whether any event
+        or bookmark came."""
         timeout_seconds = int(self._settings.watch_timeout_seconds * (1 + self._rng.random()))
         self._count(self._state.watch_requests, reason)
         try:
@@ -265,6 +270,7 @@ class Reflector(Generic[V]):
         self._response = response
         with self._lock:
             self._mark_connected_locked()
+        delivered = False
         try:
             # urllib3 yields the chunked body line by line: one JSON event per line
             for line in response:
@@ -272,12 +278,13 @@ class Reflector(Generic[V]):
                     break
                 if line.strip():
                     resource_version = self._apply(orjson.loads(line), resource_version)
+                    delivered = True
                     self._backoff.reset()
         finally:
             self._response = None
             response.close()
             response.release_conn()
-        return resource_version
+        return resource_version, delivered
 
     def _apply(self, event: Mapping[str, Any], resource_version: str) -> str:
         event_type = event.get("type")

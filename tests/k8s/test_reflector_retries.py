@@ -9,6 +9,7 @@ server's audit log (tests/cluster/test_watch_load.py).
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from collections.abc import Iterator, Mapping
@@ -103,11 +104,14 @@ class ScriptedApi:
         return answer
 
 
-def run(lists: list[Any], watches: list[Any]) -> tuple[Reflector[Any], ScriptedApi, RecordedWaits]:
+def run(lists: list[Any], watches: list[Any], seconds_per_clock_read: float = 0.0,
+        ) -> tuple[Reflector[Any], ScriptedApi, RecordedWaits]:
     stop = RecordedWaits()
     api = ScriptedApi(stop, lists, watches)
+    reads = itertools.count()
     reflector: Reflector[Any] = Reflector(
-        "nodes", api, node_entry, SETTINGS, stop, clock=lambda: 0.0, rng=random.Random(7))
+        "nodes", api, node_entry, SETTINGS, stop,
+        clock=lambda: next(reads) * seconds_per_clock_read, rng=random.Random(7))
     reflector.run()
     return reflector, api, stop
 
@@ -203,3 +207,13 @@ def test_watches_that_end_without_an_event_are_reopened_with_backoff() -> None:
     assert len(stop.waits) == 5
     assert_backoff(stop.waits)
     assert reflector.state().watch_requests == {"listed": 1, "ended": 6, "retry": 0}
+
+
+def test_a_quiet_watch_that_ran_its_course_is_renewed_at_once() -> None:
+    # each watch takes 400 s of the reflector's clock (a quiet resource, no bookmark)
+    reflector, api, stop = run(
+        lists=[ListResponse(["a"], "10")], watches=[WatchResponse([]) for _ in range(3)],
+        seconds_per_clock_read=400.0)
+    assert [verb for verb, _ in api.requests] == ["list"] + ["watch"] * 4
+    assert stop.waits == []
+    assert reflector.state().watch_requests == {"listed": 1, "ended": 3, "retry": 0}
