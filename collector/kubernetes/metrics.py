@@ -7,15 +7,16 @@ docs/kubernetes.md from it by `metrics_doc.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from collector.kubernetes.provider import KubernetesMetadataProvider
-from collector.kubernetes.reflector import ReflectorState
+from collector.kubernetes.reflector import LIST_REASONS, WATCH_REASONS, ReflectorState
 
 LABELS = ("resource",)  # one series per reflector: "nodes" or "pods"
+REASON_LABEL = "reason"  # of the request counters: why each request was sent
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,27 @@ class WatchMetricSpec:
     kind: str  # "gauge" or "counter"
     unit: str
     help: str
-    value: Callable[[ReflectorState], float | None]  # None: no sample for this resource yet
+    # None: no sample for this resource yet; a mapping: one sample per reason
+    value: Callable[[ReflectorState], float | Mapping[str, int] | None]
+    reasons: tuple[str, ...] = ()  # the values of a `reason` label, if the family has one
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return (*LABELS, REASON_LABEL) if self.reasons else LABELS
 
     def family(self) -> GaugeMetricFamily | CounterMetricFamily:
         kind = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
-        return kind(self.name, self.help, labels=list(LABELS))
+        return kind(self.name, self.help, labels=list(self.labels))
+
+    def add_samples(
+        self, family: GaugeMetricFamily | CounterMetricFamily, state: ReflectorState
+    ) -> None:
+        value = self.value(state)
+        if isinstance(value, Mapping):
+            for reason in self.reasons:
+                family.add_metric([state.resource, reason], float(value[reason]))
+        elif value is not None:
+            family.add_metric([state.resource], value)
 
 
 WATCH_METRICS: tuple[WatchMetricSpec, ...] = (
@@ -62,6 +79,18 @@ WATCH_METRICS: tuple[WatchMetricSpec, ...] = (
         "kubecarbon_kubernetes_watch_errors_total", "counter", "requests",
         "Failed list or watch requests for this resource",
         lambda state: float(state.errors_total)),
+    WatchMetricSpec(
+        "kubecarbon_kubernetes_list_requests_total", "counter", "requests",
+        "LIST requests sent for this resource, every page, by why the list began: initial "
+        "(the first), expired (410 Gone: the watch's resourceVersion was no longer served), "
+        "retry (the previous list attempt failed; after backoff)",
+        lambda state: state.list_requests, LIST_REASONS),
+    WatchMetricSpec(
+        "kubecarbon_kubernetes_watch_requests_total", "counter", "requests",
+        "WATCH requests sent for this resource, by why: listed (after a complete list), "
+        "ended (the previous watch ended at its timeout), retry (the previous watch "
+        "failed; from the same resourceVersion, after backoff)",
+        lambda state: state.watch_requests, WATCH_REASONS),
 )
 
 
@@ -82,7 +111,5 @@ class KubernetesWatchMetrics:
         for spec in WATCH_METRICS:
             family = spec.family()
             for state in states:
-                value = spec.value(state)
-                if value is not None:
-                    family.add_metric([state.resource], value)
+                spec.add_samples(family, state)
             yield family

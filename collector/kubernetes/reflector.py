@@ -6,6 +6,7 @@ backoff on any other error. The official client is synchronous: each reflector r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import socket
@@ -24,6 +25,17 @@ log = logging.getLogger("collector.kubernetes")  # one logger for the package
 # Each retry delay is drawn from [d/2, d] ("equal jitter"): spread out, never sooner
 # than half the ceiling d.
 RETRY_JITTER = 0.5
+# A watch that ends sooner than this without delivering anything is treated as failed
+# (client-go's "very short watch"): a server closing every watch at once is not asked
+# again at once.
+SHORT_WATCH_SECONDS = 1.0
+
+# Why a LIST request was sent: the first list, the watch's resourceVersion gone (410),
+# or the previous list attempt failed. Every page of a list counts under its list's reason.
+LIST_REASONS = ("initial", "expired", "retry")
+# Why a WATCH request was sent: right after a complete list, the previous watch ended
+# normally (its timeout), or the previous watch request failed.
+WATCH_REASONS = ("listed", "ended", "retry")
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,10 @@ class ReflectorState:
     relists_total: int = 0
     reconnects_total: int = 0
     errors_total: int = 0
+    list_requests: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(LIST_REASONS, 0))
+    watch_requests: dict[str, int] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys(WATCH_REASONS, 0))
     last_sync_timestamp_seconds: float | None = None  # end of the last complete list
     disconnected_since_seconds: float | None = None
     last_error: str = ""
@@ -105,7 +121,11 @@ class Reflector(Generic[V]):
 
     def state(self) -> ReflectorState:
         with self._lock:
-            snapshot = ReflectorState(**vars(self._state))
+            snapshot = dataclasses.replace(
+                self._state,
+                list_requests=dict(self._state.list_requests),
+                watch_requests=dict(self._state.watch_requests),
+            )
         snapshot.objects = len(self.table)
         return snapshot
 
@@ -123,29 +143,45 @@ class Reflector(Generic[V]):
 
     def run(self) -> None:
         resource_version: str | None = None
+        list_reason, watch_reason = "initial", "listed"
         while not self._stop_event.is_set():
+            # The backoff resets only when a watch delivers something: a list that succeeds
+            # is no proof, since a server in trouble may expire every version it lists.
             try:
                 if resource_version is None:
-                    resource_version = self._list()
-                    self._backoff.reset()
-                resource_version = self._watch_from(resource_version)
+                    resource_version = self._list(list_reason)
+                    watch_reason = "listed"
+                opened = self._clock()
+                resource_version, delivered = self._watch_from(resource_version, watch_reason)
+                watch_reason = "ended"
+                if not delivered and self._clock() - opened < SHORT_WATCH_SECONDS:
+                    self._stop_event.wait(self._backoff.next_delay_seconds())
             except _RelistNeeded as exc:
                 log.info("%s: %s; relisting", self.resource, exc)
-                resource_version = None
+                if watch_reason == "listed":
+                    # the version of the list just made is already gone: relisting at
+                    # once could loop; wait as after an error
+                    self._stop_event.wait(self._backoff.next_delay_seconds())
+                resource_version, list_reason = None, "expired"
             except Exception as exc:
                 if self._stop_event.is_set():
                     break
                 self._failed(exc)
+                if resource_version is None:
+                    list_reason = "retry"
+                else:
+                    watch_reason = "retry"
                 self._stop_event.wait(self._backoff.next_delay_seconds())
         with self._lock:
             self._state.connected = False
 
     # one paginated list: a consistent snapshot at one resourceVersion
-    def _list(self) -> str:
+    def _list(self, reason: str) -> str:
         fresh: dict[str, V] = {}
         fresh_aliases: dict[str, str] = {}
         continue_token: str | None = None
         while True:
+            self._count(self._state.list_requests, reason)
             response = self._list_function(
                 limit=self._settings.list_page_size,
                 _continue=continue_token,
@@ -210,8 +246,11 @@ class Reflector(Generic[V]):
             aliases[name] = key
         return new
 
-    def _watch_from(self, resource_version: str) -> str:
+    def _watch_from(self, resource_version: str, reason: str) -> tuple[str, bool]:
+        """Watch until the server ends it; the last version seen, and whether any event
+        or bookmark came."""
         timeout_seconds = int(self._settings.watch_timeout_seconds * (1 + self._rng.random()))
+        self._count(self._state.watch_requests, reason)
         try:
             response = self._list_function(
                 watch=True,
@@ -231,6 +270,7 @@ class Reflector(Generic[V]):
         self._response = response
         with self._lock:
             self._mark_connected_locked()
+        delivered = False
         try:
             # urllib3 yields the chunked body line by line: one JSON event per line
             for line in response:
@@ -238,12 +278,13 @@ class Reflector(Generic[V]):
                     break
                 if line.strip():
                     resource_version = self._apply(orjson.loads(line), resource_version)
+                    delivered = True
                     self._backoff.reset()
         finally:
             self._response = None
             response.close()
             response.release_conn()
-        return resource_version
+        return resource_version, delivered
 
     def _apply(self, event: Mapping[str, Any], resource_version: str) -> str:
         event_type = event.get("type")
@@ -269,6 +310,10 @@ class Reflector(Generic[V]):
                 )
             raise ApiException(status=obj.get("code"), reason=str(obj.get("message")))
         return new_version
+
+    def _count(self, requests: dict[str, int], reason: str) -> None:
+        with self._lock:
+            requests[reason] += 1
 
     def _mark_connected_locked(self) -> None:
         if not self._state.connected and self._state.errors_total:

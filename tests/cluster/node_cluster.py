@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import IO
 
 import yaml
-from k8s_harness import ADMIN_USER, UserCredentials, write_kubeconfig
+from k8s_harness import ADMIN_USER, UserCredentials, stop_process, write_kubeconfig
 from node_sandbox import NodeSandbox
 from oci_image import write_image_archive
 
@@ -91,7 +91,9 @@ def _openssl(*args: str) -> None:
 class LocalNodeCluster:
     """start() brings up the control plane and a Ready node; close() removes every trace."""
 
-    def __init__(self, node_name: str = "") -> None:
+    def __init__(self, node_name: str = "", audited_groups: Sequence[str] = ()) -> None:
+        """`audited_groups`: the LIST and WATCH requests of their members go to `audit_log`
+        (Metadata level, nothing else is audited), to count a client's load on the server."""
         self.sandbox = NodeSandbox()
         slot = self.sandbox.slot
         self.slot = slot
@@ -104,6 +106,8 @@ class LocalNodeCluster:
         self.static_pod_dir = self.workdir / "manifests"  # the kubelet's static pods
         # the kubelet's self-signed serving certificate (it makes one in --cert-dir)
         self.kubelet_ca_file = self.workdir / "kubelet" / "pki" / "kubelet.crt"
+        self.audited_groups = tuple(audited_groups)
+        self.audit_log = self.workdir / "logs" / "audit.log"  # JSON lines, one per stage
         self.started_seconds: dict[str, float] = {}
         self._components: list[Component] = []
         self._tokens = {
@@ -158,6 +162,25 @@ class LocalNodeCluster:
             if component.log is not None:
                 component.log.close()
         return self.sandbox.close()
+
+    def restart_apiserver(self) -> None:
+        """SIGTERM the API server, as an upgrade of the control plane does, and start it
+        again with the same flags; returns once it answers /readyz."""
+        (component,) = [c for c in self._components if c.name == "kube-apiserver"]
+        assert component.log is not None
+        stop_process(component.process, STOP_GRACE_SECONDS)
+        component.process = self.sandbox.run(component.name, component.argv, component.log)
+        self._wait_apiserver()
+
+    def started_at(self, name: str) -> float:
+        """Unix time at which the running process of component `name` started (/proc)."""
+        (component,) = [c for c in self._components if c.name == name]
+        assert component.process is not None
+        stat = Path(f"/proc/{component.process.pid}/stat").read_text()
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
 
     # --- images ----------------------------------------------------------------
 
@@ -218,6 +241,23 @@ class LocalNodeCluster:
             "--listen-metrics-urls=",
         ]
 
+    def _audit_argv(self) -> list[str]:
+        if not self.audited_groups:
+            return []
+        policy = {
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            # every stage: 1.20 logs a watch's ResponseStarted only when it ends, so an
+            # open watch is one whose RequestReceived has no ResponseComplete yet
+            "rules": [
+                {"level": "Metadata", "userGroups": list(self.audited_groups),
+                 "verbs": ["list", "watch"]},
+                {"level": "None"},
+            ],
+        }
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(yaml.safe_dump(policy))
+        return [f"--audit-policy-file={path}", f"--audit-log-path={self.audit_log}"]
+
     def _apiserver_argv(self) -> list[str]:
         pki = self.cert_dir
         return [
@@ -238,6 +278,7 @@ class LocalNodeCluster:
             f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             "--kubelet-preferred-address-types=InternalIP",
+            *self._audit_argv(),
         ]
 
     def _controller_manager_argv(self) -> list[str]:

@@ -93,7 +93,8 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _stop_process(process: subprocess.Popen[bytes] | None, timeout_seconds: float = 15) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_seconds: float = 15) -> None:
+    """SIGTERM, and SIGKILL if it has not ended after `timeout_seconds`."""
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -145,8 +146,8 @@ class LocalCluster:
             write_kubeconfig(user.kubeconfig, self.server, self.ca_file, user.token, user.name)
 
     def close(self) -> None:
-        _stop_process(self._apiserver, timeout_seconds=APISERVER_GRACE_SECONDS)
-        _stop_process(self._etcd)
+        stop_process(self._apiserver, timeout_seconds=APISERVER_GRACE_SECONDS)
+        stop_process(self._etcd)
         for log in self._logs:
             log.close()
 
@@ -169,7 +170,7 @@ class LocalCluster:
         """SIGTERM, then SIGKILL after a few seconds: on SIGTERM the server stops
         accepting connections but serves open watches until its 60 s shutdown
         timeout, which the tests need not wait out."""
-        _stop_process(self._apiserver, timeout_seconds=APISERVER_GRACE_SECONDS)
+        stop_process(self._apiserver, timeout_seconds=APISERVER_GRACE_SECONDS)
 
     # configuration
     def _write_token_file(self) -> None:

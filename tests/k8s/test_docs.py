@@ -34,12 +34,14 @@ from collector.kubernetes.metrics_doc import (
 from collector.kubernetes.objects import CRONJOB_SUFFIX_MINUTES_RANGE
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md"
-ROW = re.compile(r"^\| `(kubecarbon_kubernetes_\w+)` \| (\w+) \| \w+ \| `(\w+)` \| (.+) \|$")
+ROW = re.compile(
+    r"^\| `(kubecarbon_kubernetes_\w+)` \| (\w+) \| \w+ \| ((?:`\w+`(?:, )?)+) \| (.+) \|$"
+)
 
 
 def test_metric_table_matches_the_exported_metrics(tmp_path: Path) -> None:
     documented = {
-        match.group(1): (match.group(2), match.group(3))
+        match.group(1): (match.group(2), ",".join(sorted(match.group(3)[1:-1].split("`, `"))))
         for line in DOC.read_text().splitlines()
         if (match := ROW.match(line))
     }
@@ -119,8 +121,14 @@ def test_a_real_providers_exposition_is_the_spec(
         }
         served[name] = (family.type, family.documentation, series)
     every_resource = {(("resource", "nodes"),), (("resource", "pods"),)}
+    every_resource_and_reason = {
+        spec.name: {(("reason", reason), ("resource", resource))
+                    for resource in ("nodes", "pods") for reason in spec.reasons}
+        for spec in WATCH_METRICS if spec.reasons
+    }
     assert served == {
-        spec.name: (spec.kind, spec.help, every_resource) for spec in WATCH_METRICS
+        spec.name: (spec.kind, spec.help, every_resource_and_reason.get(spec.name, every_resource))
+        for spec in WATCH_METRICS
     }
     # the values are the reflectors' own, through each spec's value function
     nodes = provider.reflector_states()[0]
