@@ -159,6 +159,36 @@ class LocalNodeCluster:
                 component.log.close()
         return self.sandbox.close()
 
+    def restart(self, name: str) -> float:
+        """Stop a node component with SIGTERM and start it again with the same arguments,
+        configuration and state directories, as `systemctl restart` does; wait until it
+        serves again. Returns the seconds it was down.
+
+        Pods keep running through either restart: only the component gets the signal
+        (systemd's containerd unit has KillMode=process), so containerd's shims and the
+        pods outlive it, and a new kubelet finds its pods again through the runtime.
+        """
+        (component,) = [c for c in self._components if c.name == name]
+        ready = {"containerd": self._containerd_serves, "kubelet": self._kubelet_healthy}[name]
+        stopped = time.monotonic()
+        self._stop(component)
+        assert component.log is not None
+        component.process = self.sandbox.run(name, component.argv, component.log)
+        self._wait(f"{name} after its restart", ready)
+        return time.monotonic() - stopped
+
+    @staticmethod
+    def _stop(component: Component) -> None:
+        process = component.process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
     # --- images ----------------------------------------------------------------
 
     def import_images(self, archives: Sequence[Path]) -> None:
@@ -429,6 +459,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._wait("kube-apiserver", ready)
         write_kubeconfig(self.admin.kubeconfig, self.server, self.ca_file, self.admin.token,
                          self.admin.name)
+
+    def _containerd_serves(self) -> bool:
+        version = subprocess.run(
+            ["ctr", "--address", str(self.containerd_socket), "--timeout", "2s", "version"],
+            capture_output=True, check=False)
+        return version.returncode == 0
+
+    def _kubelet_healthy(self) -> bool:
+        """The kubelet's /healthz on its authenticated port (its sync loop is running)."""
+        context = ssl.create_default_context(cafile=str(self.kubelet_ca_file))
+        context.check_hostname = False  # its self-signed certificate names the host, not the IP
+        request = urllib.request.Request(
+            f"https://{self.slot.node_ip}:10250/healthz",
+            headers={"Authorization": f"Bearer {self.admin.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=context) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            return False
 
     def _wait_node_ready(self) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
