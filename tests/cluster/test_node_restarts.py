@@ -39,7 +39,7 @@ from workloads import NAMESPACES
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RESTARTED = ("containerd", "kubelet")
-WINDOWS_BETWEEN = 2  # agent windows applied before, between and after the restarts
+WINDOWS_BETWEEN = 1  # agent windows applied before, between and after the restarts
 COVERAGE_TOLERANCE_SECONDS = 0.001  # float sums of window lengths, nothing more
 
 
@@ -105,7 +105,7 @@ def test_containerd_and_kubelet_restarts_keep_the_agent_reporting_contiguous_win
              explain=lambda: ", ".join(p.metadata.name for uid, p in before.items()
                                        if uid not in long_running_pods(core)))
     after = long_running_pods(core)
-    last = collector.wait_windows(1)
+    last = collector.wait_windows(WINDOWS_BETWEEN)
 
     samples = [s for s in collector.samples if first.window_end <= s.window_end <= last.window_end]
     span = last.window_end - first.window_end
