@@ -22,7 +22,7 @@ the agent reads every pod's counter again when its directory watch hears of that
 - the pods that finished used their known work, as the kernel counted it;
 
 and all together they lose at most 1 % of their CPU (with reads once per cycle
-only, 4 to 8 % was lost in this test; with the read ahead, nothing measurable).
+only, 4 % was lost in this test; with the read ahead, nothing measurable).
 
 The figures (loss per pod: max, median, total) are printed with the suite's tables.
 """
