@@ -19,7 +19,6 @@ from agent.publisher import Publisher
 from agent.sampler import Clock, Sampler, Sources
 from agent.server import AgentHttpServer
 from agent.settings import AgentSettings, SourceSettings
-from agent.sources import SourceError
 from agent.sources.density import DensitySource
 from agent.sources.meminfo import MeminfoSource
 from agent.sources.pod_cpu import PodCpuSource
@@ -72,14 +71,12 @@ class Agent:
         self._sampling: asyncio.Task[None] | None = None
         self._delivery: asyncio.Task[None] | None = None
         self._last_cycle_monotonic = self.sampler.clock.monotonic()
-        self._pod_tree_watch: int | None = None  # descriptor the event loop watches
         self.http_port: int | None = None
 
     async def start(self) -> None:
         """Serve /metrics and /healthz, take the first (baseline) sample, start the loops."""
         self.http_port = await self.server.start()
         self._cycle()
-        self._watch_pod_tree()
         self._sampling = asyncio.create_task(self._sampling_loop(), name="kubecarbon-sampler")
         self._delivery = asyncio.create_task(self.publisher.run(), name="kubecarbon-publisher")
         log.info(
@@ -98,9 +95,6 @@ class Agent:
             self.settings.delivery.shutdown_grace_seconds,
         )
         grace = self.settings.delivery.shutdown_grace_seconds
-        if self._pod_tree_watch is not None:
-            asyncio.get_running_loop().remove_reader(self._pod_tree_watch)
-            self._pod_tree_watch = None
         if self._sampling is not None:
             self._sampling.cancel()
             await asyncio.gather(self._sampling, return_exceptions=True)
@@ -127,22 +121,6 @@ class Agent:
         if since > limit:
             return False, f"no sample for {since:.1f} s (limit {limit:g} s)"
         return True, f"ok: last sample {since:.1f} s ago, {len(self.publisher.buffer)} buffered"
-
-    def _watch_pod_tree(self) -> None:
-        """Read the pods' counters when their cgroup tree changes between cycles, so a pod
-        whose cgroup goes before the next cycle loses nothing after its containers ended."""
-        pod_cpu = self.sampler.sources.pod_cpu
-        if not isinstance(pod_cpu, PodCpuSource):
-            return
-        descriptor = pod_cpu.listing.watch.fileno()
-        if descriptor is not None:
-            asyncio.get_running_loop().add_reader(descriptor, self._read_ahead, pod_cpu)
-            self._pod_tree_watch = descriptor
-
-    @staticmethod
-    def _read_ahead(pod_cpu: PodCpuSource) -> None:
-        with contextlib.suppress(SourceError):  # the cycle's own read reports what is wrong
-            pod_cpu.read_ahead()
 
     def _cycle(self) -> None:
         report = self.sampler.sample()

@@ -107,10 +107,6 @@ class DirectoryWatch:
     def available(self) -> bool:
         return self._descriptor is not None
 
-    def fileno(self) -> int | None:
-        """The inotify descriptor, readable while changes wait (for an event loop to watch)."""
-        return self._descriptor
-
     def add(self, path: str) -> int | None:
         """Watch a directory; its id, or None if it cannot be watched (list it every time)."""
         if self._descriptor is None or self._add_watch is None:

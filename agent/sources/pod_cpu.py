@@ -4,12 +4,6 @@ The pod-level cgroup accumulates the CPU time of all its containers, so one
 small file per pod is enough: `cpu.stat` `usage_usec` on cgroup v2,
 `cpuacct.usage` (nanoseconds) on cgroup v1, kept open between cycles. The pods
 come from the cycle's one refresh of the pod listing, which `density` shares.
-
-A pod's cgroup goes only once no process is left in it, and its counter cannot be
-read after (ENODEV): whatever the pod used after the last cycle would be lost.
-Its containers' cgroups go first, when they exit, so the runtime calls
-`read_ahead()` when the directory watch has news between cycles: a pod gone by
-the next cycle is reported with that reading, taken after its containers ended.
 """
 
 from __future__ import annotations
@@ -68,20 +62,8 @@ class PodCpuSource:
         self.files = files if files is not None else KeptOpenFiles()
         # (listing generation, uids, counter paths): built again only when pods change
         self._counters: tuple[int, list[str], list[str]] = (-1, [], [])
-        self._ahead: dict[str, int] = {}  # read between cycles, for pods gone by the next
 
     def sample(self) -> dict[str, int]:
-        ahead, self._ahead = self._ahead, {}
-        counters = self._read()
-        for uid, nanoseconds in ahead.items():
-            counters.setdefault(uid, nanoseconds)  # gone since: its last reading stands
-        return counters
-
-    def read_ahead(self) -> None:
-        """Read every pod's counter now, between cycles (the pod tree changed)."""
-        self._ahead.update(self._read())
-
-    def _read(self) -> dict[str, int]:
         kubepods, pods = self.listing.refresh()
         file_name, parse = _USAGE_FILE[kubepods.cgroup_version]
         generation, uids, paths = self._counters

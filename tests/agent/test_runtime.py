@@ -2,14 +2,13 @@
 
 import asyncio
 import re
-import shutil
 import signal
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-from agent_testkit import FIXTURES, UID_BURSTABLE, Sink, until
+from agent_testkit import FIXTURES, Sink, until
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -172,31 +171,3 @@ def test_build_info_version_is_the_installed_distributions():
     import agent
 
     assert agent.__version__ == version("kubecarbon")
-
-
-async def test_a_pod_removed_between_cycles_keeps_the_cpu_read_when_its_container_went(
-    fake_clock, aiohttp_server, node_copy
-):
-    # The agent reads the pods' counters as soon as the pod tree changes between cycles:
-    # a container's cgroup goes when it exits, the pod's later, and a gone cgroup's
-    # counter cannot be read, so without that read the pod's last seconds are lost.
-    sink = Sink()
-    server = await aiohttp_server(sink.app())
-    root = node_copy("v1-cgroupfs-containerd")
-    pod = root / f"sys/fs/cgroup/cpuacct/kubepods/burstable/pod{UID_BURSTABLE}"
-    agent = Agent(settings_for(root, str(server.make_url("/")), 15.0), clock=fake_clock)
-    pod_cpu = agent.sampler.sources.pod_cpu
-    await agent.start()  # the baseline sample; no other cycle for 15 s
-    try:
-        initial = int((pod / "cpuacct.usage").read_text())
-        with (pod / "cpuacct.usage").open("r+") as counter:  # in place, as the kernel does
-            counter.write(f"{initial + 2_000_000_000}\n")
-        shutil.rmtree(next(p for p in pod.iterdir() if p.is_dir()))  # a container exits
-        await until(lambda: UID_BURSTABLE in pod_cpu._ahead)
-        shutil.rmtree(pod)
-        fake_clock.advance(5)
-    finally:
-        await agent.stop()  # closes the window: its one report
-    (report,) = sink.accepted
-    assert {row["uid"]: row["cpu_seconds"] for row in report["pods"]}[UID_BURSTABLE] == (
-        pytest.approx(2.0))
