@@ -24,6 +24,7 @@ tolerance.
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import os
 import ssl
@@ -73,8 +74,12 @@ def read_pod_usage(kubepods: Path) -> dict[str, int]:
                 continue
             try:
                 usage[name[3:]] = int((directory / name / "cpuacct.usage").read_text())
-            except (FileNotFoundError, ValueError):
-                continue  # removed between listing and reading
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
+                continue  # removed between listing and opening (ENOENT) or reading (ENODEV)
+            except ValueError:
+                continue  # removed while being read
     return usage
 
 
