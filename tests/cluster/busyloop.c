@@ -3,6 +3,9 @@
  *
  *   busyloop spin [SECONDS [IDLE]]   burn one CPU (forever, or for SECONDS of wall
  *                                    time, then idle IDLE seconds before exiting)
+ *   busyloop burn CPU_SECONDS        burn one CPU until the process has used
+ *                                    CPU_SECONDS of CPU time, then exit: a known
+ *                                    amount of work, however busy the node
  *   busyloop sleep                   use no CPU until stopped
  *
  * Under a CPU limit the spinning process uses exactly its quota, which gives
@@ -28,6 +31,22 @@ static double now_seconds(void) {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+static double cpu_seconds(void) {
+    struct timespec used;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &used);
+    return (double)used.tv_sec + (double)used.tv_nsec / 1e9;
+}
+
+static int burn(double seconds) {
+    volatile unsigned long counter = 0;
+    while (!stopping && cpu_seconds() < seconds) {
+        for (int i = 0; i < 100000; i++) {
+            counter++;
+        }
+    }
+    return 0;
 }
 
 static int spin(double seconds, double idle) {
@@ -57,12 +76,15 @@ int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "spin") == 0) {
         return spin(argc >= 3 ? atof(argv[2]) : 0, argc >= 4 ? atof(argv[3]) : 0);
     }
+    if (argc == 3 && strcmp(argv[1], "burn") == 0) {
+        return burn(atof(argv[2]));
+    }
     if (argc == 2 && strcmp(argv[1], "sleep") == 0) {
         while (!stopping) {
             pause();
         }
         return 0;
     }
-    fprintf(stderr, "usage: busyloop spin [SECONDS [IDLE]] | busyloop sleep\n");
+    fprintf(stderr, "usage: busyloop spin [SECONDS [IDLE]] | busyloop burn CPU_SECONDS | busyloop sleep\n");
     return 2;
 }

@@ -24,6 +24,7 @@ tolerance.
 from __future__ import annotations
 
 import bisect
+import errno
 import itertools
 import os
 import ssl
@@ -34,8 +35,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kube_objects import wait_for
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
+from release import AGENT_INTERVAL_SECONDS
 
 CPU_TOLERANCE = 0.03  # relative, per pod, namespace and workload; and node utilisation
 # A difference this small passes whatever the row's size: the CPU one agent cycle uses
@@ -71,8 +74,12 @@ def read_pod_usage(kubepods: Path) -> dict[str, int]:
                 continue
             try:
                 usage[name[3:]] = int((directory / name / "cpuacct.usage").read_text())
-            except (FileNotFoundError, ValueError):
-                continue  # removed between listing and reading
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                    raise
+                continue  # removed between listing and opening (ENOENT) or reading (ENODEV)
+            except ValueError:
+                continue  # removed while being read
     return usage
 
 
@@ -152,7 +159,7 @@ class KernelRecorder:
     # --- reading the record -------------------------------------------------------
 
     def _index(self, wall: float) -> int:
-        return bisect.bisect_left([s.wall for s in self.samples], wall)
+        return bisect.bisect_left(self.samples, wall, key=lambda sample: sample.wall)
 
     def usage_at(self, uid: str, wall: float) -> float | None:
         """The pod's counter (ns) at `wall`, interpolated; None if the pod was not there."""
@@ -176,6 +183,11 @@ class KernelRecorder:
 
     def uids(self) -> set[str]:
         return {uid for sample in self.samples for uid in sample.pods}
+
+    def uids_within(self, start: float, end: float) -> list[str]:
+        """The pods whose cgroups were read at some time between `start` and `end`."""
+        return [uid for uid in self.uids()
+                if (seen := self.seen(uid)) and seen[1] > start and seen[0] < end]
 
     def seen(self, uid: str) -> tuple[float, float] | None:
         """When the pod's cgroup was first and last read, or None if never."""
@@ -208,6 +220,9 @@ class CollectorSample:
     node_usage_ratio: float = 0.0
     node_containers: float = 0.0
     node_pods: float = 0.0
+    # grams per second of window are constant for a node: their sum measures the windows
+    node_embodied_co2e_grams: float = 0.0
+    reports: dict[str, float] = field(default_factory=dict)  # collector_reports_total by result
 
 
 def parse_collector_metrics(text: str, node: str) -> CollectorSample | None:
@@ -234,6 +249,10 @@ def parse_collector_metrics(text: str, node: str) -> CollectorSample | None:
                 sample.node_containers = value
             elif name == "kubecarbon_node_pods":
                 sample.node_pods = value
+            elif name == "kubecarbon_node_embodied_co2e_grams_total":
+                sample.node_embodied_co2e_grams = value
+            elif name == "kubecarbon_collector_reports_total":
+                sample.reports[labels["result"]] = value
     return sample if found else None
 
 
@@ -311,6 +330,17 @@ class CollectorRecorder:
             self.errors.append(f"{time.time():.1f} kubelet: {exc}")
             return
         self.kubelet_views.append(KubeletView(time.time(), pods, containers))
+
+    def wait_windows(self, count: int, after: float | None = None) -> CollectorSample:
+        """Wait until `count` windows ending after `after` (default: now) are applied;
+        returns the latest sample."""
+        since = time.time() if after is None else after
+        return wait_for(
+            f"{count} agent windows ending after {since:.1f}",
+            lambda: len([s for s in self.samples if s.window_end > since]) >= count
+            and self.samples[-1],
+            timeout=60 + 3 * count * AGENT_INTERVAL_SECONDS,
+            explain=lambda: "\n".join(self.errors[-5:]))
 
     def kubelet_view_around(self, wall: float, margin: float) -> KubeletView | None:
         """The kubelet's counts if they did not change within `margin` of `wall`."""

@@ -163,14 +163,27 @@ class LocalNodeCluster:
                 component.log.close()
         return self.sandbox.close()
 
-    def restart_apiserver(self) -> None:
-        """SIGTERM the API server, as an upgrade of the control plane does, and start it
-        again with the same flags; returns once it answers /readyz."""
-        (component,) = [c for c in self._components if c.name == "kube-apiserver"]
+    def restart(self, name: str) -> float:
+        """Stop a component with SIGTERM (SIGKILL after the grace period) and start it again
+        with the same arguments, configuration and state directories, as `systemctl restart`
+        does; wait until it serves again. Returns the seconds it was down.
+
+        Pods keep running through a restart of containerd or the kubelet: only the component
+        gets the signal (systemd's containerd unit has KillMode=process), so containerd's
+        shims and the pods outlive it, and a new kubelet finds its pods again through the
+        runtime. Restarting kube-apiserver is what an upgrade of the control plane does.
+        """
+        (component,) = [c for c in self._components if c.name == name]
         assert component.log is not None
+        stopped = time.monotonic()
         stop_process(component.process, STOP_GRACE_SECONDS)
-        component.process = self.sandbox.run(component.name, component.argv, component.log)
-        self._wait_apiserver()
+        component.process = self.sandbox.run(name, component.argv, component.log)
+        if name == "kube-apiserver":
+            self._wait_apiserver()
+        else:
+            ready = {"containerd": self._containerd_serves, "kubelet": self._kubelet_healthy}
+            self._wait(f"{name} after its restart", ready[name])
+        return time.monotonic() - stopped
 
     def started_at(self, name: str) -> float:
         """Unix time at which the running process of component `name` started (/proc)."""
@@ -470,6 +483,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._wait("kube-apiserver", ready)
         write_kubeconfig(self.admin.kubeconfig, self.server, self.ca_file, self.admin.token,
                          self.admin.name)
+
+    def _containerd_serves(self) -> bool:
+        version = subprocess.run(
+            ["ctr", "--address", str(self.containerd_socket), "--timeout", "2s", "version"],
+            capture_output=True, check=False)
+        return version.returncode == 0
+
+    def _kubelet_healthy(self) -> bool:
+        """The kubelet's /healthz on its authenticated port (its sync loop is running)."""
+        context = ssl.create_default_context(cafile=str(self.kubelet_ca_file))
+        context.check_hostname = False  # its self-signed certificate names the host, not the IP
+        request = urllib.request.Request(
+            f"https://{self.slot.node_ip}:10250/healthz",
+            headers={"Authorization": f"Bearer {self.admin.token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=2, context=context) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            return False
 
     def _wait_node_ready(self) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))

@@ -70,9 +70,7 @@ def test_cpu_per_pod_namespace_and_workload_and_the_node_match_the_kernel(record
     window_ends = [s.window_end for s in samples]
     span = last.window_end - first.window_end
 
-    uids = [uid for uid in kernel.uids()
-            if (seen := kernel.seen(uid)) and seen[1] > first.window_end
-            and seen[0] < last.window_end]
+    uids = kernel.uids_within(first.window_end, last.window_end)
     truth = {uid: kernel.pod_cpu_seconds(uid, window_ends) for uid in uids}
     identity = kernel.identities
     rows: list[Row] = []

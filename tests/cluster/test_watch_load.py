@@ -285,7 +285,7 @@ def test_an_api_server_restart_costs_one_list_per_resource_counted_as_expired(lo
     core.delete_namespaced_config_map("kubecarbon-test-load-marker", NAMESPACE)
 
     began = time.monotonic()
-    local.restart_apiserver()
+    local.restart("kube-apiserver")
     down_seconds = time.monotonic() - began
 
     def relisted_and_watching(c: Collector) -> Callable[[], bool]:

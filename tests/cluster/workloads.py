@@ -126,3 +126,24 @@ def manifests() -> list[dict[str, Any]]:
         },
     })
     return objects
+
+
+# Short-lived bare pods for tests/cluster/test_pod_churn.py, in a namespace of their own.
+CHURN_NAMESPACE = "kc-churn"
+CHURN_CPU_LIMIT_CORES = 0.1
+
+
+def churn_pod(name: str, burn_cpu_seconds: float) -> dict[str, Any]:
+    """A Burstable pod that burns a known amount of CPU under a 100m limit, then exits."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": CHURN_NAMESPACE,
+                     "labels": {"app.kubernetes.io/part-of": "kubecarbon-test"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [_container("burn", ["burn", str(burn_cpu_seconds)], {
+                "requests": {"cpu": "20m", "memory": "16Mi"},
+                "limits": {"cpu": f"{CHURN_CPU_LIMIT_CORES * 1000:.0f}m", "memory": "16Mi"}})],
+        },
+    }
