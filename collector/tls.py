@@ -56,8 +56,8 @@ class ReloadingCertificate:
     def __init__(self, cert_file: Path, key_file: Path) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
+        self._current = load_server_context(cert_file, key_file)  # the errors at start
         self._identities = self._read_identities()
-        self._current = load_server_context(cert_file, key_file)
         self.reloads = 0
         # The context the server holds picks, per handshake, the current one.
         self.context = load_server_context(cert_file, key_file)
