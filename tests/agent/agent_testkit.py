@@ -73,7 +73,8 @@ class Sink:
             return web.json_response({"error": "starting up"}, status=503)
         if self.mode == "unauthorized":
             return web.json_response({"error": "invalid bearer token"}, status=401)
-        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+        authorization = request.headers.get("Authorization")
+        if self.token is not None and authorization != f"Bearer {self.token}":
             return web.json_response({"error": "wrong bearer token"}, status=self.refusal)
         reports = orjson.loads(body)["reports"]
         for index, report in enumerate(reports):

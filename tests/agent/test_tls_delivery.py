@@ -34,7 +34,8 @@ class HandshakeCountingServer:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
     directory = tmp_path_factory.mktemp("pki")
-    authority, other = Authority.create(directory / "ca"), Authority.create(directory / "other", "other-ca")
+    authority = Authority.create(directory / "ca")
+    other = Authority.create(directory / "other", "other-ca")
     return {
         "authority": authority,
         "other": other,
@@ -44,9 +45,10 @@ def pki(tmp_path_factory):
 
 
 async def serve(aiohttp_server, sink, certificate):
+    """The sink over HTTPS on 127.0.0.1: its handshake counter and its URL."""
     server_tls = HandshakeCountingServer(certificate.cert, certificate.key)
     server = await aiohttp_server(sink.app(), ssl=server_tls.context, host="127.0.0.1")
-    return server, server_tls, f"https://127.0.0.1:{server.port}"
+    return server_tls, f"https://127.0.0.1:{server.port}"
 
 
 async def run_until(publisher, predicate):
@@ -63,7 +65,7 @@ async def test_reports_go_over_one_verified_connection_by_address_with_the_servi
     aiohttp_server, pki
 ):
     sink = Sink()
-    server, server_tls, url = await serve(aiohttp_server, sink, pki["service"])
+    server_tls, url = await serve(aiohttp_server, sink, pki["service"])
     registry = CollectorRegistry()
     publisher = make_publisher(url, registry, ca_file=pki["authority"].cert,
                                server_name=SERVICE_NAME, batch_max_reports=1)
@@ -87,7 +89,7 @@ async def test_a_certificate_failing_verification_keeps_every_report(
     aiohttp_server, pki, caplog, case, expected
 ):
     sink = Sink()
-    server, _, url = await serve(aiohttp_server, sink, pki["service"])
+    _, url = await serve(aiohttp_server, sink, pki["service"])
     registry = CollectorRegistry()
     trusted = pki["other"].cert if case.startswith("a CA") else pki["authority"].cert
     server_name = SERVICE_NAME if case.startswith("a CA") else None
@@ -108,7 +110,7 @@ async def test_a_swapped_ca_bundle_is_used_for_the_next_connection(aiohttp_serve
     # The collector's certificate was renewed by another CA; the agents' bundle follows
     # when the kubelet swaps the mounted file, and the reports waited for it.
     sink = Sink()
-    server, server_tls, url = await serve(aiohttp_server, sink, pki["other_service"])
+    _, url = await serve(aiohttp_server, sink, pki["other_service"])
     bundle = SecretVolume(tmp_path / "ca")
     bundle.write({"ca.crt": pki["authority"].cert.read_bytes()})
     registry = CollectorRegistry()

@@ -47,7 +47,8 @@ def test_tls_serves_the_secrets_pair_and_agents_mount_only_its_ca(render_objects
     # the key stays with the collector: agents get the CA bundle alone
     assert ca == {"secretName": "collector-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
     agent_env = env_of(agent)
-    assert agent_env["KUBECARBON_COLLECTOR_CA_FILE"] == f"{mount_path(agent, 'collector-ca')}/ca.crt"
+    ca_directory = mount_path(agent, "collector-ca")
+    assert agent_env["KUBECARBON_COLLECTOR_CA_FILE"] == f"{ca_directory}/ca.crt"
     assert agent_env["KUBECARBON_COLLECTOR_SERVER_NAME"] == SERVICE_NAME
     assert agent_env["KUBECARBON_COLLECTOR_URL"] == f"https://{SERVICE_NAME}:9880"
 
