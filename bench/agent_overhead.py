@@ -16,6 +16,12 @@ node_exporter's per scrape at 300 pods on both trees; agent RSS <= 40 MiB.
     .venv/bin/python bench/agent_overhead.py [--trees v2,v1] [--pods 30,100,300,1000]
                                              [--rounds 3] [--cycles 15]
     .venv/bin/python bench/agent_overhead.py --trees v2-cgroupfs,v1-cgroupfs --pods 300  # root
+    .venv/bin/python bench/agent_overhead.py --trees v1 --pods 300 --tls   # http and https
+
+With --tls each row is measured twice in the same run, delivering over plain HTTP
+and over HTTPS (a CA and a certificate for the collector Service's name made with
+openssl; the agent connects by address and checks that name, as deployed), and the
+difference per cycle is printed: what TLS costs the agent on a kept connection.
 
 The -cgroupfs trees are made of real cgroups on this machine (their counters stay
 still: nothing runs in them), so every read costs what the kernel charges.
@@ -27,6 +33,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -40,11 +47,17 @@ from aiohttp import web
 from benchkit import free_loopback_port
 from cgroup_trees import TREES, CounterWriter, GeneratedTree
 
+# certificates.py; appended, so that tests/agent never shadows the agent package
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+
+from certificates import Authority, ServerCertificate
+
 EXPORTER = "prometheus-node-exporter"
 MIB = 1024 * 1024
 GOAL_PODS = 300
 GOAL_CPU_RATIO = 0.25
 GOAL_RSS_BYTES = 40 * MIB
+SERVICE_NAME = "kubecarbon-collector.kubecarbon.svc"  # the name the agent checks (--tls)
 WARM_UP_CYCLES = 3  # imports, first windows, the first full pass over the tree
 
 
@@ -96,6 +109,7 @@ class Round:
 class Measured:
     tree: str
     pods: int
+    transport: str  # http or https
     rounds: list[Round]
     sampler_nanoseconds: float  # the sampler alone, in this process
     agent_rss_bytes: int
@@ -128,7 +142,8 @@ def check_report(report: dict, tree: GeneratedTree) -> None:
 
 
 async def measure_side_by_side(
-    tree: GeneratedTree, exporter_binary: str, rounds: int, cycles: int
+    tree: GeneratedTree, exporter_binary: str, rounds: int, cycles: int,
+    tls: ServerCertificate | None = None,
 ) -> tuple[list[Round], int, int, int]:
     """Agent and node_exporter side by side; rounds, agent RSS and peak RSS, exporter RSS."""
     arrivals: asyncio.Queue[dict] = asyncio.Queue()
@@ -143,16 +158,24 @@ async def measure_side_by_side(
     app.router.add_post("/api/v1/reports", sink)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    server_tls = None
+    if tls is not None:
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(tls.cert, tls.key)
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
     sink_port = runner.addresses[0][1]
+    transport = ["--collector-url", f"http://127.0.0.1:{sink_port}"]
+    if tls is not None:
+        transport = ["--collector-url", f"https://127.0.0.1:{sink_port}",
+                     "--collector-ca-file", str(tls.ca), "--collector-server-name", SERVICE_NAME]
     exporter_port = free_loopback_port()
     exporter = await asyncio.create_subprocess_exec(
         exporter_binary, f"--web.listen-address=127.0.0.1:{exporter_port}",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "--collector-url", f"http://127.0.0.1:{sink_port}",
-        "--interval", "1", "--node-name", "bench-node", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "agent", *transport, "--interval", "1",
+        "--node-name", "bench-node", "--listen", "127.0.0.1:0",
         "--host-proc", "/proc", "--host-sys", str(tree.sys_root), "--log-level", "warning",
     )  # fmt: skip
     try:
@@ -225,18 +248,24 @@ def scratch_parent() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-async def measure(tree_name: str, pods: int, exporter: str, rounds: int, cycles: int) -> Measured:
+async def measure(tree_name: str, pods: int, exporter: str, rounds: int, cycles: int,
+                  tls: ServerCertificate | None = None) -> list[Measured]:
+    """One row over plain HTTP; with `tls`, a second one over HTTPS on the same tree."""
+    rows = []
     with tempfile.TemporaryDirectory(prefix="kubecarbon-bench-", dir=scratch_parent()) as scratch:
         tree = TREES[tree_name](Path(scratch), pods)
         try:
             with CounterWriter(tree):
                 sampler_ns = sampling_only_nanoseconds(tree.sys_root, 50)
-                measured, rss, peak, exporter_rss = await measure_side_by_side(
-                    tree, exporter, rounds, cycles
-                )
+                for certificate in (None, tls) if tls is not None else (None,):
+                    measured, rss, peak, exporter_rss = await measure_side_by_side(
+                        tree, exporter, rounds, cycles, certificate
+                    )
+                    rows.append(Measured(tree_name, pods, "https" if certificate else "http",
+                                         measured, sampler_ns, rss, peak, exporter_rss))
         finally:
             tree.cleanup()
-    return Measured(tree_name, pods, measured, sampler_ns, rss, peak, exporter_rss)
+    return rows
 
 
 def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -248,10 +277,27 @@ def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     return mean_y - slope * mean_x, slope
 
 
+def print_tls_cost(rows: list[Measured]) -> None:
+    """HTTPS against HTTP, per cycle, for each row measured both ways."""
+    plain = {(row.tree, row.pods): row for row in rows if row.transport == "http"}
+    for row in rows:
+        if row.transport != "https":
+            continue
+        reference = plain[(row.tree, row.pods)]
+        per_round = ", ".join(
+            f"{(https.agent_nanoseconds_per_cycle - http.agent_nanoseconds_per_cycle) / 1e6:+.3f}"
+            for https, http in zip(row.rounds, reference.rounds, strict=True))
+        print(f"{row.tree} {row.pods} pods: HTTPS costs the agent "
+              f"{row.agent_ms - reference.agent_ms:+.3f} ms per cycle against HTTP "
+              f"({row.agent_ms / reference.agent_ms:.2f}x; rounds {per_round}), "
+              f"RSS {(row.agent_rss_bytes - reference.agent_rss_bytes) / MIB:+.1f} MiB")
+
+
 def print_row(row: Measured) -> None:
     per_round = ", ".join(f"{r.ratio:.2f}" for r in row.rounds)
     print(
-        f"{row.tree:>11} {row.pods:>5} | {row.agent_ms:6.2f} {row.exporter_ms:6.2f} | "
+        f"{row.tree:>11} {row.pods:>5} {row.transport:>9} | "
+        f"{row.agent_ms:6.2f} {row.exporter_ms:6.2f} | "
         f"{row.ratio:5.2f} ({per_round}) | {row.sampler_nanoseconds / 1e6:6.2f} | "
         f"{row.agent_rss_bytes / MIB:5.1f} {row.agent_peak_rss_bytes / MIB:5.1f} "
         f"{row.exporter_rss_bytes / MIB:5.1f}",
@@ -269,23 +315,33 @@ async def main() -> None:
     parser.add_argument("--pods", default="30,100,300,1000", help="comma-separated pod counts")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=15, help="agent cycles (1 s) per round")
+    parser.add_argument("--tls", action="store_true",
+                        help="measure each row over HTTP and over HTTPS (needs openssl)")
     options = parser.parse_args()
     trees = options.trees.split(",")
     pod_counts = [int(value) for value in options.pods.split(",")]
     if unknown := set(trees) - set(TREES):
         raise SystemExit(f"unknown tree(s): {', '.join(sorted(unknown))}")
     binary = ensure_node_exporter()
+    pki = tempfile.TemporaryDirectory(prefix="kubecarbon-bench-pki-")
+    tls = (Authority.create(Path(pki.name)).issue(Path(pki.name), [SERVICE_NAME])
+           if options.tls else None)
     print(f"{options.rounds} rounds of {options.cycles} cycles per row; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at start")  # fmt: skip
-    print("       tree  pods | agent ms/cycle, node_exporter ms/scrape | ratio (per round) | "
-          "sampler only ms | agent RSS, peak, node_exporter RSS MiB")  # fmt: skip
+    print("       tree  pods transport | agent ms/cycle, node_exporter ms/scrape | "
+          "ratio (per round) | sampler only ms | "
+          "agent RSS, peak, node_exporter RSS MiB")  # fmt: skip
     rows = []
     for tree_name in trees:
         for pods in pod_counts:
-            row = await measure(tree_name, pods, binary, options.rounds, options.cycles)
-            print_row(row)
-            rows.append(row)
+            for row in await measure(tree_name, pods, binary, options.rounds, options.cycles,
+                                     tls):
+                print_row(row)
+                rows.append(row)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
+    pki.cleanup()
+    print_tls_cost(rows)
+    rows = [row for row in rows if row.transport == "http"]  # the goals are the agent's own
     failures = []
     for tree_name in trees:
         of_tree = [row for row in rows if row.tree == tree_name]
