@@ -47,8 +47,7 @@ from aiohttp import web
 from benchkit import free_loopback_port
 from cgroup_trees import TREES, CounterWriter, GeneratedTree
 
-# certificates.py; appended, so that tests/agent never shadows the agent package
-sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pki"))
 
 from certificates import Authority, ServerCertificate
 
