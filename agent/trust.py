@@ -9,23 +9,16 @@ A bundle caught half-written keeps the last good one in use.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from pathlib import Path
 
-log = logging.getLogger("agent.trust")
+from kubecarbon.file_identity import file_identity
 
-FileIdentity = tuple[int, int, int, int]
+log = logging.getLogger("agent.trust")
 
 
 class CaBundleError(OSError):
     """The CA bundle cannot be read or holds no certificate."""
-
-
-def file_identity(path: Path) -> FileIdentity:
-    """What changes when a file is rewritten in place or replaced (the symlink is followed)."""
-    status = os.stat(path)
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def load_ca_context(path: Path) -> ssl.SSLContext:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from kubecarbon.file_identity import FileIdentity, file_identity
 
-FileIdentity = tuple[int, int, int, int] | None  # None: the file is not there
+log = logging.getLogger(__name__)
 
 
 class TokenFileError(Exception):
@@ -40,12 +39,12 @@ def read_token(path: Path, flag: str = "--token-file") -> bytes:
     return token
 
 
-def _identity(path: Path) -> FileIdentity:
+def _identity(path: Path) -> FileIdentity | None:
+    """None: the file is not there (a Secret without the previous token)."""
     try:
-        status = os.stat(path)
+        return file_identity(path)
     except FileNotFoundError:
         return None
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 class BearerTokens:
@@ -59,7 +58,7 @@ class BearerTokens:
                  *, fixed: tuple[bytes, ...] = ()) -> None:
         self._token_file = token_file
         self._previous_file = previous_token_file if token_file is not None else None
-        self._identities: tuple[FileIdentity, FileIdentity] | None = None
+        self._identities: tuple[FileIdentity | None, FileIdentity | None] | None = None
         self._tokens = fixed
         if token_file is not None:
             self._identities, self._tokens = self._load()
@@ -78,7 +77,7 @@ class BearerTokens:
             matched |= hmac.compare_digest(given, token)
         return matched
 
-    def _load(self) -> tuple[tuple[FileIdentity, FileIdentity], tuple[bytes, ...]]:
+    def _load(self) -> tuple[tuple[FileIdentity | None, FileIdentity | None], tuple[bytes, ...]]:
         assert self._token_file is not None
         identities = (_identity(self._token_file),
                       _identity(self._previous_file) if self._previous_file else None)

@@ -11,22 +11,16 @@ key yet) keeps the last good one in use until the next handshake looks again.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from kubecarbon.file_identity import FileIdentity, file_identity
 
-FileIdentity = tuple[int, int, int, int]
+log = logging.getLogger(__name__)
 
 
 class CertificateError(Exception):
     """The certificate or key file cannot be used; the message names the file."""
-
-
-def _identity(path: Path) -> FileIdentity:
-    status = os.stat(path)
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
 
 
 def load_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -82,7 +76,7 @@ class ReloadingCertificate:
         return self._current
 
     def _read_identities(self) -> tuple[FileIdentity, FileIdentity]:
-        return _identity(self.cert_file), _identity(self.key_file)
+        return file_identity(self.cert_file), file_identity(self.key_file)
 
     def _choose(self, connection: ssl.SSLObject, server_name: str | None,
                 context: ssl.SSLContext) -> None:
