@@ -18,10 +18,11 @@ node_exporter's per scrape at 300 pods on both trees; agent RSS <= 40 MiB.
     .venv/bin/python bench/agent_overhead.py --trees v2-cgroupfs,v1-cgroupfs --pods 300  # root
     .venv/bin/python bench/agent_overhead.py --trees v1 --pods 300 --tls   # http and https
 
-With --tls each row is measured twice in the same run, delivering over plain HTTP
-and over HTTPS (a CA and a certificate for the collector Service's name made with
-openssl; the agent connects by address and checks that name, as deployed), and the
-difference per cycle is printed: what TLS costs the agent on a kept connection.
+With --tls a second agent runs beside the first on the same tree, delivering over
+HTTPS (a CA and a certificate for the collector Service's name made with openssl;
+the agent connects by address and checks that name, as deployed) while the first
+uses plain HTTP; both rows are printed and their difference per cycle, which is
+what TLS costs the agent on a kept connection.
 
 The -cgroupfs trees are made of real cgroups on this machine (their counters stay
 still: nothing runs in them), so every read costs what the kernel charges.
@@ -140,43 +141,55 @@ def check_report(report: dict, tree: GeneratedTree) -> None:
         raise SystemExit("some pod's CPU counter did not advance in the agent's report")
 
 
+@dataclass
+class AgentMeasured:
+    rounds: list[Round]
+    rss_bytes: int
+    peak_rss_bytes: int
+
+
 async def measure_side_by_side(
     tree: GeneratedTree, exporter_binary: str, rounds: int, cycles: int,
     tls: ServerCertificate | None = None,
-) -> tuple[list[Round], int, int, int]:
-    """Agent and node_exporter side by side; rounds, agent RSS and peak RSS, exporter RSS."""
-    arrivals: asyncio.Queue[dict] = asyncio.Queue()
+) -> tuple[dict[str, AgentMeasured], int]:
+    """node_exporter beside one agent posting over HTTP and, with `tls`, a second one
+    posting over HTTPS at the same time, so both see the same noise; per transport the
+    agent's rounds and RSS, and node_exporter's RSS."""
+    arrivals: dict[str, asyncio.Queue[dict]] = {"http": asyncio.Queue()}
+    if tls is not None:
+        arrivals["https"] = asyncio.Queue()
 
     async def sink(request: web.Request) -> web.Response:
         reports = (await request.json())["reports"]
         for report in reports:
-            arrivals.put_nowait(report)
+            arrivals[report["node"].removeprefix("bench-")].put_nowait(report)
         return web.json_response({"accepted": len(reports), "duplicates": 0})
 
     app = web.Application()
     app.router.add_post("/api/v1/reports", sink)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    server_tls = None
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    urls = {"http": ["--collector-url", f"http://127.0.0.1:{runner.addresses[0][1]}"]}
     if tls is not None:
         server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_tls.load_cert_chain(tls.cert, tls.key)
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
-    sink_port = runner.addresses[0][1]
-    transport = ["--collector-url", f"http://127.0.0.1:{sink_port}"]
-    if tls is not None:
-        transport = ["--collector-url", f"https://127.0.0.1:{sink_port}",
-                     "--collector-ca-file", str(tls.ca), "--collector-server-name", SERVICE_NAME]
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+        urls["https"] = ["--collector-url", f"https://127.0.0.1:{runner.addresses[1][1]}",
+                         "--collector-ca-file", str(tls.ca),
+                         "--collector-server-name", SERVICE_NAME]
     exporter_port = free_loopback_port()
     exporter = await asyncio.create_subprocess_exec(
         exporter_binary, f"--web.listen-address=127.0.0.1:{exporter_port}",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", *transport, "--interval", "1",
-        "--node-name", "bench-node", "--listen", "127.0.0.1:0",
-        "--host-proc", "/proc", "--host-sys", str(tree.sys_root), "--log-level", "warning",
-    )  # fmt: skip
+    agents = {}
+    for transport, url in urls.items():
+        agents[transport] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", *url, "--interval", "1",
+            "--node-name", f"bench-{transport}", "--listen", "127.0.0.1:0",
+            "--host-proc", "/proc", "--host-sys", str(tree.sys_root), "--log-level", "warning",
+        )  # fmt: skip
     try:
         async with aiohttp.ClientSession() as session:
 
@@ -184,10 +197,10 @@ async def measure_side_by_side(
                 async with session.get(f"http://127.0.0.1:{exporter_port}/metrics") as response:
                     await response.read()
 
-            async def next_cycle() -> dict:
-                report = await asyncio.wait_for(arrivals.get(), 30)
+            async def next_cycle() -> list[dict]:
+                reports = [await asyncio.wait_for(queue.get(), 30) for queue in arrivals.values()]
                 await scrape()
-                return report
+                return reports
 
             for _ in range(200):  # until node_exporter listens
                 try:
@@ -197,28 +210,36 @@ async def measure_side_by_side(
                     await asyncio.sleep(0.05)
             for _ in range(WARM_UP_CYCLES):
                 await next_cycle()
-            measured: list[Round] = []
-            before = cpu_nanoseconds(agent.pid), cpu_nanoseconds(exporter.pid)
+            measured: dict[str, list[Round]] = {transport: [] for transport in agents}
+
+            def cpu() -> tuple[dict[str, int], int]:
+                return ({t: cpu_nanoseconds(a.pid) for t, a in agents.items()},
+                        cpu_nanoseconds(exporter.pid))
+
+            before = cpu()
             for _ in range(rounds):
                 for _ in range(cycles):
-                    report = await next_cycle()
-                after = cpu_nanoseconds(agent.pid), cpu_nanoseconds(exporter.pid)
-                measured.append(
-                    Round((after[0] - before[0]) / cycles, (after[1] - before[1]) / cycles)
-                )
+                    reports = await next_cycle()
+                after = cpu()
+                for transport in agents:
+                    measured[transport].append(Round(
+                        (after[0][transport] - before[0][transport]) / cycles,
+                        (after[1] - before[1]) / cycles))
                 before = after
-                check_report(report, tree)
-            sizes = (
-                status_bytes(agent.pid, "VmRSS"),
-                status_bytes(agent.pid, "VmHWM"),
-                status_bytes(exporter.pid, "VmRSS"),
-            )
+                for report in reports:
+                    check_report(report, tree)
+            results = {
+                transport: AgentMeasured(measured[transport], status_bytes(agent.pid, "VmRSS"),
+                                         status_bytes(agent.pid, "VmHWM"))
+                for transport, agent in agents.items()
+            }
+            exporter_rss = status_bytes(exporter.pid, "VmRSS")
     finally:
-        for process in (agent, exporter):
+        for process in (*agents.values(), exporter):
             process.terminate()
             await process.wait()
         await runner.cleanup()
-    return measured, *sizes
+    return results, exporter_rss
 
 
 def sampling_only_nanoseconds(sys_root: Path, cycles: int) -> float:
@@ -249,22 +270,20 @@ def scratch_parent() -> str | None:
 
 async def measure(tree_name: str, pods: int, exporter: str, rounds: int, cycles: int,
                   tls: ServerCertificate | None = None) -> list[Measured]:
-    """One row over plain HTTP; with `tls`, a second one over HTTPS on the same tree."""
-    rows = []
+    """One row over plain HTTP; with `tls`, a second one over HTTPS measured beside it."""
     with tempfile.TemporaryDirectory(prefix="kubecarbon-bench-", dir=scratch_parent()) as scratch:
         tree = TREES[tree_name](Path(scratch), pods)
         try:
             with CounterWriter(tree):
                 sampler_ns = sampling_only_nanoseconds(tree.sys_root, 50)
-                for certificate in (None, tls) if tls is not None else (None,):
-                    measured, rss, peak, exporter_rss = await measure_side_by_side(
-                        tree, exporter, rounds, cycles, certificate
-                    )
-                    rows.append(Measured(tree_name, pods, "https" if certificate else "http",
-                                         measured, sampler_ns, rss, peak, exporter_rss))
+                agents, exporter_rss = await measure_side_by_side(
+                    tree, exporter, rounds, cycles, tls
+                )
         finally:
             tree.cleanup()
-    return rows
+    return [Measured(tree_name, pods, transport, agent.rounds, sampler_ns, agent.rss_bytes,
+                     agent.peak_rss_bytes, exporter_rss)
+            for transport, agent in agents.items()]
 
 
 def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
