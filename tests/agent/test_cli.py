@@ -12,6 +12,7 @@ from agent.cli import main, parse_settings
 from agent.settings import AgentSettings, DeliverySettings, ServerSettings, SourceSettings
 
 URL = ["--collector-url", "http://collector:9880"]
+NOT_PEM = str(Path(__file__).resolve().parents[2] / "pyproject.toml")
 
 
 def test_defaults_match_the_documented_settings():
@@ -83,8 +84,8 @@ def test_every_setting_has_a_flag(tmp_path):
         ([*URL, "--token-file", "/nonexistent"], {}, None, "--token-file: cannot read"),
         ([*URL, "--collector-ca-file", "/nonexistent"], {}, None,
          "--collector-ca-file: CA bundle /nonexistent: cannot read it"),
-        ([*URL, "--collector-ca-file", "/etc/hostname"], {}, None,
-         "--collector-ca-file: CA bundle /etc/hostname: not PEM certificates"),
+        ([*URL, "--collector-ca-file", NOT_PEM], {}, None,
+         f"--collector-ca-file: CA bundle {NOT_PEM}: not PEM certificates"),
         ([*URL], {}, "intervall: 15\n", "unrecognized arguments: --intervall=15"),
         ([*URL], {}, "- just\n- a list\n", "doesn't appear to contain 'key: value' pairs"),
     ],
