@@ -134,10 +134,12 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
     before = {p.metadata.name for p in running_pods(core, release.NAMESPACE)}
     values = release.release_values()
     values["tls"] = {"enabled": True, "secretName": TLS_SECRET}
+    rolled_out = rotation_done = wall_start  # for the timings printed however the test ends
     try:
         release.upgrade(kubeconfig, release.CHART_DIR, values)
         pods = wait_for("the HTTPS collector and its agent Ready", lambda: replaced(core, before),
                         timeout=180, explain=lambda: describe_pods(core))
+        rolled_out = time.monotonic()
         collector = HttpsCollector(address, port, authority.cert)
         wait_for("reports accepted over HTTPS", lambda: agent_counters(pods["agent"])[
             "sent_total"] >= 2, timeout=60)
@@ -202,6 +204,7 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
             and agent_counters(pods["agent"])["buffered"] == 0),
             timeout=TOKEN_ROTATION_BOUND_SECONDS)
 
+        rotation_done = time.monotonic()
         agent = agent_counters(pods["agent"])
         metrics = collector.metrics()
         accepted = value(metrics, "kubecarbon_collector_reports_total", result="accepted")
@@ -229,9 +232,13 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
             assert all(s.restart_count == 0 for s in still.status.container_statuses)
     finally:
         scraper.reconfigure(plain_scrape)
+        restoring = time.monotonic()
         before = {p.metadata.name for p in running_pods(core, release.NAMESPACE)}
         release.upgrade(kubeconfig, release.CHART_DIR, release.release_values())
         wait_for("the plain-HTTP release back", lambda: replaced(core, before), timeout=180,
                  explain=lambda: describe_pods(core))
         core.delete_namespaced_secret(TLS_SECRET, release.NAMESPACE)
-        print(f"test_tls wall time {time.monotonic() - wall_start:.0f} s")
+        print(f"test_tls wall time {time.monotonic() - wall_start:.0f} s: upgrade to HTTPS and "
+              f"its rollout {rolled_out - wall_start:.0f} s, deliveries, scrape and rotation "
+              f"{rotation_done - rolled_out:.0f} s, back to plain HTTP "
+              f"{time.monotonic() - restoring:.0f} s")
