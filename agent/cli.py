@@ -29,6 +29,7 @@ from agent.settings import (
     ServerSettings,
     SourceSettings,
 )
+from agent.trust import CaBundleError, load_ca_context
 from kubecarbon.address import parse_host_port
 from kubecarbon.bounds import bounded
 from kubecarbon.wire import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, NODE_NAME_RULE, is_node_name
@@ -54,8 +55,8 @@ def _collector_url(text: str) -> str:
     return text
 
 
-def _collector_url_from_service(env: Mapping[str, str]) -> str:
-    """http://CLUSTER-IP:PORT from the Service variables; ValueError names the bad one."""
+def _collector_url_from_service(env: Mapping[str, str], scheme: str = "http") -> str:
+    """SCHEME://CLUSTER-IP:PORT from the Service variables; ValueError names the bad one."""
     host, port = env.get(SERVICE_HOST_VARIABLE, ""), env.get(SERVICE_PORT_VARIABLE, "")
     try:
         address = ipaddress.ip_address(host)
@@ -65,7 +66,7 @@ def _collector_url_from_service(env: Mapping[str, str]) -> str:
     if not port.isdigit() or not 0 < int(port) <= 65535:
         raise ValueError(f"{SERVICE_PORT_VARIABLE}: {port!r} is not a port")
     netloc = f"[{address}]" if address.version == 6 else str(address)
-    return f"http://{netloc}:{int(port)}"
+    return f"{scheme}://{netloc}:{int(port)}"
 
 
 def _node_name(text: str) -> str:
@@ -90,6 +91,15 @@ def _readable_file(text: str) -> Path:
     return path
 
 
+def _ca_bundle(text: str) -> Path:
+    path = Path(text)
+    try:
+        load_ca_context(path)
+    except CaBundleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
 def build_parser() -> configargparse.ArgParser:
     defaults_sources = SourceSettings()
     defaults_delivery = DeliverySettings()
@@ -108,6 +118,12 @@ def build_parser() -> configargparse.ArgParser:
     add("--collector-url", type=_collector_url, default=None,
         help=f"collector base URL (default: http://${SERVICE_HOST_VARIABLE}:"
         f"${SERVICE_PORT_VARIABLE}, which a kubelet sets for the Service kubecarbon-collector)")
+    add("--collector-ca-file", type=_ca_bundle, default=None,
+        help="CA bundle (PEM) to verify the collector's certificate with, re-read when it "
+        "changes; implies https for the URL from the Service variables")  # fmt: skip
+    add("--collector-server-name", default=None,
+        help="name the collector's certificate must carry (default: the URL's host); "
+        "e.g. kubecarbon-collector.NAMESPACE.svc when connecting by ClusterIP")  # fmt: skip
     add("--interval", type=bounded(float, MIN_WINDOW_SECONDS, MAX_WINDOW_SECONDS),
         default=SamplerSettings().interval_seconds, help="window length, seconds")  # fmt: skip
     add("--node-name", type=_node_name, default=socket.gethostname().lower(),
@@ -153,10 +169,13 @@ def parse_settings(
         if SERVICE_HOST_VARIABLE not in env and SERVICE_PORT_VARIABLE not in env:
             parser.error("the following arguments are required: --collector-url "
                          f"(or {SERVICE_HOST_VARIABLE} and {SERVICE_PORT_VARIABLE})")
+        scheme = "https" if options.collector_ca_file is not None else "http"
         try:
-            collector_url = _collector_url_from_service(env)
+            collector_url = _collector_url_from_service(env, scheme)
         except ValueError as exc:
             parser.error(str(exc))
+    elif options.collector_ca_file is not None and not collector_url.startswith("https://"):
+        parser.error(f"argument --collector-ca-file: {collector_url} is not an https:// URL")
     host, port = options.listen
     settings = AgentSettings(
         node_name=options.node_name,
@@ -167,6 +186,8 @@ def parse_settings(
         delivery=DeliverySettings(
             collector_url=collector_url,
             token_file=options.token_file,
+            ca_file=options.collector_ca_file,
+            server_name=options.collector_server_name,
             buffer_max_reports=options.buffer_max_reports,
             buffer_max_bytes=options.buffer_max_bytes,
             batch_max_reports=options.batch_max_reports,

@@ -4,9 +4,11 @@ A request is one write of head and body on the kept connection and a small
 parser for the answer. aiohttp's client spent about half a millisecond of CPU
 per request in the running agent (docs/benchmarks.md, node agent overhead), as
 much as reading 300 pods; the agent needs little of what it offers. What it
-does need is here: http and https (the system's CA certificates, the server's
-name checked), one total timeout per request, and answers whose body is
-delimited by Content-Length, by chunks or by the server closing.
+does need is here: http and https (the system's CA certificates or a CA bundle
+file, the server's name checked, a name to check other than the host's when
+connecting by IP), one total timeout per request, and answers whose body is
+delimited by Content-Length, by chunks or by the server closing. The TLS
+handshake is paid once per connection, which is kept between requests.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agent import __version__
+from agent.trust import CaBundle
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # the collector answers in a few hundred bytes
 USER_AGENT = f"kubecarbon-agent/{__version__}"
@@ -206,7 +209,13 @@ class KeepAliveClient:
     """POSTs to one origin (scheme, host, port) over a connection it keeps between requests."""
 
     def __init__(
-        self, base_url: str, timeout_seconds: float, *, ssl_context: ssl.SSLContext | None = None
+        self,
+        base_url: str,
+        timeout_seconds: float,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        ca_bundle: CaBundle | None = None,
+        server_name: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -220,6 +229,8 @@ class KeepAliveClient:
         self._host_header = host if default_port else f"{host}:{self.port}"
         self._base_path = parts.path.rstrip("/")
         self._ssl_context = ssl_context  # None: the system's CA certificates, on first use
+        self._ca_bundle = ca_bundle  # when set, beats ssl_context (it is re-read on change)
+        self.server_name = server_name or self.host  # the name the certificate must carry
         self._connection: _Connection | None = None
 
     async def post(self, path: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
@@ -254,17 +265,22 @@ class KeepAliveClient:
         if connection is not None and not connection.closed:
             return connection
         loop = asyncio.get_running_loop()
-        if self.tls and self._ssl_context is None:
-            self._ssl_context = ssl.create_default_context()
         _, connection = await loop.create_connection(
             _Connection,
             self.host,
             self.port,
-            ssl=self._ssl_context if self.tls else None,
-            server_hostname=self.host if self.tls else None,
+            ssl=self._tls_context() if self.tls else None,
+            server_hostname=self.server_name if self.tls else None,
         )
         self._connection = connection
         return connection
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ca_bundle is not None:
+            return self._ca_bundle.context()
+        if self._ssl_context is None:
+            self._ssl_context = ssl.create_default_context()
+        return self._ssl_context
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -12,8 +12,12 @@ outage is replayed oldest first. Outcomes:
 * 400, 413, 422: the collector refuses the whole batch for one bad report; the
   sender halves the batch until the bad report is alone, then drops it
   (`reports_failed_total`), so one bad report never takes good ones with it.
-* any other 4xx (401, 403, 404, ...): retrying cannot help; the batch is
-  dropped and counted as failed, with the collector's error in the log.
+* 401, 403: the token was refused, most likely mid-rotation (agents and the
+  collector see a rotated Secret at different moments). The token file is read
+  again before each request, so the batch goes back to the buffer and is retried
+  with backoff, like an outage: a rotation loses no report.
+* any other 4xx (404, 405, ...): retrying cannot help; the batch is dropped and
+  counted as failed, with the collector's error in the log.
 
 When the buffer is over its count or byte bound, the oldest reports that are
 not in flight are dropped (`reports_dropped_total`). Every report ends up in
@@ -27,6 +31,7 @@ import contextlib
 import gzip
 import logging
 import random
+import ssl
 import uuid
 from collections import deque
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ import orjson
 from agent.http_client import HttpError, KeepAliveClient
 from agent.metrics import AgentMetrics
 from agent.settings import DeliverySettings
+from agent.trust import CaBundle
 from kubecarbon.backoff import Backoff
 from kubecarbon.wire import REPORTS_PATH, Report, WindowReport
 
@@ -46,6 +52,7 @@ _BATCH_PREFIX = b'{"reports":['
 _BATCH_SUFFIX = b"]}"
 _RETRYABLE_4XX = frozenset({408, 425, 429})  # timeouts and rate limits pass
 _BISECT_4XX = frozenset({400, 413, 422})  # about the content of the batch
+_AUTH_4XX = frozenset({401, 403})  # about the token, which is re-read for the retry
 DRAINING_BACKOFF_SECONDS = 0.5  # during a shutdown's grace period, retry sooner
 
 
@@ -162,7 +169,12 @@ class Publisher:
         self._next_seq = 1
         self._work = asyncio.Event()
         self._batch_limit = settings.batch_max_reports
-        self._client = KeepAliveClient(settings.collector_url, settings.request_timeout_seconds)
+        self._client = KeepAliveClient(
+            settings.collector_url,
+            settings.request_timeout_seconds,
+            ca_bundle=CaBundle(settings.ca_file) if settings.ca_file is not None else None,
+            server_name=settings.server_name,
+        )
         self._outage_reason: str | None = None
         self._draining = False
         self._drain_requested = asyncio.Event()
@@ -284,6 +296,10 @@ class Publisher:
             body = gzip.compress(body, compresslevel=5)
         try:
             response = await self._client.post(REPORTS_PATH, body, headers)
+        except ssl.SSLCertVerificationError as exc:
+            trusted = self.settings.ca_file or "the system's CA certificates"
+            return self._retry(f"the collector's certificate is not trusted for the name "
+                               f"{self._client.server_name!r} by {trusted}: {exc.verify_message}")
         except (HttpError, OSError, TimeoutError) as exc:
             return self._retry(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         status, text = response.status, response.text()
@@ -296,6 +312,9 @@ class Publisher:
             return Outcome.DELIVERED
         if status < 400 or status >= 500 or status in _RETRYABLE_4XX:
             return self._retry(f"HTTP {status}: {text[:200]}")
+        if status in _AUTH_4XX:
+            return self._retry(f"HTTP {status}: {_collector_error(text)}; the token is read "
+                               "again for the retry")
         if status in _BISECT_4XX and len(batch) > 1:
             return Outcome.BISECT
         log.error(

@@ -31,6 +31,9 @@ class SamplerSettings:
 class DeliverySettings:
     collector_url: str = "http://127.0.0.1:9880"  # base URL; reports go to <url>/api/v1/reports
     token_file: Path | None = None  # bearer token, re-read before each request (tokens rotate)
+    ca_file: Path | None = None  # https: CA bundle to verify the collector with (None: system's)
+    server_name: str | None = None  # https: name the collector's certificate must carry
+    # (None: the URL's host); set it when the URL holds the Service's ClusterIP
     buffer_max_reports: int = 5760  # a day of 15 s windows
     buffer_max_bytes: int = 16 * MEBIBYTE  # bounds memory during a long outage
     batch_max_reports: int = MAX_REPORTS_PER_BATCH  # the collector's per-request limit

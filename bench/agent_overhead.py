@@ -16,6 +16,13 @@ node_exporter's per scrape at 300 pods on both trees; agent RSS <= 40 MiB.
     .venv/bin/python bench/agent_overhead.py [--trees v2,v1] [--pods 30,100,300,1000]
                                              [--rounds 3] [--cycles 15]
     .venv/bin/python bench/agent_overhead.py --trees v2-cgroupfs,v1-cgroupfs --pods 300  # root
+    .venv/bin/python bench/agent_overhead.py --trees v1 --pods 300 --tls   # http and https
+
+With --tls a second agent runs beside the first on the same tree, delivering over
+HTTPS (a CA and a certificate for the collector Service's name made with openssl;
+the agent connects by address and checks that name, as deployed) while the first
+uses plain HTTP; both rows are printed and their difference per cycle, which is
+what TLS costs the agent on a kept connection.
 
 The -cgroupfs trees are made of real cgroups on this machine (their counters stay
 still: nothing runs in them), so every read costs what the kernel charges.
@@ -27,6 +34,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -40,11 +48,16 @@ from aiohttp import web
 from benchkit import free_loopback_port
 from cgroup_trees import TREES, CounterWriter, GeneratedTree
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "pki"))
+
+from certificates import Authority, ServerCertificate
+
 EXPORTER = "prometheus-node-exporter"
 MIB = 1024 * 1024
 GOAL_PODS = 300
 GOAL_CPU_RATIO = 0.25
 GOAL_RSS_BYTES = 40 * MIB
+SERVICE_NAME = "kubecarbon-collector.kubecarbon.svc"  # the name the agent checks (--tls)
 WARM_UP_CYCLES = 3  # imports, first windows, the first full pass over the tree
 
 
@@ -96,6 +109,7 @@ class Round:
 class Measured:
     tree: str
     pods: int
+    transport: str  # http or https
     rounds: list[Round]
     sampler_nanoseconds: float  # the sampler alone, in this process
     agent_rss_bytes: int
@@ -127,16 +141,28 @@ def check_report(report: dict, tree: GeneratedTree) -> None:
         raise SystemExit("some pod's CPU counter did not advance in the agent's report")
 
 
+@dataclass
+class AgentMeasured:
+    rounds: list[Round]
+    rss_bytes: int
+    peak_rss_bytes: int
+
+
 async def measure_side_by_side(
-    tree: GeneratedTree, exporter_binary: str, rounds: int, cycles: int
-) -> tuple[list[Round], int, int, int]:
-    """Agent and node_exporter side by side; rounds, agent RSS and peak RSS, exporter RSS."""
-    arrivals: asyncio.Queue[dict] = asyncio.Queue()
+    tree: GeneratedTree, exporter_binary: str, rounds: int, cycles: int,
+    tls: ServerCertificate | None = None,
+) -> tuple[dict[str, AgentMeasured], int]:
+    """node_exporter beside one agent posting over HTTP and, with `tls`, a second one
+    posting over HTTPS at the same time, so both see the same noise; per transport the
+    agent's rounds and RSS, and node_exporter's RSS."""
+    arrivals: dict[str, asyncio.Queue[dict]] = {"http": asyncio.Queue()}
+    if tls is not None:
+        arrivals["https"] = asyncio.Queue()
 
     async def sink(request: web.Request) -> web.Response:
         reports = (await request.json())["reports"]
         for report in reports:
-            arrivals.put_nowait(report)
+            arrivals[report["node"].removeprefix("bench-")].put_nowait(report)
         return web.json_response({"accepted": len(reports), "duplicates": 0})
 
     app = web.Application()
@@ -144,17 +170,26 @@ async def measure_side_by_side(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    sink_port = runner.addresses[0][1]
+    urls = {"http": ["--collector-url", f"http://127.0.0.1:{runner.addresses[0][1]}"]}
+    if tls is not None:
+        server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_tls.load_cert_chain(tls.cert, tls.key)
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+        urls["https"] = ["--collector-url", f"https://127.0.0.1:{runner.addresses[1][1]}",
+                         "--collector-ca-file", str(tls.ca),
+                         "--collector-server-name", SERVICE_NAME]
     exporter_port = free_loopback_port()
     exporter = await asyncio.create_subprocess_exec(
         exporter_binary, f"--web.listen-address=127.0.0.1:{exporter_port}",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "--collector-url", f"http://127.0.0.1:{sink_port}",
-        "--interval", "1", "--node-name", "bench-node", "--listen", "127.0.0.1:0",
-        "--host-proc", "/proc", "--host-sys", str(tree.sys_root), "--log-level", "warning",
-    )  # fmt: skip
+    agents = {}
+    for transport, url in urls.items():
+        agents[transport] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", *url, "--interval", "1",
+            "--node-name", f"bench-{transport}", "--listen", "127.0.0.1:0",
+            "--host-proc", "/proc", "--host-sys", str(tree.sys_root), "--log-level", "warning",
+        )  # fmt: skip
     try:
         async with aiohttp.ClientSession() as session:
 
@@ -162,10 +197,10 @@ async def measure_side_by_side(
                 async with session.get(f"http://127.0.0.1:{exporter_port}/metrics") as response:
                     await response.read()
 
-            async def next_cycle() -> dict:
-                report = await asyncio.wait_for(arrivals.get(), 30)
+            async def next_cycle() -> list[dict]:
+                reports = [await asyncio.wait_for(queue.get(), 30) for queue in arrivals.values()]
                 await scrape()
-                return report
+                return reports
 
             for _ in range(200):  # until node_exporter listens
                 try:
@@ -175,28 +210,36 @@ async def measure_side_by_side(
                     await asyncio.sleep(0.05)
             for _ in range(WARM_UP_CYCLES):
                 await next_cycle()
-            measured: list[Round] = []
-            before = cpu_nanoseconds(agent.pid), cpu_nanoseconds(exporter.pid)
+            measured: dict[str, list[Round]] = {transport: [] for transport in agents}
+
+            def cpu() -> tuple[dict[str, int], int]:
+                return ({t: cpu_nanoseconds(a.pid) for t, a in agents.items()},
+                        cpu_nanoseconds(exporter.pid))
+
+            before = cpu()
             for _ in range(rounds):
                 for _ in range(cycles):
-                    report = await next_cycle()
-                after = cpu_nanoseconds(agent.pid), cpu_nanoseconds(exporter.pid)
-                measured.append(
-                    Round((after[0] - before[0]) / cycles, (after[1] - before[1]) / cycles)
-                )
+                    reports = await next_cycle()
+                after = cpu()
+                for transport in agents:
+                    measured[transport].append(Round(
+                        (after[0][transport] - before[0][transport]) / cycles,
+                        (after[1] - before[1]) / cycles))
                 before = after
-                check_report(report, tree)
-            sizes = (
-                status_bytes(agent.pid, "VmRSS"),
-                status_bytes(agent.pid, "VmHWM"),
-                status_bytes(exporter.pid, "VmRSS"),
-            )
+                for report in reports:
+                    check_report(report, tree)
+            results = {
+                transport: AgentMeasured(measured[transport], status_bytes(agent.pid, "VmRSS"),
+                                         status_bytes(agent.pid, "VmHWM"))
+                for transport, agent in agents.items()
+            }
+            exporter_rss = status_bytes(exporter.pid, "VmRSS")
     finally:
-        for process in (agent, exporter):
+        for process in (*agents.values(), exporter):
             process.terminate()
             await process.wait()
         await runner.cleanup()
-    return measured, *sizes
+    return results, exporter_rss
 
 
 def sampling_only_nanoseconds(sys_root: Path, cycles: int) -> float:
@@ -225,18 +268,22 @@ def scratch_parent() -> str | None:
     return "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-async def measure(tree_name: str, pods: int, exporter: str, rounds: int, cycles: int) -> Measured:
+async def measure(tree_name: str, pods: int, exporter: str, rounds: int, cycles: int,
+                  tls: ServerCertificate | None = None) -> list[Measured]:
+    """One row over plain HTTP; with `tls`, a second one over HTTPS measured beside it."""
     with tempfile.TemporaryDirectory(prefix="kubecarbon-bench-", dir=scratch_parent()) as scratch:
         tree = TREES[tree_name](Path(scratch), pods)
         try:
             with CounterWriter(tree):
                 sampler_ns = sampling_only_nanoseconds(tree.sys_root, 50)
-                measured, rss, peak, exporter_rss = await measure_side_by_side(
-                    tree, exporter, rounds, cycles
+                agents, exporter_rss = await measure_side_by_side(
+                    tree, exporter, rounds, cycles, tls
                 )
         finally:
             tree.cleanup()
-    return Measured(tree_name, pods, measured, sampler_ns, rss, peak, exporter_rss)
+    return [Measured(tree_name, pods, transport, agent.rounds, sampler_ns, agent.rss_bytes,
+                     agent.peak_rss_bytes, exporter_rss)
+            for transport, agent in agents.items()]
 
 
 def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -248,10 +295,27 @@ def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     return mean_y - slope * mean_x, slope
 
 
+def print_tls_cost(rows: list[Measured]) -> None:
+    """HTTPS against HTTP, per cycle, for each row measured both ways."""
+    plain = {(row.tree, row.pods): row for row in rows if row.transport == "http"}
+    for row in rows:
+        if row.transport != "https":
+            continue
+        reference = plain[(row.tree, row.pods)]
+        per_round = ", ".join(
+            f"{(https.agent_nanoseconds_per_cycle - http.agent_nanoseconds_per_cycle) / 1e6:+.3f}"
+            for https, http in zip(row.rounds, reference.rounds, strict=True))
+        print(f"{row.tree} {row.pods} pods: HTTPS costs the agent "
+              f"{row.agent_ms - reference.agent_ms:+.3f} ms per cycle against HTTP "
+              f"({row.agent_ms / reference.agent_ms:.2f}x; rounds {per_round}), "
+              f"RSS {(row.agent_rss_bytes - reference.agent_rss_bytes) / MIB:+.1f} MiB")
+
+
 def print_row(row: Measured) -> None:
     per_round = ", ".join(f"{r.ratio:.2f}" for r in row.rounds)
     print(
-        f"{row.tree:>11} {row.pods:>5} | {row.agent_ms:6.2f} {row.exporter_ms:6.2f} | "
+        f"{row.tree:>11} {row.pods:>5} {row.transport:>9} | "
+        f"{row.agent_ms:6.2f} {row.exporter_ms:6.2f} | "
         f"{row.ratio:5.2f} ({per_round}) | {row.sampler_nanoseconds / 1e6:6.2f} | "
         f"{row.agent_rss_bytes / MIB:5.1f} {row.agent_peak_rss_bytes / MIB:5.1f} "
         f"{row.exporter_rss_bytes / MIB:5.1f}",
@@ -269,23 +333,33 @@ async def main() -> None:
     parser.add_argument("--pods", default="30,100,300,1000", help="comma-separated pod counts")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cycles", type=int, default=15, help="agent cycles (1 s) per round")
+    parser.add_argument("--tls", action="store_true",
+                        help="measure each row over HTTP and over HTTPS (needs openssl)")
     options = parser.parse_args()
     trees = options.trees.split(",")
     pod_counts = [int(value) for value in options.pods.split(",")]
     if unknown := set(trees) - set(TREES):
         raise SystemExit(f"unknown tree(s): {', '.join(sorted(unknown))}")
     binary = ensure_node_exporter()
+    pki = tempfile.TemporaryDirectory(prefix="kubecarbon-bench-pki-")
+    tls = (Authority.create(Path(pki.name)).issue(Path(pki.name), [SERVICE_NAME])
+           if options.tls else None)
     print(f"{options.rounds} rounds of {options.cycles} cycles per row; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at start")  # fmt: skip
-    print("       tree  pods | agent ms/cycle, node_exporter ms/scrape | ratio (per round) | "
-          "sampler only ms | agent RSS, peak, node_exporter RSS MiB")  # fmt: skip
+    print("       tree  pods transport | agent ms/cycle, node_exporter ms/scrape | "
+          "ratio (per round) | sampler only ms | "
+          "agent RSS, peak, node_exporter RSS MiB")  # fmt: skip
     rows = []
     for tree_name in trees:
         for pods in pod_counts:
-            row = await measure(tree_name, pods, binary, options.rounds, options.cycles)
-            print_row(row)
-            rows.append(row)
+            for row in await measure(tree_name, pods, binary, options.rounds, options.cycles,
+                                     tls):
+                print_row(row)
+                rows.append(row)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
+    pki.cleanup()
+    print_tls_cost(rows)
+    rows = [row for row in rows if row.transport == "http"]  # the goals are the agent's own
     failures = []
     for tree_name in trees:
         of_tree = [row for row in rows if row.tree == tree_name]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +28,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from collector.auth import BearerTokens
 from collector.capacity import PodUsageTracker
 from collector.capacity_exposition import (
     CapacityFamilies,
@@ -58,21 +58,6 @@ TELEMETRY_KEY = web.AppKey("kubecarbon_telemetry", Telemetry)
 RightsizingNow = Callable[[], "dict[str, Any] | None"]
 RIGHTSIZING_KEY: web.AppKey[RightsizingNow] = web.AppKey("kubecarbon_rightsizing")
 READ_CHUNK_BYTES = 64 * 1024
-
-
-class TokenFileError(Exception):
-    """The configured token file cannot be used."""
-
-
-def read_token(path: Path) -> bytes:
-    """The bearer token in `path` (surrounding whitespace ignored); refuses an empty one."""
-    try:
-        token = path.read_bytes().strip()
-    except OSError as exc:
-        raise TokenFileError(f"argument --token-file: cannot read {path}: {exc.strerror}") from None
-    if not token:
-        raise TokenFileError(f"argument --token-file: {path} is empty")
-    return token
 
 
 def default_registry() -> CollectorRegistry:
@@ -123,7 +108,8 @@ def create_app(
     token: bytes | None = None,
     status_page: bool = True,
 ) -> web.Application:
-    """The collector app. `token` beats settings.server.token_file (read here if set).
+    """The collector app. `token` beats settings.server.token_file (read here if set, and
+    again whenever it or the previous token's file changes).
 
     A metadata provider with `start()`/`stop()` methods (the Kubernetes one) is started
     when the app starts and stopped when it shuts down.
@@ -131,8 +117,8 @@ def create_app(
     settings = settings if settings is not None else Settings()
     metadata = metadata if metadata is not None else StaticMetadataProvider()
     registry = registry if registry is not None else default_registry()
-    if token is None and settings.server.token_file is not None:
-        token = read_token(settings.server.token_file)
+    tokens = (BearerTokens(fixed=(token,)) if token is not None else
+              BearerTokens(settings.server.token_file, settings.server.previous_token_file))
     params = params if params is not None else settings.profiles.model
     validator = BatchValidator.for_limits(settings.limits)
     ledger = Ledger(settings.export, SeqTracker(max_agents=settings.dedupe.max_agents,
@@ -155,11 +141,10 @@ def create_app(
 
     async def post_reports(request: web.Request) -> web.Response:
         try:
-            if token is not None:
+            if tokens.enabled:
                 scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-                # compare_digest: the time taken must not reveal how much of the token matched
-                if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    given.strip().encode("utf-8", "replace"), token
+                if scheme.lower() != "bearer" or not tokens.accepts(
+                    given.strip().encode("utf-8", "replace")
                 ):
                     raise IngestError(401, "Authorization", "missing or wrong bearer token")
             raw = await _read_capped(request, settings.limits.max_body_bytes)

@@ -8,10 +8,12 @@ import sys
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from collector.app import TokenFileError, create_app, default_registry
+from collector.app import create_app, default_registry
+from collector.auth import TokenFileError
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.options import SettingsError, parse_settings
 from collector.settings import Settings
+from collector.tls import CertificateError, ReloadingCertificate
 
 log = logging.getLogger("collector")
 
@@ -56,14 +58,20 @@ def main(argv: list[str]) -> int:
     )
     registry = default_registry()
     metadata = build_metadata_provider(settings, registry)
+    server = settings.server
     try:
         app = create_app(settings, metadata=metadata, registry=registry)
-    except TokenFileError as exc:
+        certificate = (ReloadingCertificate(server.tls_cert_file, server.tls_key_file)
+                       if server.tls_cert_file and server.tls_key_file else None)
+    except (TokenFileError, CertificateError) as exc:
         print(f"kubecarbon collector: error: {exc}", file=sys.stderr)
         return 2
+    if certificate is None:
+        log.warning("serving plain HTTP: reports and the bearer token travel in clear text "
+                    "(--tls-cert-file and --tls-key-file turn on HTTPS)")
     log.info(
-        "kubecarbon collector serving on %s:%d (metadata: %s, state file: %s, auth: %s)",
-        settings.server.listen_host, settings.server.listen_port,
+        "kubecarbon collector serving %s on %s:%d (metadata: %s, state file: %s, auth: %s)",
+        "HTTPS" if certificate else "HTTP", server.listen_host, server.listen_port,
         metadata.status().source, settings.state.state_file or "none",
         "bearer token" if settings.server.token_file else "none",
     )
@@ -71,6 +79,7 @@ def main(argv: list[str]) -> int:
         app,
         host=settings.server.listen_host,
         port=settings.server.listen_port,
+        ssl_context=certificate.context if certificate else None,
         access_log=None,
         print=None,
         handle_signals=True,

@@ -80,7 +80,13 @@ def build_parser() -> configargparse.ArgumentParser:
     add("--config", is_config_file=True, metavar="FILE",
         help="YAML config file: any flag as a key, plus profiles, default_profile and model")
     add("--listen", type=parse_host_port, default="0.0.0.0:9880", help="HOST:PORT to serve on")
-    add("--token-file", type=Path, help="file with the bearer token agents must send")
+    add("--token-file", type=Path, help="file with the bearer token agents must send "
+        "(re-read when it changes)")
+    add("--previous-token-file", type=Path,
+        help="file with a token also accepted during a rotation (may be absent or empty)")
+    add("--tls-cert-file", type=Path, metavar="PEM",
+        help="serve HTTPS with this certificate chain (re-read when it changes)")
+    add("--tls-key-file", type=Path, metavar="PEM", help="the certificate's private key")
     add("--state-file", type=Path, help="counter snapshot path (restored at start)")
     add("--snapshot-interval", type=bounded(float, 1.0), metavar="SECONDS",
         default=state.snapshot_interval_seconds, help="seconds between snapshots")
@@ -158,6 +164,8 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         raise SettingsError(
             f"argument --min-window: {args.min_window:g} is above --max-window {args.max_window:g}"
         )
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        raise SettingsError("arguments --tls-cert-file and --tls-key-file go together")
     config_path = Path(args.config) if args.config else None
     profiles = ProfileConfig()
     if config_path is not None:
@@ -175,7 +183,11 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
             ) from None
     host, port = args.listen
     return Settings(
-        server=ServerSettings(listen_host=host, listen_port=port, token_file=args.token_file),
+        server=ServerSettings(
+            listen_host=host, listen_port=port, token_file=args.token_file,
+            previous_token_file=args.previous_token_file,
+            tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
+        ),
         limits=IngestLimits(
             max_body_bytes=args.max_body_bytes,
             max_reports_per_batch=args.max_reports_per_batch,

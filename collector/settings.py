@@ -22,6 +22,9 @@ class ServerSettings:
     listen_host: str = "0.0.0.0"
     listen_port: int = 9880
     token_file: Path | None = None  # None: no authentication on /api/v1/reports
+    previous_token_file: Path | None = None  # also accepted while a rotation propagates
+    tls_cert_file: Path | None = None  # with tls_key_file: serve HTTPS (reloaded on change)
+    tls_key_file: Path | None = None
 
 
 @dataclass(frozen=True)

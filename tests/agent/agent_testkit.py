@@ -42,6 +42,8 @@ class Sink:
 
         self.mode = "accept"  # accept | unavailable | hang | unauthorized
         self.reject_node: str | None = None  # 400 for any batch holding a report of this node
+        self.token: str | None = None  # when set, other bearer tokens are refused ...
+        self.refusal = 401  # ... with this status
         self.accepted: list[dict] = []
         self.batches: list[list[int]] = []  # seqs of each accepted batch
         self.requests = 0
@@ -71,6 +73,9 @@ class Sink:
             return web.json_response({"error": "starting up"}, status=503)
         if self.mode == "unauthorized":
             return web.json_response({"error": "invalid bearer token"}, status=401)
+        authorization = request.headers.get("Authorization")
+        if self.token is not None and authorization != f"Bearer {self.token}":
+            return web.json_response({"error": "wrong bearer token"}, status=self.refusal)
         reports = orjson.loads(body)["reports"]
         for index, report in enumerate(reports):
             if report.get("node") == self.reject_node:

@@ -6,6 +6,8 @@ import pytest
 
 # tests import the shared helpers of this directory as `agent_testkit`
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# and tests/pki/certificates.py
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pki"))
 
 from agent_testkit import FIXTURES, FakeClock
 

@@ -12,6 +12,7 @@ from agent.cli import main, parse_settings
 from agent.settings import AgentSettings, DeliverySettings, ServerSettings, SourceSettings
 
 URL = ["--collector-url", "http://collector:9880"]
+NOT_PEM = str(Path(__file__).resolve().parents[2] / "pyproject.toml")
 
 
 def test_defaults_match_the_documented_settings():
@@ -81,6 +82,10 @@ def test_every_setting_has_a_flag(tmp_path):
         ([*URL, "--listen", "9881"], {}, None, "argument --listen: '9881' is not HOST:PORT"),
         ([*URL, "--host-proc", "/nonexistent"], {}, None, "--host-proc: '/nonexistent' is not a"),
         ([*URL, "--token-file", "/nonexistent"], {}, None, "--token-file: cannot read"),
+        ([*URL, "--collector-ca-file", "/nonexistent"], {}, None,
+         "--collector-ca-file: CA bundle /nonexistent: cannot read it"),
+        ([*URL, "--collector-ca-file", NOT_PEM], {}, None,
+         f"--collector-ca-file: CA bundle {NOT_PEM}: not PEM certificates"),
         ([*URL], {}, "intervall: 15\n", "unrecognized arguments: --intervall=15"),
         ([*URL], {}, "- just\n- a list\n", "doesn't appear to contain 'key: value' pairs"),
     ],
@@ -128,3 +133,22 @@ def test_the_agent_runs_without_the_collector_numpy_or_kubernetes():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "--collector-url" in done.stdout
+
+
+def test_a_ca_bundle_makes_the_service_address_https_and_wants_https(tmp_path):
+    from certificates import Authority, openssl_missing
+
+    if openssl_missing():
+        pytest.skip("no openssl command for a certificate")
+    ca = Authority.create(tmp_path).cert
+    env = {"KUBECARBON_COLLECTOR_SERVICE_HOST": "10.96.0.12",
+           "KUBECARBON_COLLECTOR_SERVICE_PORT": "9880"}
+    argv = ["--collector-ca-file", str(ca),
+            "--collector-server-name", "kubecarbon-collector.kubecarbon.svc"]
+    settings, _ = parse_settings(argv, env=env)
+    assert settings.delivery.collector_url == "https://10.96.0.12:9880"
+    assert settings.delivery.ca_file == ca
+    assert settings.delivery.server_name == "kubecarbon-collector.kubecarbon.svc"
+    assert parse_settings([], env=env)[0].delivery.collector_url == "http://10.96.0.12:9880"
+    with pytest.raises(SystemExit):
+        parse_settings([*URL, "--collector-ca-file", str(ca)], env={})

@@ -24,6 +24,7 @@ REPO_ROOT = HERE.parents[1]
 # directory and tests/k8s are made importable by name.
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO_ROOT / "tests" / "k8s"))
+sys.path.insert(0, str(REPO_ROOT / "tests" / "pki"))
 
 import release  # noqa: E402
 from kernel_truth import GROUND_TRUTH_TABLES, CollectorRecorder, KernelRecorder  # noqa: E402

@@ -400,6 +400,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "oomScoreAdj": 0,
             "serializeImagePulls": False,
             "registryPullQPS": 0,
+            # Secret volumes are refreshed on a pod's periodic sync: 10 s instead of a minute,
+            # so test_tls.py sees a rotated certificate and token within its time budget
+            "syncFrequency": "10s",
         }
         path = self.workdir / "kubelet.yaml"
         path.write_text(yaml.safe_dump(config))

@@ -115,6 +115,15 @@ def scrape_configs(api_server: str, token_file: Path, ca_file: Path,
     ]
 
 
+def with_collector_tls(scrape: list[dict[str, Any]], ca_file: Path,
+                       server_name: str) -> list[dict[str, Any]]:
+    """The jobs for a collector serving HTTPS: what the chart's ServiceMonitor sets then
+    (scheme https, the CA bundle and the name its certificate carries)."""
+    tls = {"scheme": "https", "tls_config": {"ca_file": str(ca_file), "server_name": server_name}}
+    return [{**job, **tls} if job["job_name"] == "kubecarbon-collector" else job
+            for job in scrape]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -198,7 +207,18 @@ class Scraper(Process):
 
     def __init__(self, directory: Path, scrape: list[dict[str, Any]]) -> None:
         super().__init__("vmagent", directory)
-        (directory / "scrape.yml").write_text(yaml.safe_dump({
+        self.scrape = scrape
+        self._write(scrape)
+
+    def reconfigure(self, scrape: list[dict[str, Any]]) -> None:
+        """New scrape jobs, taken on SIGHUP as a running Prometheus takes them."""
+        self.scrape = scrape
+        self._write(scrape)
+        assert self._process is not None
+        self._process.send_signal(signal.SIGHUP)
+
+    def _write(self, scrape: list[dict[str, Any]]) -> None:
+        (self.directory / "scrape.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": f"{SCRAPE_SECONDS}s"},
             "scrape_configs": scrape,
         }))

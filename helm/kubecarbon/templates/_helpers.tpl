@@ -59,11 +59,63 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* In-cluster URL agents post to. */}}
 {{- define "kubecarbon.collectorURL" -}}
-{{- printf "http://%s.%s.svc:%d" (include "kubecarbon.collectorName" .) .Release.Namespace (int .Values.collector.port) }}
+{{- printf "%s://%s:%d" (ternary "https" "http" .Values.tls.enabled) (include "kubecarbon.collectorServiceName" .) (int .Values.collector.port) }}
+{{- end }}
+
+{{/* The collector Service's DNS name, which its certificate should carry. */}}
+{{- define "kubecarbon.collectorServiceName" -}}
+{{- printf "%s.%s.svc" (include "kubecarbon.collectorName" .) .Release.Namespace }}
+{{- end }}
+
+{{/* The name agents and Prometheus check in the collector's certificate. */}}
+{{- define "kubecarbon.tlsServerName" -}}
+{{- default (include "kubecarbon.collectorServiceName" .) .Values.tls.serverName }}
+{{- end }}
+
+{{/* The TLS Secret's name; fails the render when TLS is on without one. */}}
+{{- define "kubecarbon.tlsSecretName" -}}
+{{- required "tls.enabled needs tls.secretName: a Secret of type kubernetes.io/tls with tls.crt and tls.key (e.g. from a cert-manager Certificate)" .Values.tls.secretName }}
+{{- end }}
+
+{{/* The agents' volume with the CA bundle, under the file name ca.crt. */}}
+{{- define "kubecarbon.caVolume" -}}
+{{- $ca := .Values.tls.ca }}
+{{- if $ca.configMapName }}
+configMap:
+  name: {{ $ca.configMapName }}
+  items:
+    - key: {{ $ca.key }}
+      path: ca.crt
+{{- else }}
+secret:
+  secretName: {{ default (include "kubecarbon.tlsSecretName" .) $ca.secretName }}
+  items:
+    - key: {{ $ca.key }}
+      path: ca.crt
+{{- end }}
+{{- end }}
+
+{{/* The CA bundle for a prometheus-operator tlsConfig (SafeTLSConfig.ca). */}}
+{{- define "kubecarbon.monitorTLSConfig" -}}
+{{- $ca := .Values.tls.ca }}
+ca:
+  {{- if $ca.configMapName }}
+  configMap:
+    name: {{ $ca.configMapName }}
+    key: {{ $ca.key }}
+  {{- else }}
+  secret:
+    name: {{ default (include "kubecarbon.tlsSecretName" .) $ca.secretName }}
+    key: {{ $ca.key }}
+  {{- end }}
+serverName: {{ include "kubecarbon.tlsServerName" . }}
 {{- end }}
 
 {{/* The token file path inside both containers. */}}
 {{- define "kubecarbon.tokenDir" -}}/etc/kubecarbon/token{{- end }}
+
+{{/* Where the collector's certificate and the agents' CA bundle are mounted. */}}
+{{- define "kubecarbon.tlsDir" -}}/etc/kubecarbon/tls{{- end }}
 
 {{/* Container security settings both components share; RAPL changes only the user (agent). */}}
 {{- define "kubecarbon.containerSecurityContext" -}}
