@@ -123,7 +123,7 @@ def create_app(
     validator = BatchValidator.for_limits(settings.limits)
     ledger = Ledger(settings.export, SeqTracker(max_agents=settings.dedupe.max_agents,
                                                 seq_window=settings.dedupe.seq_window))
-    pod_usage = PodUsageTracker(metadata)
+    pod_usage = PodUsageTracker()
     usage_history = UsageHistory(settings.rightsizing)
     ingest_queue = IngestQueue(Ingestor(
         ledger, params=params, profiles=settings.profiles, metadata=metadata, clock=clock,

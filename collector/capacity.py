@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.ledger import OTHER, NodeLabels, NodeLatest, WorkloadKey
-from collector.metadata import MetadataProvider, NodeInfo, PodInfo
+from collector.metadata import NodeInfo, PodInfo
 
 
 @dataclass(frozen=True)
@@ -33,32 +33,19 @@ class PodUsageTracker:
     """The latest window of pod CPU use of every node, by workload. Written by ingest only;
     readers take `latest()`, whose entries are never changed after they are stored."""
 
-    def __init__(self, metadata: MetadataProvider) -> None:
-        self.metadata = metadata
+    def __init__(self) -> None:
         self._latest: dict[str, NodeUsage] = {}
 
-    def observe(self, reports: Sequence[Mapping[str, Any]]) -> list[Mapping[WorkloadKey, float]]:
-        """Record each report's pod use; returns each report's {workload: CPU seconds}.
-
-        Pods the metadata provider does not know are left out: they have no requests to
-        compare with.
-        """
-        per_report: list[Mapping[WorkloadKey, float]] = []
-        for report in reports:
-            duration = report["end"] - report["start"]
-            seconds: dict[WorkloadKey, float] = {}
-            for pod in report.get("pods", ()):
-                info = self.metadata.pod(pod["uid"])
-                if info is None:
-                    continue
-                key = (info.namespace, info.workload_kind, info.workload_name)
-                seconds[key] = seconds.get(key, 0.0) + pod["cpu_seconds"]
-            per_report.append(seconds)
+    def observe(self, reports: Sequence[Mapping[str, Any]],
+                seconds_by_workload: Sequence[Mapping[WorkloadKey, float]]) -> None:
+        """Record each report's pod use: its CPU seconds by workload, of the pods the
+        metadata provider knows (others have no requests to compare with)."""
+        for report, seconds in zip(reports, seconds_by_workload, strict=True):
             previous = self._latest.get(report["node"])
             if previous is None or previous.window_end <= report["end"]:
+                duration = report["end"] - report["start"]
                 self._latest[report["node"]] = NodeUsage(
                     report["end"], {k: v / duration for k, v in seconds.items()})
-        return per_report
 
     def latest(self) -> dict[str, NodeUsage]:
         return dict(self._latest)

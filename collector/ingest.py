@@ -34,6 +34,7 @@ from collector.ledger import (
     NodeLabels,
     NodeLatest,
     PodKey,
+    WorkloadKey,
 )
 from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider
 from collector.model.attribution import attribute_pods
@@ -88,11 +89,7 @@ class Ingestor:
         # --idle-attribution requests: idle energy also split over pods, by requested CPU
         self.idle_by_requests = idle_by_requests
         self._resolved: dict[str, tuple[NodeInfo | None, ResolvedNode]] = {}
-        # pod uid -> group id; unknown uids too (the negative cache), listed apart so that
-        # they are asked about again once the provider's pods change
-        self._group_of_uid: dict[str, int] = {}
-        self._unknown_uids: set[str] = set()
-        self._pods_generation = self.metadata.pod_generation()
+        self._pods = PodClasses(self.metadata, ledger)
 
     def resolve(self, node_name: str) -> ResolvedNode:
         """The node's profile, re-resolved whenever the metadata provider's answer changes."""
@@ -168,6 +165,7 @@ class Ingestor:
         pod_uids: list[str] = list(map(_UID, rows))
         pod_cpu = np.fromiter(map(_CPU_SECONDS, rows), dtype=np.float64, count=len(rows))
         pod_windows = np.repeat(np.arange(len(reports)), pod_counts)
+        pod_classes = self._pods.classes(pod_uids)
         attribution = attribute_pods(batch, estimate, pod_windows, pod_cpu)
         pod_energy = attribution.pod_energy_joules
         pod_co2e = attribution.pod_operational_co2e_grams
@@ -217,7 +215,8 @@ class Ingestor:
                                NodeCounters(energy, idle, co2e, embodied))
         # Sum pod rows per (namespace, workload) group with numpy, then touch each group's
         # counters once: a batch has many pods but few groups.
-        ledger.book_group_usage(self._group_ids(pod_uids), pod_cpu, pod_energy, pod_co2e)
+        ledger.book_group_usage(self._pods.group_ids[pod_classes], pod_cpu, pod_energy,
+                                pod_co2e)
         if ledger.export.per_pod_series:
             ledger.book_pod_usage(self._pod_keys(pod_uids), pod_cpu.tolist(),
                                   pod_energy.tolist(), pod_co2e.tolist())
@@ -230,9 +229,30 @@ class Ingestor:
         if self.pod_usage is not None:
             if len(self.pod_usage) > 2 * ledger.node_count + 1000:  # forgotten nodes
                 self.pod_usage.forget_before(now - ledger.export.forget_after_seconds)
-            cpu_by_workload = self.pod_usage.observe(reports)
+            self.pod_usage.observe(reports, self._pods.seconds_by_workload(
+                len(reports), pod_windows, pod_classes, pod_cpu))
             if self.usage_history is not None:
-                self.usage_history.add([r["end"] for r in reports], cpu_by_workload)
+                self._add_to_history(self.usage_history, reports, pod_windows, pod_classes,
+                                     pod_cpu)
+
+    def _add_to_history(self, history: UsageHistory, reports: list[Report],
+                        pod_windows: npt.NDArray[np.intp], pod_classes: npt.NDArray[np.intp],
+                        pod_cpu: npt.NDArray[np.float64]) -> None:
+        """Book pod use by sampling interval, summed over the batch's reports: one entry per
+        interval and workload instead of one per report and workload. The history takes
+        intervals in the order their first report came, which keeps or drops the same
+        reports as taking them one by one."""
+        ends = [r["end"] for r in reports]
+        interval_index: dict[int, int] = {}
+        first_ends: list[float] = []
+        report_interval = np.empty(len(reports), dtype=np.intp)
+        for k, end in enumerate(ends):
+            index = interval_index.setdefault(history.interval_of(end), len(interval_index))
+            if index == len(first_ends):
+                first_ends.append(end)
+            report_interval[k] = index
+        history.add(first_ends, self._pods.seconds_by_workload(
+            len(first_ends), report_interval[pod_windows], pod_classes, pod_cpu))
 
     def _overhead_cpu_seconds(self, reports: list[Report]) -> npt.NDArray[np.float64]:
         """Per report, CPU time of pods in the model's overhead namespaces (left out of the
@@ -261,37 +281,6 @@ class Ingestor:
             return float(info.memory_capacity_bytes)
         return 0.0
 
-    def _group_ids(self, uids: list[str]) -> npt.NDArray[np.intp]:
-        generation = self.metadata.pod_generation()
-        if generation != self._pods_generation:
-            # pods the provider did not know may be known now: ask again about each
-            for uid in self._unknown_uids:
-                del self._group_of_uid[uid]
-            self._unknown_uids.clear()
-            self._pods_generation = generation
-        groups = np.fromiter(map(self._group_of_uid.get, uids, repeat(-1)), dtype=np.intp,
-                             count=len(uids))
-        for k in np.flatnonzero(groups < 0).tolist():
-            groups[k] = self._group_for(uids[k])
-        return groups
-
-    def _group_for(self, uid: str) -> int:
-        """Group id of a pod uid, remembered; an unknown uid's until the provider's pods change."""
-        info = self.metadata.pod(uid)
-        if info is None:
-            group_id = self.ledger.group_id(UNKNOWN, (UNKNOWN, UNKNOWN, UNKNOWN))
-        else:
-            group_id = self.ledger.group_id(
-                info.namespace, (info.namespace, info.workload_kind, info.workload_name))
-        if len(self._group_of_uid) >= MAX_CACHED_POD_UIDS:
-            # pods come and go: start over rather than grow
-            self._group_of_uid.clear()
-            self._unknown_uids.clear()
-        self._group_of_uid[uid] = group_id
-        if info is None:
-            self._unknown_uids.add(uid)
-        return group_id
-
     def _cpu_requests(self, uids: list[str]) -> npt.NDArray[np.float64]:
         """Each pod's effective CPU request as the metadata provider knows it (0 if unknown)."""
         pod = self.metadata.pod
@@ -305,6 +294,98 @@ class Ingestor:
             info = self.metadata.pod(uid)
             keys.append((UNKNOWN, uid) if info is None else (info.namespace, info.name))
         return keys
+
+
+class PodClasses:
+    """Pod uid -> class: the (namespace, workload) group its usage adds to and, for a pod
+    the provider knows, its workload; remembered between batches.
+
+    Unknown uids are remembered too (the negative cache), listed apart so that they are
+    asked about again once the provider's pods change. A batch looks its uids up with one
+    C-level pass, and whatever it sums per pod row it sums per class with numpy.
+    """
+
+    def __init__(self, metadata: MetadataProvider, ledger: Ledger) -> None:
+        self.metadata = metadata
+        self.ledger = ledger
+        self._pods_generation = metadata.pod_generation()
+        self._class_of_uid: dict[str, int] = {}
+        self._unknown_uids: set[str] = set()
+        self._class_ids: dict[tuple[int, WorkloadKey | None], int] = {}
+        self._workloads: list[WorkloadKey | None] = []  # per class; None: pod unknown
+        self.group_ids = np.zeros(0, dtype=np.intp)  # per class: the ledger's group id
+        self._known = np.zeros(0, dtype=bool)  # per class: the provider knows its pods
+
+    def classes(self, uids: list[str]) -> npt.NDArray[np.intp]:
+        """The class of every uid; ids stay valid until the next call."""
+        generation = self.metadata.pod_generation()
+        if generation != self._pods_generation:
+            # pods the provider did not know may be known now: ask again about each
+            for uid in self._unknown_uids:
+                del self._class_of_uid[uid]
+            self._unknown_uids.clear()
+            self._pods_generation = generation
+        if len(self._class_of_uid) >= MAX_CACHED_POD_UIDS:
+            self._forget()  # pods come and go: start over rather than grow
+        classes = np.fromiter(map(self._class_of_uid.get, uids, repeat(-1)), dtype=np.intp,
+                              count=len(uids))
+        misses = np.flatnonzero(classes < 0).tolist()
+        for k in misses:
+            classes[k] = self._class_for(uids[k])
+        if misses:
+            self.group_ids = np.array([group for group, _ in self._class_ids], dtype=np.intp)
+            self._known = np.array([w is not None for w in self._workloads], dtype=bool)
+        return classes
+
+    def seconds_by_workload(
+        self, count: int, row_parts: npt.NDArray[np.intp], classes: npt.NDArray[np.intp],
+        cpu_seconds: npt.NDArray[np.float64],
+    ) -> list[dict[WorkloadKey, float]]:
+        """Per part (row_parts[k] is pod row k's: its report, say), the CPU seconds of its
+        known pods by workload, workloads in the order their first pod row came; each sum
+        adds rows in order, as a loop over them would."""
+        per_part: list[dict[WorkloadKey, float]] = [{} for _ in range(count)]
+        known = self._known[classes]
+        if not known.any():
+            return per_part
+        width = len(self._workloads)
+        pairs = row_parts[known] * width + classes[known]
+        unique, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
+        sums = np.bincount(inverse, weights=cpu_seconds[known])
+        order = np.argsort(first, kind="stable")
+        unique = unique[order]
+        workloads = self._workloads
+        for part, pod_class, seconds in zip((unique // width).tolist(), (unique % width).tolist(),
+                                            sums[order].tolist(), strict=True):
+            per_part[part][workloads[pod_class]] = seconds
+        return per_part
+
+    def _class_for(self, uid: str) -> int:
+        pod_class = self._class_of_uid.get(uid)  # a uid seen earlier in the same batch
+        if pod_class is not None:
+            return pod_class
+        info = self.metadata.pod(uid)
+        workload: WorkloadKey | None
+        if info is None:
+            workload = None
+            group_id = self.ledger.group_id(UNKNOWN, (UNKNOWN, UNKNOWN, UNKNOWN))
+            self._unknown_uids.add(uid)
+        else:
+            workload = (info.namespace, info.workload_kind, info.workload_name)
+            group_id = self.ledger.group_id(info.namespace, workload)
+        pod_class = self._class_ids.setdefault((group_id, workload), len(self._class_ids))
+        if pod_class == len(self._workloads):
+            self._workloads.append(workload)
+        self._class_of_uid[uid] = pod_class
+        return pod_class
+
+    def _forget(self) -> None:
+        self._class_of_uid.clear()
+        self._unknown_uids.clear()
+        self._class_ids.clear()
+        self._workloads.clear()
+        self.group_ids = np.zeros(0, dtype=np.intp)
+        self._known = np.zeros(0, dtype=bool)
 
 
 class IngestQueue:

@@ -59,9 +59,8 @@ class UsageHistory:
     def add(self, window_ends: Sequence[float],
             cpu_seconds: Sequence[Mapping[WorkloadKey, float]]) -> None:
         """Each report's CPU seconds by workload, booked in the interval its window ends in."""
-        step = self.settings.sample_seconds
         for end, seconds in zip(window_ends, cpu_seconds, strict=True):
-            bucket = int(end // step)
+            bucket = self.interval_of(end)
             if self._first_bucket is None:
                 self._first_bucket = bucket
             if self._open and bucket < min(self._open):
@@ -77,6 +76,10 @@ class UsageHistory:
             if closing:
                 self._expire(newest)
                 self._recompute()
+
+    def interval_of(self, window_end: float) -> int:
+        """The number of the sampling interval a window ending then is booked in."""
+        return int(window_end // self.settings.sample_seconds)
 
     def _close(self, bucket: int, seconds: Mapping[WorkloadKey, float]) -> None:
         if bucket == self._first_bucket:

@@ -32,7 +32,7 @@ def _fleet() -> tuple[Ingestor, PodUsageTracker, StaticMetadataProvider]:
             "s1": PodInfo("s1", "shop", "old-1", "Deployment", "old", "stale", 3.0),
         },
     )
-    usage = PodUsageTracker(metadata)
+    usage = PodUsageTracker()
     clock = FakeClock(T0 - 1000)
     ingestor = Ingestor(Ledger(), metadata=metadata, clock=clock, pod_usage=usage)
     ingestor.ingest([make_report("stale", 1, agent_id="s", start=T0 - 1015,

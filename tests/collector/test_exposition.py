@@ -72,7 +72,7 @@ def golden_state() -> tuple[Ingestor, Telemetry]:
     })
     ingestor = Ingestor(
         Ledger(dataclasses.replace(ExportSettings(), per_pod_series=True)),
-        profiles=profiles, metadata=metadata, clock=clock, pod_usage=PodUsageTracker(metadata),
+        profiles=profiles, metadata=metadata, clock=clock, pod_usage=PodUsageTracker(),
     )
     pods = [{"uid": "p1", "cpu_seconds": 30.0, "containers": 2},
             {"uid": "p2", "cpu_seconds": 20.0, "containers": 2},

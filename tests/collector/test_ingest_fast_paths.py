@@ -5,6 +5,8 @@
 - the negative cache of unknown pod uids: a uid the provider learns later is then
   attributed to its namespace, and the provider is not asked again before it changes;
 - a batch books what the same reports booked one by one would;
+- pod use by workload, summed per report and per sampling interval with numpy, is what a
+  loop over every pod row asking the provider gives, also across a clear of the uid table;
 - a batch refused for its last report moves no counter.
 """
 
@@ -29,10 +31,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from collector import ingest as ingest_module
 from collector.app import create_app
+from collector.capacity import PodUsageTracker
 from collector.ingest import Ingestor
 from collector.ledger import Ledger
-from collector.metadata import NodeInfo, PodInfo, ProviderStatus
+from collector.metadata import NodeInfo, PodInfo, ProviderStatus, StaticMetadataProvider
+from collector.rightsizing import UsageHistory
 from collector.settings import IngestLimits
 from collector.validation import BatchValidator, IngestError, _check_pods, _names_every_key
 
@@ -217,3 +222,67 @@ async def test_a_batch_refused_for_its_last_report_moves_no_counter(aiohttp_clie
                if "rejected" not in line]
     assert changed == []
     assert 'kubecarbon_collector_reports_total{result="accepted"} 1\n' in after
+
+
+WORKLOADS = [("shop", "Deployment", "web"), ("shop", "StatefulSet", "db"),
+             ("ops", "Job", "backup")]
+
+
+def _usage_by_looping_over_rows(reports, provider):
+    """Per report, {workload: CPU seconds} of its known pods, one row at a time."""
+    per_report = []
+    for report in reports:
+        seconds: dict[tuple[str, str, str], float] = {}
+        for pod in report["pods"]:
+            info = provider.pod(pod["uid"])
+            if info is not None:
+                key = (info.namespace, info.workload_kind, info.workload_name)
+                seconds[key] = seconds.get(key, 0.0) + pod["cpu_seconds"]
+        per_report.append(seconds)
+    return per_report
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 11), st.floats(0, 50)), max_size=8,
+                         unique_by=lambda row: row[0]), min_size=1, max_size=12),
+       st.lists(st.integers(0, 5), min_size=12, max_size=12),
+       st.integers(1, 30))
+def test_pod_use_by_workload_is_what_a_loop_over_the_rows_gives(rows, intervals, uid_limit):
+    # uids 0-8 are known (three workloads), 9-11 are not; a small uid table is cleared
+    # between batches whenever it fills
+    provider = StaticMetadataProvider(pods={
+        f"uid-{k}": PodInfo(f"uid-{k}", WORKLOADS[k % 3][0], f"pod-{k}", *WORKLOADS[k % 3][1:])
+        for k in range(9)})
+    reports = [make_report(node=f"node-{k % 4}", seq=1 + k, agent_id=f"agent-{k % 4}",
+                           start=T0 + 600.0 * intervals[k] + k, busy_seconds=500.0,
+                           pods=[{"uid": f"uid-{uid}", "cpu_seconds": cpu, "containers": 1}
+                                 for uid, cpu in pod_rows])
+               for k, pod_rows in enumerate(rows)]
+    expected_history = UsageHistory()
+    expected_tracker = PodUsageTracker()
+    expected = _usage_by_looping_over_rows(reports, provider)
+    tracker = PodUsageTracker()
+    history = UsageHistory()
+    ingestor = Ingestor(Ledger(), metadata=provider, clock=lambda: T0 + 10_000.0,
+                        pod_usage=tracker, usage_history=history)
+    original_limit = ingest_module.MAX_CACHED_POD_UIDS
+    ingest_module.MAX_CACHED_POD_UIDS = uid_limit
+    try:
+        for offset in range(0, len(reports), 5):
+            batch = reports[offset:offset + 5]
+            ingestor.ingest(copy.deepcopy(batch))
+            expected_tracker.observe(batch, expected[offset:offset + 5])
+            # the history as it would be, report after report
+            expected_history.add([r["end"] for r in batch], expected[offset:offset + 5])
+    finally:
+        ingest_module.MAX_CACHED_POD_UIDS = original_limit
+    assert tracker.latest() == expected_tracker.latest()  # exact: same rows, same order
+    assert set(history.recommendations) == set(expected_history.recommendations)
+    assert history._open.keys() == expected_history._open.keys()
+    for interval, table in expected_history._open.items():
+        assert list(history._open[interval]) == list(table)  # workloads in first-seen order
+        assert list(history._open[interval].values()) == pytest.approx(list(table.values()),
+                                                                       rel=1e-12)
+    for key in expected_history._rings:
+        assert history.samples_of(key) == pytest.approx(expected_history.samples_of(key),
+                                                        rel=1e-6)

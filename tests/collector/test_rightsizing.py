@@ -106,7 +106,7 @@ def _three_node_fleet() -> tuple[StaticMetadataProvider, PodUsageTracker, Ledger
         pods[f"db{k}"] = PodInfo(f"db{k}", "shop", f"db-{k}", "StatefulSet", "db",
                                  f"n{k}", 3.0, 4 * 2**30)
     metadata = StaticMetadataProvider(nodes=nodes, pods=pods)
-    usage = PodUsageTracker(metadata)
+    usage = PodUsageTracker()
     ingestor = Ingestor(Ledger(), metadata=metadata, clock=FakeClock(T0), pod_usage=usage)
     ingestor.ingest([make_report(f"n{k}", 1, agent_id=f"a{k}", logical_cpus=8,
                                  busy_seconds=15.0, pods=[]) for k in range(3)])
