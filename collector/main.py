@@ -8,7 +8,7 @@ import sys
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from collector.app import TokenFileError, create_app, default_registry
+from collector.app import ReplicaSetupError, TokenFileError, create_app, default_registry
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.options import SettingsError, parse_settings
 from collector.settings import Settings
@@ -58,14 +58,16 @@ def main(argv: list[str]) -> int:
     metadata = build_metadata_provider(settings, registry)
     try:
         app = create_app(settings, metadata=metadata, registry=registry)
-    except TokenFileError as exc:
+    except (TokenFileError, ReplicaSetupError) as exc:
         print(f"kubecarbon collector: error: {exc}", file=sys.stderr)
         return 2
     log.info(
-        "kubecarbon collector serving on %s:%d (metadata: %s, state file: %s, auth: %s)",
+        "kubecarbon collector serving on %s:%d (metadata: %s, state file: %s, auth: %s, "
+        "replica: %s of %d)",
         settings.server.listen_host, settings.server.listen_port,
         metadata.status().source, settings.state.state_file or "none",
         "bearer token" if settings.server.token_file else "none",
+        settings.replicas.replica_name or "the only one", settings.replicas.replicas,
     )
     web.run_app(
         app,
