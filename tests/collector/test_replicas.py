@@ -8,6 +8,7 @@ affinity would, and the owner's /metrics must show each report once.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 
 import numpy as np
@@ -16,6 +17,7 @@ from collector_testkit import JSON, body_of, gzipped, make_report, samples, valu
 
 from collector.app import ReplicaSetupError, create_app
 from collector.metadata import PodInfo, StaticMetadataProvider
+from collector.options import SettingsError, parse_settings
 from collector.settings import ReplicaSettings, Settings
 from collector.sharding import PodPeers, owner_of, replica_ordinal, reports_by_owner
 
@@ -253,3 +255,23 @@ def test_pod_peers_follow_the_pod_watch():
     assert peers.url(0) == "http://10.1.0.5:9880"  # nothing says it moved yet
     peers.invalidate()  # it did not answer
     assert peers.url(0) == "http://10.1.0.20:9880"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--replicas", "3"], "--replica-name: needed with --replicas 3"),
+    (["--replicas", "3", "--replica-name", "collector"], "does not end in -<ordinal>"),
+    (["--replicas", "3", "--replica-name", "c-3", "--replica-namespace", "kc"],
+     "ordinal 3 is not below --replicas 3"),
+    (["--replicas", "2", "--replica-name", "c-1", "--kubernetes", "off"],
+     "give --replica-namespace with --kubernetes auto (the pod watch), or --peers-file"),
+])
+def test_replica_flags_that_cannot_work_stop_the_start(argv, message):
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        parse_settings(argv, env={})
+
+
+def test_static_replicas_start_with_a_peers_file(tmp_path):
+    settings = parse_settings(["--replicas", "2", "--replica-name", "c-1", "--kubernetes", "off",
+                               "--peers-file", str(tmp_path / "peers")], env={})
+    assert settings.replicas == ReplicaSettings(replicas=2, replica_name="c-1",
+                                                peers_file=tmp_path / "peers")
