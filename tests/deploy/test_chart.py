@@ -474,6 +474,9 @@ def test_monitors_point_at_real_ports_and_labels(render_objects):
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics" and DURATION.match(endpoint["interval"])
+    # a replica's series keep its StatefulSet pod name across restarts, not its pod IP
+    assert endpoint["relabelings"] == [{"sourceLabels": ["__meta_kubernetes_pod_name"],
+                                        "targetLabel": "instance"}]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kubecarbon"]}
 
     pod_monitor = find(objects, "PodMonitor")
