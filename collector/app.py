@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -40,7 +40,7 @@ from collector.exposition import CONTENT_TYPE, Exposition, Scrape
 from collector.fleet_view import FleetViewCache, split_live
 from collector.ingest import Ingestor, IngestQueue
 from collector.ledger import Ledger
-from collector.metadata import MetadataProvider, StaticMetadataProvider
+from collector.metadata import ClusterInventory, MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
 from collector.rightsizing import UsageHistory
 from collector.settings import ReplicaSettings, Settings, StateSettings
@@ -322,12 +322,13 @@ def _forwarder(replicas: ReplicaSettings, port: int, metadata: MetadataProvider,
     if peers is None and replicas.peers_file is not None:
         peers = PeersFile(replicas.peers_file)
     if peers is None:
-        if metadata.status().source != "kubernetes" or replicas.namespace is None:
+        if (metadata.status().source != "kubernetes" or replicas.namespace is None
+                or not isinstance(metadata, ClusterInventory)):
             raise ReplicaSetupError(
                 f"--replicas {replicas.replicas}: the replicas find each other through the "
                 "Kubernetes pod watch, which is not available (--kubernetes off, no API "
                 "access, or no --replica-namespace): give --peers-file or run one replica")
-        peers = PodPeers(cast(Any, metadata), replicas.namespace, set_name, port)
+        peers = PodPeers(metadata, replicas.namespace, set_name, port)
     return Forwarder(ordinal, peers)
 
 

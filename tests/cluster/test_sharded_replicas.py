@@ -15,8 +15,10 @@ sums with the single collector plus the real node's owner.
 Replica loss: the pod of the real node's owner is deleted while the real agent
 keeps reporting. The agent buffers (its reports get 503 from the other replicas, or
 no connection) and replays to the restarted pod. Loss is counted in the real node's
-reports: what the agent had acknowledged against what Prometheus saw the owner count,
-read at a moment when no report was in flight.
+reports: how much the gap between what the agent had acknowledged and what Prometheus
+saw the owner count (resets undone, as increase() does) grew across the deletion, each
+read at a moment when no report was in flight. The persistent case needs the
+StatefulSet recreated (claim templates cannot change in place) and hostPath volumes.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ REPLICAS = 3
 COLLECTOR = "kubecarbon-collector"
 COMPONENT = "app.kubernetes.io/component"
 SIMULATED_NODES = 36
-ROUNDS = 4
+ROUNDS = 2
 WINDOW_SECONDS = 5.0
 STORAGE_CLASS = "kubecarbon-test-local"
 ACCEPTED = 'kubecarbon_collector_reports_total{{result="accepted",instance="{pod}"}}'
@@ -72,24 +74,22 @@ def replicas_ready(core: client.CoreV1Api) -> bool:
     return len(pods) == REPLICAS
 
 
-def replace_statefulset(api_client: client.ApiClient, core: client.CoreV1Api,
-                        kubeconfig: Path, values: dict[str, Any]) -> tuple[float, float]:
-    """Delete the collector StatefulSet and its pods, then upgrade the release to `values`.
-
-    A StatefulSet's claim templates cannot change in place, which switching persistence
-    does. Returns when no collector ran and the agent's acknowledged reports then: from
-    then on every report the agent delivers reaches the new replicas.
-    """
-    apps = client.AppsV1Api(api_client)
-    apps.delete_namespaced_stateful_set(
-        COLLECTOR, release.NAMESPACE, body=client.V1DeleteOptions(propagation_policy="Foreground"))
-    wait_for("the collector StatefulSet and its pods gone", lambda: not collector_pods(core)
-             and COLLECTOR not in {s.metadata.name for s in
-                                   apps.list_namespaced_stateful_set(release.NAMESPACE).items})
-    baseline = (time.time(), agent_metrics(core)["kubecarbon_agent_reports_sent_total"])
+def upgrade_to(api_client: client.ApiClient, core: client.CoreV1Api, kubeconfig: Path,
+               values: dict[str, Any], recreate: bool = False) -> float:
+    """Upgrade the release to `values` (over its current ones) and wait for the replicas;
+    returns when they were Ready. `recreate`: delete the collector StatefulSet and its pods
+    first, as switching persistence needs (claim templates cannot change in place)."""
+    if recreate:
+        apps = client.AppsV1Api(api_client)
+        apps.delete_namespaced_stateful_set(
+            COLLECTOR, release.NAMESPACE,
+            body=client.V1DeleteOptions(propagation_policy="Foreground"))
+        wait_for("the collector StatefulSet and its pods gone", lambda: not collector_pods(core)
+                 and COLLECTOR not in {s.metadata.name for s in
+                                       apps.list_namespaced_stateful_set(release.NAMESPACE).items})
     release.upgrade(kubeconfig, release.CHART_DIR, values, reuse_values=True)
     wait_for(f"{REPLICAS} collector replicas Ready", lambda: replicas_ready(core))
-    return baseline
+    return time.time()
 
 
 def agent_metrics(core: client.CoreV1Api) -> dict[str, float]:
@@ -144,17 +144,18 @@ def counted(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def quiet_comparison(agent: list[tuple[float, float]], owner: list[tuple[float, float]]
-                     ) -> tuple[float, float, float]:
-    """(time, agent's acknowledged count, owner's count seen) at the latest owner sample
-    taken while no report was in flight: the agent's samples just before and after it
-    agree, so no acknowledgement happened around it."""
-    for at, seen in reversed(owner):
+def quiet_points(agent: list[tuple[float, float]], owner: list[tuple[float, float]]
+                 ) -> list[tuple[float, float]]:
+    """(time, agent's acknowledged count - owner's count seen) at each owner sample taken
+    while no report was in flight: the agent's samples just before and after it agree,
+    so no acknowledgement happened around it. The difference grows by what was lost."""
+    points = []
+    for at, seen in owner:
         before = [v for t, v in agent if t <= at]
         after = [v for t, v in agent if t >= at]
         if before and after and before[-1] == after[0]:
-            return at, before[-1], seen
-    raise AssertionError("no quiet moment in the samples")
+            points.append((at, before[-1] - seen))
+    return points
 
 
 def scalar(prometheus: Any, expr: str) -> float:
@@ -171,15 +172,18 @@ def scraped_after(prometheus: Any, moment: float, selector: str) -> bool:
 
 
 def delete_owner_and_measure(core: client.CoreV1Api, prometheus: Any, owner_pod: str,
-                             baseline: tuple[float, float], label: str) -> dict[str, float]:
+                             since: float, label: str) -> dict[str, float]:
     """Delete the owner's pod mid-run; after the replay, compare what the agent had
-    acknowledged with what Prometheus saw the owner count since the replicas started.
-    `baseline`: (when, the agent's acknowledged count) before they started."""
-    since, acknowledged_before = baseline
-    wait_for("a few reports counted by the owner",
-             lambda: scalar_or_zero(prometheus, ACCEPTED.format(pod=owner_pod)) >= 2)
+    acknowledged with what Prometheus saw the owner count, before and after."""
+    def points() -> list[tuple[float, float]]:
+        return quiet_points(raw_samples(prometheus, AGENT_SENT.format(job=AGENT_JOB), since),
+                            counted(raw_samples(prometheus, ACCEPTED.format(pod=owner_pod),
+                                                since)))
+
+    wait_for("a quiet moment with reports counted by the owner", lambda: len(points()) >= 2)
     agent_before = agent_metrics(core)
     (old,) = [p for p in collector_pods(core) if p.metadata.name == owner_pod]
+    deleted_at = time.time()
     core.delete_namespaced_pod(owner_pod, release.NAMESPACE)
     wait_for("the owner's old pod gone", lambda: all(
         p.metadata.uid != old.metadata.uid for p in collector_pods(core)))
@@ -191,33 +195,37 @@ def delete_owner_and_measure(core: client.CoreV1Api, prometheus: Any, owner_pod:
         > agent_before["kubecarbon_agent_reports_sent_total"] + 1
         and agent_metrics(core)["kubecarbon_agent_reports_buffered"] <= 1))
     settled = time.time()
-    wait_for("Prometheus scraped the agent and the new owner", lambda: scraped_after(
-        prometheus, settled + 3, ACCEPTED.format(pod=owner_pod)) and scraped_after(
-        prometheus, settled + 3, AGENT_SENT.format(job=AGENT_JOB)), timeout=60)
+    wait_for("a quiet moment after the replay", lambda: any(t > settled for t, _ in points()),
+             timeout=60)
     agent_after = agent_metrics(core)
     buffered = raw_samples(prometheus, f'kubecarbon_agent_reports_buffered{{job="{AGENT_JOB}"}}',
-                           gone_at - 30)
+                           deleted_at - 10)
     owner_samples = raw_samples(prometheus, ACCEPTED.format(pod=owner_pod), since)
     resets = sum(1 for (_, a), (_, b) in itertools.pairwise(owner_samples) if b < a)
-    last_before = max(t for t, _ in owner_samples if t <= gone_at)
     agent_sent = raw_samples(prometheus, AGENT_SENT.format(job=AGENT_JOB), since)
-    at, acknowledged, seen = quiet_comparison(agent_sent, counted(owner_samples))
-    lost = acknowledged - acknowledged_before - seen
-    # the most the old pod can have applied unseen: the agent's reports between the
+    quiet = quiet_points(agent_sent, counted(owner_samples))
+    before = [d for t, d in quiet if t < deleted_at]
+    after = [d for t, d in quiet if t > settled]
+    lost = after[-1] - before[-1]
+    # what the old pod may have applied unseen: the agent's acknowledgements between the
     # owner's last scrape and the moment its pod was gone
-    bound = math.floor((gone_at - last_before) / release.AGENT_INTERVAL_SECONDS) + 1
+    last_scraped = max(t for t, _ in owner_samples if t <= gone_at)
+    acknowledged_by = [v for t, v in agent_sent if t <= last_scraped][-1]
+    acknowledged_until = next(v for t, v in agent_sent if t >= gone_at)
     figures = {
-        "reports acknowledged": acknowledged - acknowledged_before, "reports seen": seen,
-        "lost": lost, "bound": bound, "resets": resets,
-        "seconds from last scrape to pod gone": gone_at - last_before,
+        "reports acknowledged in the phase": agent_sent[-1][1] - agent_sent[0][1],
+        "lost": lost, "acknowledged after the owner's last scrape (bound)":
+            acknowledged_until - acknowledged_by,
+        "owner counter resets": resets,
+        "seconds from the owner's last scrape to its pod gone": gone_at - last_scraped,
+        "seconds until Ready again": settled - gone_at,
         "agent buffer peak": max(v for _, v in buffered),
         "agent dropped": agent_after["kubecarbon_agent_reports_dropped_total"]
         - agent_before["kubecarbon_agent_reports_dropped_total"],
         "agent failed": agent_after["kubecarbon_agent_reports_failed_total"]
         - agent_before["kubecarbon_agent_reports_failed_total"],
     }
-    print(f"\nreplica loss, {label}: " + ", ".join(
-        f"{k} {v:.6g}" for k, v in figures.items()) + f" (compared at {at:.0f})")
+    print(f"\nreplica loss, {label}: " + ", ".join(f"{k} {v:.3g}" for k, v in figures.items()))
     assert figures["agent buffer peak"] >= 1  # it held reports while the owner was gone
     assert figures["agent dropped"] == figures["agent failed"] == 0
     return figures
@@ -257,7 +265,7 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
 
     # 1. three replicas, emptyDir, no session affinity
     sharded = {"collector": {"replicas": REPLICAS, "service": {"sessionAffinity": "None"}}}
-    baseline = replace_statefulset(api_client, core, kubeconfig, sharded)
+    since = upgrade_to(api_client, core, kubeconfig, sharded)
     token_file = tmp_path / "token"
     token_file.write_text(token)
     single = CollectorProcess(tmp_path / "single", ["--token-file", str(token_file)]).start()
@@ -280,6 +288,7 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
         prometheus, posted + 1, 'kubecarbon_collector_live_nodes{job="kubecarbon-collector"}'),
         timeout=60)
     others = f'job="kubecarbon-collector",instance!="{owner_pod}"'
+    simulated_series = f'{others},node=~"sim-.*"'
     live = {r["metric"]["instance"]: float(r["value"][1]) for r in prometheus.query(
         'kubecarbon_collector_live_nodes{job="kubecarbon-collector"}')}
     assert live[owner_pod] == 1  # the real node alone
@@ -294,14 +303,14 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
         "avoided servers": (scalar(prometheus, f"sum(kubecarbon_avoided_servers{{{others}}})"),
                             ref("kubecarbon_avoided_servers")),
         "fleet utilisation": (scalar(prometheus, (
-            f"sum(kubecarbon_node_cpu_usage_ratio{{{others}}}"
-            f" * kubecarbon_node_logical_cpus{{{others}}})"
-            f" / sum(kubecarbon_node_logical_cpus{{{others}}})")),
+            f"sum(kubecarbon_node_cpu_usage_ratio{{{simulated_series}}}"
+            f" * kubecarbon_node_logical_cpus{{{simulated_series}}})"
+            f" / sum(kubecarbon_node_logical_cpus{{{simulated_series}}})")),
             ref("kubecarbon_fleet_cpu_usage_ratio")),
-        "power": (scalar(prometheus, f"sum(kubecarbon_node_power_watts{{{others}}})"),
+        "power": (scalar(prometheus, f"sum(kubecarbon_node_power_watts{{{simulated_series}}})"),
                   ref("kubecarbon_node_power_watts")),
         "IT energy": (scalar(prometheus,
-                             f"sum(kubecarbon_node_energy_joules_total{{{others}}})"),
+                             f"sum(kubecarbon_node_energy_joules_total{{{simulated_series}}})"),
                       ref("kubecarbon_node_energy_joules_total")),
     }
     # the rules' fleet sums: the simulated fleet plus the real node, which its owner holds
@@ -326,16 +335,16 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
         assert replicas == pytest.approx(one, rel=5e-3), name
 
     # 2. replica loss with the default emptyDir: bounded by what it applied unscraped
-    empty = delete_owner_and_measure(core, prometheus, owner_pod, baseline, "emptyDir")
-    assert empty["resets"] == 1  # the new pod started from zero
-    assert 0 <= empty["lost"] <= empty["bound"]
+    empty = delete_owner_and_measure(core, prometheus, owner_pod, since, "emptyDir")
+    assert empty["owner counter resets"] == 1  # the new pod started from zero
+    assert 0 <= empty["lost"] <= empty["acknowledged after the owner's last scrape (bound)"]
 
     # 3. replica loss with persistence: a claim per replica, nothing lost
     apply(api_client, hostpath_volumes(cluster, REPLICAS))
     persistent = {"collector": {"persistence": {"enabled": True,
                                                 "storageClassName": STORAGE_CLASS}}}
-    baseline = replace_statefulset(api_client, core, kubeconfig, persistent)
-    kept = delete_owner_and_measure(core, prometheus, owner_pod, baseline, "persistent")
-    assert kept["resets"] == 0  # the restored snapshot continued the counter
+    since = upgrade_to(api_client, core, kubeconfig, persistent, recreate=True)
+    kept = delete_owner_and_measure(core, prometheus, owner_pod, since, "persistent")
+    assert kept["owner counter resets"] == 0  # the restored snapshot continued the counter
     assert kept["lost"] == 0
     print(f"\nreplica test wall time {time.monotonic() - started:.0f} s")

@@ -597,6 +597,11 @@ def test_notes_say_where_to_look_next(render_module):
     assert "kubecarbon-agent:0.1.0 (agents) and kubecarbon:0.1.0 (collector)" in plain
     assert "rollout restart daemonset/kubecarbon-agent" in full and "rollout" not in plain
     assert "hostPath type error" in full and "hostPath type error" not in plain
+    assert "get statefulset kubecarbon-collector" in plain
+    # several replicas: the Service shows one share, Prometheus must scrape every pod
+    assert "each pod holds the nodes it owns" in full and "each pod holds" not in plain
+    sharded = render_module.render_chart(FLAG_VALUES["replicas"])["kubecarbon/templates/NOTES.txt"]
+    assert "scrape every collector pod" in sharded
 
 
 def test_collector_down_alert_watches_the_job_the_service_monitor_creates(render_module):
