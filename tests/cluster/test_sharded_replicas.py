@@ -79,8 +79,8 @@ def upgrade_to(api_client: client.ApiClient, core: client.CoreV1Api, kubeconfig:
     """Upgrade the release to `values` (over its current ones) and wait for the replicas;
     returns when they were Ready. `recreate`: delete the collector StatefulSet and its pods
     first, as switching persistence needs (claim templates cannot change in place)."""
+    apps = client.AppsV1Api(api_client)
     if recreate:
-        apps = client.AppsV1Api(api_client)
         apps.delete_namespaced_stateful_set(
             COLLECTOR, release.NAMESPACE,
             body=client.V1DeleteOptions(propagation_policy="Foreground"))
@@ -88,7 +88,18 @@ def upgrade_to(api_client: client.ApiClient, core: client.CoreV1Api, kubeconfig:
                  and COLLECTOR not in {s.metadata.name for s in
                                        apps.list_namespaced_stateful_set(release.NAMESPACE).items})
     release.upgrade(kubeconfig, release.CHART_DIR, values, reuse_values=True)
-    wait_for(f"{REPLICAS} collector replicas Ready", lambda: replicas_ready(core))
+
+    def rolled_out() -> bool:
+        # every pod of the new revision and Ready, the old pod-0 replaced (it would still
+        # count as Ready while it waits for its turn in the rolling update)
+        statefulset = apps.read_namespaced_stateful_set(COLLECTOR, release.NAMESPACE)
+        status = statefulset.status
+        return bool((status.observed_generation or 0) >= statefulset.metadata.generation
+                    and status.update_revision == status.current_revision
+                    and status.updated_replicas == status.ready_replicas == REPLICAS
+                    and replicas_ready(core))
+
+    wait_for(f"{REPLICAS} collector replicas of the new revision Ready", rolled_out)
     return time.time()
 
 
