@@ -30,6 +30,7 @@ import os
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ SIMULATED_NODES = 36
 ROUNDS = 2
 WINDOW_SECONDS = 5.0
 STORAGE_CLASS = "kubecarbon-test-local"
+COLLECTOR_START_SECONDS = 300.0
 ACCEPTED = 'kubecarbon_collector_reports_total{{result="accepted",instance="{pod}"}}'
 AGENT_SENT = 'kubecarbon_agent_reports_sent_total{{job="{job}"}}'
 AGENT_JOB = f"{release.NAMESPACE}/{release.RELEASE}-agent"
@@ -276,11 +278,16 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
 
     # 1. three replicas, emptyDir, no session affinity
     sharded = {"collector": {"replicas": REPLICAS, "service": {"sessionAffinity": "None"}}}
-    since = upgrade_to(api_client, core, kubeconfig, sharded)
     token_file = tmp_path / "token"
     token_file.write_text(token)
-    single = CollectorProcess(tmp_path / "single", ["--token-file", str(token_file)]).start()
+    single = CollectorProcess(tmp_path / "single", ["--token-file", str(token_file)])
     try:
+        # the single collector starts while the replicas roll out (a loaded machine can
+        # take a minute to start a Python process with numpy)
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(single.start, COLLECTOR_START_SECONDS)
+            since = upgrade_to(api_client, core, kubeconfig, sharded)
+            starting.result()
         fleet = SimulatedFleet(FleetSettings(nodes=SIMULATED_NODES, seed=15,
                                              window_seconds=WINDOW_SECONDS))
         sent = 0
