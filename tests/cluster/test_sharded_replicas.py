@@ -140,11 +140,12 @@ def hostpath_volumes(cluster: LocalNodeCluster, count: int) -> list[dict[str, An
 
 
 def raw_samples(prometheus: Any, selector: str, since: float) -> list[tuple[float, float]]:
-    """(timestamp, value) of the one series `selector` names since `since`, as stored."""
+    """(timestamp, value) of the one series `selector` names since `since`, as stored
+    (none yet right after `since`: scrapes are 2 s apart and remote-written)."""
     span = f"{math.ceil(time.time() - since) + 1}s"
     rows = prometheus.get("/api/v1/query", {"query": f"{selector}[{span}]"})["data"]["result"]
-    assert len(rows) == 1, (selector, [r["metric"] for r in rows])
-    return [(float(t), float(v)) for t, v in rows[0]["values"] if float(t) >= since]
+    assert len(rows) <= 1, (selector, [r["metric"] for r in rows])
+    return [(float(t), float(v)) for row in rows for t, v in row["values"] if float(t) >= since]
 
 
 def counted(samples: list[tuple[float, float]]) -> list[tuple[float, float]]:
