@@ -177,9 +177,10 @@ def scalar(prometheus: Any, expr: str) -> float:
     return float(row["value"][1])
 
 
-def scraped_after(prometheus: Any, moment: float, selector: str) -> bool:
+def scraped_after(prometheus: Any, moment: float, selector: str, series: int = 1) -> bool:
+    """At least `series` series of `selector`, each with a sample newer than `moment`."""
     rows = prometheus.query(f"timestamp({selector})")
-    return bool(rows) and all(float(r["value"][1]) > moment for r in rows)
+    return len(rows) >= series and all(float(r["value"][1]) > moment for r in rows)
 
 
 # --- the measurement ---------------------------------------------------------------------
@@ -304,8 +305,8 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
         single.stop()
     simulated = {r["node"] for r in fleet_reports(real_owner, time.time(), fleet)}
     wait_for("Prometheus scraped every replica after the last round", lambda: scraped_after(
-        prometheus, posted + 1, 'kubecarbon_collector_live_nodes{job="kubecarbon-collector"}'),
-        timeout=60)
+        prometheus, posted + 1, 'kubecarbon_collector_live_nodes{job="kubecarbon-collector"}',
+        REPLICAS), timeout=60)
     others = f'job="kubecarbon-collector",instance!="{owner_pod}"'
     simulated_series = f'{others},node=~"sim-.*"'
     live = {r["metric"]["instance"]: float(r["value"][1]) for r in prometheus.query(
