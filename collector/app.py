@@ -17,7 +17,7 @@ import contextlib
 import gzip
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,26 @@ from collector.exposition import CONTENT_TYPE, Exposition, Scrape
 from collector.fleet_view import FleetViewCache, split_live
 from collector.ingest import Ingestor, IngestQueue
 from collector.ledger import Ledger
-from collector.metadata import MetadataProvider, StaticMetadataProvider
+from collector.metadata import ClusterInventory, MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
 from collector.rightsizing import UsageHistory
-from collector.settings import Settings, StateSettings
+from collector.settings import ReplicaSettings, Settings, StateSettings
+from collector.sharding import (
+    FORWARDED_HEADER,
+    Forwarder,
+    OwnerReply,
+    PeerDirectory,
+    PeersFile,
+    PodPeers,
+    encode_part,
+    replica_ordinal,
+    reports_by_owner,
+)
 from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import add_status_routes
 from collector.telemetry import Telemetry
 from collector.validation import BatchValidator, IngestError, decode_body
-from kubecarbon.wire import REPORTS_PATH
+from kubecarbon.wire import REPORTS_PATH, Report
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +69,10 @@ TELEMETRY_KEY = web.AppKey("kubecarbon_telemetry", Telemetry)
 RightsizingNow = Callable[[], "dict[str, Any] | None"]
 RIGHTSIZING_KEY: web.AppKey[RightsizingNow] = web.AppKey("kubecarbon_rightsizing")
 READ_CHUNK_BYTES = 64 * 1024
+
+
+class ReplicaSetupError(Exception):
+    """--replicas > 1 without a way for the replicas to find each other."""
 
 
 def default_registry() -> CollectorRegistry:
@@ -107,12 +122,15 @@ def create_app(
     registry: CollectorRegistry | None = None,
     token: bytes | None = None,
     status_page: bool = True,
+    peers: PeerDirectory | None = None,
 ) -> web.Application:
     """The collector app. `token` beats settings.server.token_file (read here if set, and
     again whenever it or the previous token's file changes).
 
     A metadata provider with `start()`/`stop()` methods (the Kubernetes one) is started
-    when the app starts and stopped when it shuts down.
+    when the app starts and stopped when it shuts down. With settings.replicas.replicas
+    > 1, `peers` (default: --peers-file, else the Kubernetes provider's pod watch) says
+    where the other replicas are, and reports of nodes this replica does not own go there.
     """
     settings = settings if settings is not None else Settings()
     metadata = metadata if metadata is not None else StaticMetadataProvider()
@@ -132,8 +150,10 @@ def create_app(
     ))
     views = FleetViewCache(params, settings.export.stale_after_seconds,
                            settings.hourly_intensity)
-    exposition = Exposition(views, capacity=CapacityFamilies(params, settings.rightsizing))
     telemetry = Telemetry()
+    forwarder = _forwarder(settings.replicas, settings.server.listen_port, metadata, peers)
+    exposition = Exposition(views, capacity=CapacityFamilies(params, settings.rightsizing),
+                            sharded=forwarder is not None)
 
     def reject(exc: IngestError) -> web.Response:
         telemetry.reject(exc.status)
@@ -160,13 +180,34 @@ def create_app(
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="kubecarbon"'
             return response
-        try:
-            result = await ingest_queue.submit(reports)
-        except Exception as exc:  # logged by the queue; nothing was applied
-            return web.Response(status=500, body=orjson.dumps({"error": f"internal: {exc}"}),
-                                content_type="application/json")
+        accepted = duplicates = 0
+        if forwarder is not None and FORWARDED_HEADER not in request.headers:
+            parts = reports_by_owner(reports, settings.replicas.replicas)
+            reports = parts.pop(forwarder.ordinal, [])
+            if parts:
+                replies = await _forward_parts(forwarder, parts, raw, request.headers,
+                                               whole=not reports)
+                for reply in replies:
+                    telemetry.forwarded[reply_result(reply)] += 1
+                failed = next((r for r in replies if r.status != 200), None)
+                if failed is not None:  # the agent retries; this replica's share waits too
+                    return web.Response(status=failed.status, body=failed.body,
+                                        content_type="application/json")
+                for reply in replies:
+                    counts = orjson.loads(reply.body)
+                    accepted += counts["accepted"]
+                    duplicates += counts["duplicates"]
+        if reports:
+            try:
+                result = await ingest_queue.submit(reports)
+            except Exception as exc:  # logged by the queue; nothing was applied
+                return web.Response(status=500,
+                                    body=orjson.dumps({"error": f"internal: {exc}"}),
+                                    content_type="application/json")
+            accepted += result.accepted
+            duplicates += result.duplicates
         return web.Response(
-            body=orjson.dumps({"accepted": result.accepted, "duplicates": result.duplicates}),
+            body=orjson.dumps({"accepted": accepted, "duplicates": duplicates}),
             content_type="application/json",
         )
 
@@ -231,6 +272,8 @@ def create_app(
     # the cluster.
     app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock, usage_history))
     app.cleanup_ctx.append(_provider_lifecycle(metadata))
+    if forwarder is not None:
+        app.cleanup_ctx.append(_forwarder_lifecycle(forwarder))
     capacity_families = exposition.capacity
 
     def rightsizing_now() -> dict[str, Any] | None:
@@ -253,7 +296,56 @@ def _metrics_body(exposition: Exposition, scrape: Scrape, process_metrics: bytes
     return gzip.compress(body, 1) if gzipped else body
 
 
+def _forwarder(replicas: ReplicaSettings, port: int, metadata: MetadataProvider,
+               peers: PeerDirectory | None) -> Forwarder | None:
+    """The hop to other replicas, or None for a single collector."""
+    if replicas.replicas == 1:
+        return None
+    if replicas.replica_name is None:
+        raise ReplicaSetupError(f"--replicas {replicas.replicas} needs --replica-name")
+    set_name, ordinal = replica_ordinal(replicas.replica_name)
+    if peers is None and replicas.peers_file is not None:
+        peers = PeersFile(replicas.peers_file)
+    if peers is None:
+        if (metadata.status().source != "kubernetes" or replicas.namespace is None
+                or not isinstance(metadata, ClusterInventory)):
+            raise ReplicaSetupError(
+                f"--replicas {replicas.replicas}: the replicas find each other through the "
+                "Kubernetes pod watch, which is not available (--kubernetes off, no API "
+                "access, or no --replica-namespace): give --peers-file or run one replica")
+        peers = PodPeers(metadata, replicas.namespace, set_name, port)
+    return Forwarder(ordinal, peers)
+
+
+async def _forward_parts(forwarder: Forwarder, parts: dict[int, list[Report]], raw: bytes,
+                         headers: Mapping[str, str], whole: bool) -> list[OwnerReply]:
+    """Each owner's share, sent at once; `whole`: the batch is one owner's, send it as it came."""
+    if whole and len(parts) == 1:
+        (owner,) = parts
+        return [await forwarder.forward(owner, raw, headers)]
+    plain = {"Content-Type": "application/json"}
+    if "Authorization" in headers:
+        plain["Authorization"] = headers["Authorization"]
+    return list(await asyncio.gather(*(
+        forwarder.forward(owner, encode_part(part), plain) for owner, part in parts.items())))
+
+
+def reply_result(reply: OwnerReply) -> str:
+    """The `result` label of collector_forwarded_requests_total for one forwarded request."""
+    if not reply.reached:
+        return "unavailable"
+    return "applied" if reply.status == 200 else "refused"
+
+
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _forwarder_lifecycle(forwarder: Forwarder) -> CleanupContext:
+    async def forwarder_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await forwarder.close()
+
+    return forwarder_lifecycle
 
 
 def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,

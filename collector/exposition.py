@@ -22,7 +22,7 @@ from collector.ledger import LedgerView, NodeLatest, UsageCounters
 from collector.metadata import ProviderStatus
 from collector.metrics import NODE_LABELS, SPECS, MetricSpec
 from collector.model.assumptions import model_info_labels, uncertainty_ranges
-from collector.telemetry import SNAPSHOT_RESTORE_RESULTS, Telemetry
+from collector.telemetry import FORWARD_RESULTS, SNAPSHOT_RESTORE_RESULTS, Telemetry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -71,8 +71,10 @@ class Exposition:
     """The kubecarbon_* families of a scrape in the Prometheus text format."""
 
     def __init__(self, views: FleetViewCache | None = None, version_: str | None = None,
-                 capacity: CapacityFamilies | None = None) -> None:
+                 capacity: CapacityFamilies | None = None, sharded: bool = False) -> None:
         self.views = views if views is not None else FleetViewCache()
+        # one of several replicas (--replicas > 1): also the band's draws and the forwarding
+        self.sharded = sharded
         self.capacity = capacity if capacity is not None else CapacityFamilies(self.views.params)
         self.version = version_ or build_version()
         self._label_text: dict[tuple[str, ...], str] = {}  # node label values -> text
@@ -152,6 +154,11 @@ class Exposition:
             (("0.5",), quantiles.p50),
             (("0.95",), quantiles.p95),
         ]
+        if self.sharded:
+            draws = view.avoided_draws
+            yield SPECS["avoided_co2e_grams_per_hour_draw"], [] if draws is None else [
+                ((str(index),), grams) for index, grams in enumerate(draws.tolist())
+            ]
         servers = view.avoided_servers_quantiles
         yield SPECS["avoided_servers_quantile"], [] if servers is None else [
             (("0.05",), servers.p05),
@@ -179,6 +186,10 @@ class Exposition:
         yield SPECS["collector_rejected_requests_total"], [
             ((str(code),), count) for code, count in sorted(telemetry.rejected_by_status.items())
         ]
+        if self.sharded:
+            yield SPECS["collector_forwarded_requests_total"], [
+                ((result,), telemetry.forwarded[result]) for result in FORWARD_RESULTS
+            ]
         yield SPECS["collector_default_profile_nodes"], [
             ((), sum(1 for n in view.live if n.on_default_profile))
         ]

@@ -15,13 +15,16 @@ import numpy as np
 
 from collector.intensity import HourlyIntensity
 from collector.ledger import LedgerView, NodeLatest
+from collector.model import coefficients as c
 from collector.model.estimate import WindowBatch, WindowEstimate, estimate_windows
 from collector.model.fleet import (
     UNCERTAINTY_DRAWS,
     UNCERTAINTY_SEED,
+    AvoidedBand,
     FleetGauges,
+    FloatArray,
     Quantiles,
-    avoided_rate_band,
+    avoided_rate_samples,
     fleet_gauges,
 )
 from collector.model.parameters import ModelParameters, ProfileArrays
@@ -39,6 +42,8 @@ class FleetView:
     avoided_servers_quantiles: Quantiles | None
     grid_intensity_by_region: dict[str, float]
     estimate: WindowEstimate | None = None  # of `live`, in its order (rightsizing costs nodes)
+    # grams per hour of each draw behind avoided_quantiles; replicas sum them per draw
+    avoided_draws: FloatArray | None = None
 
 
 def split_live(windows: Sequence[NodeLatest], now: float, stale_after_seconds: float
@@ -73,11 +78,12 @@ def compute_fleet_view(
         None if hourly_intensity is None else hourly_intensity.lookup(regions, midpoints),
         np.array([n.overhead_cpu_seconds for n in live], dtype=np.float64),
     )
-    band = (
-        avoided_rate_band(batch, estimate, params, draws=UNCERTAINTY_DRAWS, seed=UNCERTAINTY_SEED)
+    samples = (
+        avoided_rate_samples(batch, estimate, params, UNCERTAINTY_DRAWS, UNCERTAINTY_SEED)
         if live
         else None
     )
+    band = None if samples is None else AvoidedBand.of(samples, c.SECONDS_PER_HOUR)
     intensity: dict[str, float] = {}
     for n, grams in zip(live, estimate.grid_intensity_grams_per_kilowatt_hour.tolist(),
                         strict=True):
@@ -90,6 +96,7 @@ def compute_fleet_view(
         avoided_servers_quantiles=None if band is None else band.servers,
         grid_intensity_by_region=intensity,
         estimate=estimate,
+        avoided_draws=None if samples is None else samples.co2e_grams,
     )
 
 

@@ -8,7 +8,7 @@ import sys
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from collector.app import create_app, default_registry
+from collector.app import ReplicaSetupError, create_app, default_registry
 from collector.auth import TokenFileError
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.options import SettingsError, parse_settings
@@ -63,17 +63,19 @@ def main(argv: list[str]) -> int:
         app = create_app(settings, metadata=metadata, registry=registry)
         certificate = (ReloadingCertificate(server.tls_cert_file, server.tls_key_file)
                        if server.tls_cert_file and server.tls_key_file else None)
-    except (TokenFileError, CertificateError) as exc:
+    except (TokenFileError, CertificateError, ReplicaSetupError) as exc:
         print(f"kubecarbon collector: error: {exc}", file=sys.stderr)
         return 2
     if certificate is None:
         log.warning("serving plain HTTP: reports and the bearer token travel in clear text "
                     "(--tls-cert-file and --tls-key-file turn on HTTPS)")
     log.info(
-        "kubecarbon collector serving %s on %s:%d (metadata: %s, state file: %s, auth: %s)",
+        "kubecarbon collector serving %s on %s:%d (metadata: %s, state file: %s, auth: %s, "
+        "replica: %s of %d)",
         "HTTPS" if certificate else "HTTP", server.listen_host, server.listen_port,
         metadata.status().source, settings.state.state_file or "none",
         "bearer token" if settings.server.token_file else "none",
+        settings.replicas.replica_name or "the only one", settings.replicas.replicas,
     )
     web.run_app(
         app,

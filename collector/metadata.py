@@ -44,6 +44,7 @@ class PodInfo:
     cpu_request_cores: float = 0.0
     memory_request_bytes: float = 0.0
     holds_requests: bool = True  # False once the pod ended (Succeeded, Failed): it frees them
+    ip: str | None = None  # status.podIP; how collector replicas find each other
 
 
 @dataclass(frozen=True)

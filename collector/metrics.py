@@ -172,6 +172,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "0.05, 0.5, 0.95 of the parameter uncertainty (1,000 draws).",
           "A gauge in meaning; typed untyped because the Prometheus lint reserves the "
           "quantile label for summaries, which this is not (no _sum or _count)."),
+    _spec("avoided_co2e_grams_per_hour_draw", G, "grams CO2e per hour", ("draw",),
+          "Avoided emission rate of this replica's live nodes in each of the 1,000 parameter "
+          "draws behind avoided_co2e_grams_per_hour; only with --replicas > 1.",
+          "Every replica draws the same parameters and each draw is a sum over nodes, so "
+          "the fleet's band is the quantile over draws of the per-draw sum across replicas "
+          "(the recording rule kubecarbon:avoided_co2e_tonnes_per_day:quantile); "
+          "quantiles themselves do not add."),
     _spec("avoided_servers_quantile", U, "servers", ("quantile",),
           "Avoided servers of the live fleet at quantiles 0.05, 0.5, 0.95 of the parameter "
           "uncertainty (baseline utilisation and the reference server drawn from "
@@ -204,6 +211,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
           "collector_rejected_requests_total."),
     _spec("collector_rejected_requests_total", C, "requests", ("code",),
           "Requests to /api/v1/reports refused, by HTTP status code."),
+    _spec("collector_forwarded_requests_total", C, "requests", ("result",),
+          "Report requests this replica sent on to the replica owning their node: applied "
+          "(the owner answered 200), refused (it answered otherwise), unavailable (not "
+          "reached; the agent got a 503 and retries); only with --replicas > 1."),
     _spec("collector_default_profile_nodes", G, "nodes", (),
           "Live nodes priced with the default profile (no known provider or curve)."),
     _spec("collector_default_profile_reports_total", C, "reports", (),

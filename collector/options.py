@@ -22,11 +22,13 @@ from collector.settings import (
     DedupeSettings,
     ExportSettings,
     IngestLimits,
+    ReplicaSettings,
     RightsizingSettings,
     ServerSettings,
     Settings,
     StateSettings,
 )
+from collector.sharding import replica_ordinal
 from kubecarbon.address import parse_host_port
 from kubecarbon.bounds import bounded
 
@@ -90,6 +92,14 @@ def build_parser() -> configargparse.ArgumentParser:
     add("--state-file", type=Path, help="counter snapshot path (restored at start)")
     add("--snapshot-interval", type=bounded(float, 1.0), metavar="SECONDS",
         default=state.snapshot_interval_seconds, help="seconds between snapshots")
+    add("--replicas", type=bounded(int, 1), default=ReplicaSettings.replicas,
+        help="collector replicas; each node is owned by one and the others forward to it")
+    add("--replica-name", metavar="POD",
+        help="this replica's pod name, <statefulset>-<ordinal> (needed with --replicas > 1)")
+    add("--replica-namespace", metavar="NAMESPACE",
+        help="namespace of the replica pods, found through the pod watch")
+    add("--peers-file", type=Path, metavar="FILE",
+        help="replica base URLs, one a line (line i: replica i), instead of the pod watch")
     add("--kubernetes", choices=("auto", "off"), default="auto",
         help="auto: node and pod metadata from the Kubernetes API when reachable")
     add("--kubeconfig", type=Path,
@@ -166,6 +176,22 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         )
     if (args.tls_cert_file is None) != (args.tls_key_file is None):
         raise SettingsError("arguments --tls-cert-file and --tls-key-file go together")
+    if args.replicas > 1:
+        if not args.replica_name:
+            raise SettingsError(f"argument --replica-name: needed with --replicas "
+                                f"{args.replicas} (the StatefulSet pod's name)")
+        try:
+            _, ordinal = replica_ordinal(args.replica_name)
+        except ValueError as exc:
+            raise SettingsError(f"argument --replica-name: {exc}") from None
+        if ordinal >= args.replicas:
+            raise SettingsError(f"argument --replica-name: ordinal {ordinal} is not below "
+                                f"--replicas {args.replicas}")
+        if args.peers_file is None and (args.kubernetes == "off" or not args.replica_namespace):
+            raise SettingsError(
+                f"argument --replicas: {args.replicas} replicas must find each other: give "
+                "--replica-namespace with --kubernetes auto (the pod watch), or --peers-file, "
+                "or run one replica")
     config_path = Path(args.config) if args.config else None
     profiles = ProfileConfig()
     if config_path is not None:
@@ -206,6 +232,10 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         ),
         state=StateSettings(
             state_file=args.state_file, snapshot_interval_seconds=args.snapshot_interval
+        ),
+        replicas=ReplicaSettings(
+            replicas=args.replicas, replica_name=args.replica_name,
+            namespace=args.replica_namespace, peers_file=args.peers_file,
         ),
         rightsizing=RightsizingSettings(
             window_seconds=args.rightsizing_window,

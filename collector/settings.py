@@ -91,6 +91,16 @@ class StateSettings:
 
 
 @dataclass(frozen=True)
+class ReplicaSettings:
+    """Collector replicas: each node is owned by one (collector/sharding.py)."""
+
+    replicas: int = 1  # the configured count, fixed: ownership is node hash mod this
+    replica_name: str | None = None  # this pod's name, <set>-<ordinal>; needed when replicas > 1
+    namespace: str | None = None  # where the replica pods run (the pod watch finds them there)
+    peers_file: Path | None = None  # replica URLs, one a line, instead of the pod watch
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the collector is configured with, grouped by concern."""
 
@@ -99,6 +109,7 @@ class Settings:
     dedupe: DedupeSettings = field(default_factory=DedupeSettings)
     export: ExportSettings = field(default_factory=ExportSettings)
     state: StateSettings = field(default_factory=StateSettings)
+    replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
     rightsizing: RightsizingSettings = field(default_factory=RightsizingSettings)
     # "node": idle energy stays with the node (default); "requests": also split over pods by
     # requested CPU share, so namespace totals include it (docs/methodology.md, section 5)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 SNAPSHOT_RESTORE_RESULTS = ("restored", "missing", "corrupt", "disabled")
+# requests forwarded to the owning replica: it answered 200, it answered otherwise, or
+# it could not be reached (the agent got a 503)
+FORWARD_RESULTS = ("applied", "refused", "unavailable")
 
 
 @dataclass
@@ -17,6 +20,7 @@ class Telemetry:
     snapshot_writes: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
     snapshot_last_success_timestamp_seconds: float = 0.0
     snapshot_restore: str = "disabled"  # one of SNAPSHOT_RESTORE_RESULTS
+    forwarded: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FORWARD_RESULTS, 0))
 
     def reject(self, status: int) -> None:
         self.rejected_by_status[status] = self.rejected_by_status.get(status, 0) + 1
@@ -24,4 +28,5 @@ class Telemetry:
     def copy(self) -> Telemetry:
         """A copy for a reader on another thread: nothing in it changes afterwards."""
         return replace(self, rejected_by_status=dict(self.rejected_by_status),
-                       snapshot_writes=dict(self.snapshot_writes))
+                       snapshot_writes=dict(self.snapshot_writes),
+                       forwarded=dict(self.forwarded))

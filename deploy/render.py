@@ -35,8 +35,8 @@ TOKEN_SECRET = "kubecarbon-token"
 # creates a pod before its account, Secret or ConfigMap exists.
 KIND_ORDER = (
     "Namespace", "NetworkPolicy", "PodDisruptionBudget", "ServiceAccount", "Secret", "ConfigMap",
-    "PersistentVolumeClaim", "ClusterRole", "ClusterRoleBinding", "Service", "DaemonSet",
-    "Deployment", "ServiceMonitor", "PodMonitor", "PrometheusRule",
+    "ClusterRole", "ClusterRoleBinding", "Service", "DaemonSet",
+    "StatefulSet", "ServiceMonitor", "PodMonitor", "PrometheusRule",
 )
 
 # The two commands of a plain install, as the README and docs/operations.md give them.

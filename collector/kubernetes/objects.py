@@ -167,6 +167,7 @@ def pod_info_from_object(obj: Mapping[str, Any]) -> PodInfo:
     labels = metadata.get("labels") or {}
     kind, workload = workload_of_pod(name, labels, metadata.get("ownerReferences") or ())
     spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
     requests = pod_requests(spec, f"pod {name}")
     # Many pods share namespace and workload strings; interning keeps one copy.
     return PodInfo(
@@ -178,7 +179,8 @@ def pod_info_from_object(obj: Mapping[str, Any]) -> PodInfo:
         node_name=spec.get("nodeName") or None,
         cpu_request_cores=requests.cpu_cores,
         memory_request_bytes=requests.memory_bytes,
-        holds_requests=(obj.get("status") or {}).get("phase") not in ENDED_POD_PHASES,
+        holds_requests=status.get("phase") not in ENDED_POD_PHASES,
+        ip=status.get("podIP") or None,
     )
 
 

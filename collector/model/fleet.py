@@ -307,6 +307,11 @@ class AvoidedBand:
     co2e_grams: Quantiles
     servers: Quantiles  # mean avoided servers over the span
 
+    @classmethod
+    def of(cls, samples: AvoidedSamples, span_seconds: float) -> AvoidedBand:
+        return cls(co2e_grams=Quantiles.of(samples.co2e_grams),
+                   servers=Quantiles.of(samples.server_seconds / span_seconds))
+
 
 def avoided_band(
     totals: FleetTotals,
@@ -320,10 +325,7 @@ def avoided_band(
     if not 0 < span_seconds < float("inf"):
         raise ValueError(f"span_seconds: must be finite and > 0, got {span_seconds}")
     samples = avoided_samples(totals, params, Draws.sample(params, draws, seed))
-    return AvoidedBand(
-        co2e_grams=Quantiles.of(samples.co2e_grams),
-        servers=Quantiles.of(samples.server_seconds / span_seconds),
-    )
+    return AvoidedBand.of(samples, span_seconds)
 
 
 def avoided_co2e_quantiles(
@@ -346,8 +348,27 @@ def avoided_rate_band(
     seed: int | np.random.Generator | None = None,
 ) -> AvoidedBand:
     """The band of the live fleet: avoided grams per hour and avoided servers."""
+    samples = avoided_rate_samples(batch, estimate, params, draws, seed)
+    return AvoidedBand.of(samples, c.SECONDS_PER_HOUR)
+
+
+def avoided_rate_samples(
+    batch: WindowBatch,
+    estimate: WindowEstimate,
+    params: ModelParameters | None = None,
+    draws: int = UNCERTAINTY_DRAWS,
+    seed: int | np.random.Generator | None = None,
+) -> AvoidedSamples:
+    """Avoided server-seconds and grams in one hour at the rate of the live fleet, per draw.
+
+    With the same seed every collector replica draws the same parameters, and each draw
+    is a sum over nodes: draw k of the whole fleet is the sum of every replica's draw k
+    (with embodied_only_for_existing_servers, whose clip is not a sum, that sum counts no
+    more embodied savings than the whole fleet would).
+    """
+    params = params or ModelParameters()
     totals = FleetTotals.per_hour(batch, estimate, params)
-    return avoided_band(totals, c.SECONDS_PER_HOUR, params, draws, seed)
+    return avoided_samples(totals, params, Draws.sample(params, draws, seed))
 
 
 def avoided_co2e_rate_quantiles(

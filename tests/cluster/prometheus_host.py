@@ -99,6 +99,7 @@ def scrape_configs(api_server: str, token_file: Path, ca_file: Path,
                 keep("__meta_kubernetes_endpoint_port_name", "http"),
                 *common,
                 {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "instance"},
             ],
         },
         {   # ... and its PodMonitor

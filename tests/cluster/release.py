@@ -81,7 +81,10 @@ def install(kubeconfig: Path, chart: Path, values: dict[str, Any]) -> dict[str, 
         return release
 
 
-def upgrade(kubeconfig: Path, chart: Path, values: dict[str, Any]) -> dict[str, Any]:
+def upgrade(kubeconfig: Path, chart: Path, values: dict[str, Any],
+            reuse_values: bool = False) -> dict[str, Any]:
+    """`helm upgrade`; with reuse_values, `values` go over the release's current ones."""
     with helm.Config(kubeconfig_path=kubeconfig, namespace=NAMESPACE) as cluster:
-        release: dict[str, Any] = cluster.upgrade(chart, RELEASE, values)
+        release: dict[str, Any] = cluster.upgrade(chart, RELEASE, values,
+                                                  reuse_values=reuse_values)
         return release

@@ -68,8 +68,8 @@ def test_the_cronjob_starts_jobs_on_schedule(api_client, core, workloads):
     assert pod.status.qos_class == "Burstable"
 
 
-def test_the_chart_runs_its_daemonset_deployment_rbac_service_and_secret(api_client, core,
-                                                                       kubecarbon):
+def test_the_chart_runs_its_daemonset_statefulset_rbac_service_and_secret(api_client, core,
+                                                                        kubecarbon):
     assert kubecarbon["status"] == "deployed"
     apps = client.AppsV1Api(api_client)
     rbac = client.RbacAuthorizationV1Api(api_client)
@@ -78,9 +78,9 @@ def test_the_chart_runs_its_daemonset_deployment_rbac_service_and_secret(api_cli
     assert daemonset.status.number_ready == daemonset.status.desired_number_scheduled == 1
     (agent_container,) = daemonset.spec.template.spec.containers
     assert agent_container.image.startswith("kubecarbon-agent:")
-    deployment = apps.read_namespaced_deployment("kubecarbon-collector", namespace)
-    assert deployment.status.ready_replicas == 1
-    assert deployment.spec.template.spec.containers[0].image.startswith("kubecarbon:")
+    statefulset = apps.read_namespaced_stateful_set("kubecarbon-collector", namespace)
+    assert statefulset.status.ready_replicas == 1
+    assert statefulset.spec.template.spec.containers[0].image.startswith("kubecarbon:")
     assert rbac.read_cluster_role("kubecarbon-collector").rules
     assert rbac.read_cluster_role_binding("kubecarbon-collector").subjects[0].name == \
         "kubecarbon-collector"

@@ -96,7 +96,8 @@ def golden_state() -> tuple[Ingestor, Telemetry]:
     return ingestor, telemetry
 
 
-def golden_text() -> str:
+def golden_text(sharded: bool = False) -> str:
+    """The golden fleet's exposition; `sharded`: as one of several replicas would show it."""
     ingestor, telemetry = golden_state()
     status = ProviderStatus(source="static", synced=True, connected=True)
     metadata = ingestor.metadata
@@ -107,7 +108,7 @@ def golden_text() -> str:
     }
     capacity = CapacityInputs(metadata.nodes(), metadata.pods(), ingestor.pod_usage.latest(),
                               recommendations, untracked_workloads=0)
-    return Exposition(version_="0.0.0-golden").render(
+    return Exposition(version_="0.0.0-golden", sharded=sharded).render(
         Scrape(ingestor.ledger.view(T0), telemetry, status, capacity))
 
 
@@ -134,7 +135,8 @@ def test_promtool_catches_a_broken_exposition():
 
 
 def test_exposition_families_are_exactly_the_catalogue():
-    families = {family.name: family for family in text_string_to_metric_families(golden_text())}
+    families = {family.name: family
+                for family in text_string_to_metric_families(golden_text(sharded=True))}
     # prometheus_client's parser drops the _total of counter families
     exposed = {name + ("_total" if family.type == "counter" else ""): family.type
                for name, family in families.items()}
@@ -163,7 +165,7 @@ def test_docs_table_agrees_with_the_exposition():
     documented = {name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels
                   in rows}
     exposed = {}
-    for family in text_string_to_metric_families(golden_text()):
+    for family in text_string_to_metric_families(golden_text(sharded=True)):
         kind = {"unknown": "untyped"}.get(family.type, family.type)
         name = family.name + ("_total" if kind == "counter" else "")
         exposed[name] = (kind, tuple(family.samples[0].labels) if family.samples else ())

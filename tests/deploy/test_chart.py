@@ -110,7 +110,7 @@ def test_claimed_versions_are_the_ones_tested():
 def test_every_render_validates_on_the_newest_and_the_oldest_schema(flag, render_objects):
     versions = [*newest_kubernetes_versions(), schema_versions()[0]]
     assert len(set(versions)) == 4
-    # two accounts, Secret, Service, DaemonSet, Deployment at least
+    # two accounts, Secret, Service, DaemonSet, StatefulSet at least
     assert validate_strictly(render_objects(FLAG_VALUES[flag]), versions) >= 6
 
 
@@ -140,7 +140,7 @@ def test_flags_add_exactly_their_objects(render_objects):
         "pod-monitor": {("PodMonitor", "kubecarbon-agent")},
         "prometheus-rule": {("PrometheusRule", "kubecarbon")},
         "replicas": {("PodDisruptionBudget", "kubecarbon-collector")},
-        "persistence": {("PersistentVolumeClaim", "kubecarbon-collector")},
+        "persistence": set(),  # a claim template in the StatefulSet, one claim per replica
         "existing-claim": set(),
         "collector-config": {("ConfigMap", "kubecarbon-collector")},
         "dashboards": {("ConfigMap", f"kubecarbon-dashboard-kubecarbon-{name}")
@@ -217,7 +217,7 @@ def test_agent_posts_to_the_collector_service(render_objects):
     assert url == f"http://{service['metadata']['name']}.kubecarbon.svc:{port}"
     assert "KUBECARBON_COLLECTOR_SERVICE_HOST" not in env
     assert selects(service["spec"]["selector"],
-                   find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
+                   find(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"])
 
 
 @pytest.mark.parametrize("release", ["kubecarbon", "prod"])
@@ -303,15 +303,15 @@ def test_host_network_only_when_asked(render_objects):
 
 
 def test_collector_is_non_root_read_only_and_probed(render_objects):
-    deployment = find(render_objects({}), "Deployment")
-    spec = pod_spec(deployment)
-    assert deployment["spec"]["replicas"] == 1
+    collector = find(render_objects({}), "StatefulSet")
+    spec = pod_spec(collector)
+    assert collector["spec"]["replicas"] == 1
     assert spec["securityContext"]["runAsNonRoot"] is True
-    security = container(deployment)["securityContext"]
+    security = container(collector)["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["privileged"] is False and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
-    probes = container(deployment)
+    probes = container(collector)
     assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
     ports = {p["name"] for p in probes["ports"]}
@@ -330,44 +330,60 @@ def test_collector_cluster_role_is_read_only_on_nodes_and_pods(render_objects):
     binding = find(objects, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     (subject,) = binding["subjects"]
-    assert subject["name"] == pod_spec(find(objects, "Deployment"))["serviceAccountName"]
+    assert subject["name"] == pod_spec(find(objects, "StatefulSet"))["serviceAccountName"]
     assert subject["namespace"] == "kubecarbon"
 
 
 def test_kubernetes_off_drops_the_role_and_the_api_token(render_objects):
     objects = render_objects(FLAG_VALUES["kubernetes-off"])
     assert not {"ClusterRole", "ClusterRoleBinding"} & {o["kind"] for o in objects}
-    deployment = find(objects, "Deployment")
-    assert pod_spec(deployment)["automountServiceAccountToken"] is False
-    assert env_of(deployment)["KUBECARBON_KUBERNETES"] == "off"
+    collector = find(objects, "StatefulSet")
+    assert pod_spec(collector)["automountServiceAccountToken"] is False
+    assert env_of(collector)["KUBECARBON_KUBERNETES"] == "off"
 
 
-def test_state_volume_is_empty_dir_by_default_and_a_claim_when_asked(render_objects):
+def test_state_volume_is_empty_dir_by_default_and_a_claim_per_replica_when_asked(
+        render_objects):
     def state_volume(values):
-        deployment = find(render_objects(values), "Deployment")
-        (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "state"]
-        mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "state")
-        assert env_of(deployment)["KUBECARBON_STATE_FILE"].startswith(mount["mountPath"] + "/")
-        return volume
+        statefulset = find(render_objects(values), "StatefulSet")
+        volumes = [v for v in pod_spec(statefulset)["volumes"] if v["name"] == "state"]
+        templates = [t for t in statefulset["spec"].get("volumeClaimTemplates", ())
+                     if t["metadata"]["name"] == "state"]
+        assert len(volumes + templates) == 1  # one source of the state volume
+        mount = next(m for m in container(statefulset)["volumeMounts"] if m["name"] == "state")
+        assert env_of(statefulset)["KUBECARBON_STATE_FILE"].startswith(mount["mountPath"] + "/")
+        return (volumes + templates)[0]
 
     assert "emptyDir" in state_volume({})
-    claimed = render_objects(FLAG_VALUES["persistence"])
-    pvc = find(claimed, "PersistentVolumeClaim")
-    assert pvc["spec"]["storageClassName"] == "fast"
-    assert state_volume(FLAG_VALUES["persistence"])["persistentVolumeClaim"]["claimName"] == (
-        pvc["metadata"]["name"])
-    assert find(claimed, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    claimed = state_volume(FLAG_VALUES["persistence"])
+    assert claimed["spec"]["storageClassName"] == "fast"
+    assert claimed["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claimed["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    both = {"collector": {**FLAG_VALUES["persistence"]["collector"], "replicas": 3}}
+    assert state_volume(both) == claimed  # each replica gets its own claim from the template
     existing = state_volume(FLAG_VALUES["existing-claim"])
     assert existing["persistentVolumeClaim"]["claimName"] == "mine"
 
 
+def test_replicas_are_a_statefulset_told_their_count_name_and_namespace(render_objects):
+    statefulset = find(render_objects(FLAG_VALUES["replicas"]), "StatefulSet")
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    assert statefulset["spec"]["serviceName"] == "kubecarbon-collector"
+    variables = {e["name"]: e for e in container(statefulset)["env"]}
+    assert variables["KUBECARBON_REPLICAS"]["value"] == "3"
+    assert variables["KUBECARBON_REPLICA_NAME"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.name"}}
+    assert variables["KUBECARBON_REPLICA_NAMESPACE"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
 def test_disruption_budget_only_with_several_replicas(render_objects):
     objects = render_objects(FLAG_VALUES["replicas"])
-    assert find(objects, "Deployment")["spec"]["replicas"] == 3
+    assert find(objects, "StatefulSet")["spec"]["replicas"] == 3
     budget = find(objects, "PodDisruptionBudget")
     assert budget["spec"]["minAvailable"] == 1
     assert selects(budget["spec"]["selector"]["matchLabels"],
-                   find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"])
+                   find(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"])
     assert "PodDisruptionBudget" not in {o["kind"] for o in render_objects({})}
     # policy/v1 where the cluster serves it (1.21+); test_helm_release.py installs on 1.20
     assert budget["apiVersion"] == "policy/v1"
@@ -378,9 +394,9 @@ def test_collector_config_is_mounted_and_named_by_env(render_objects):
     config_map = find(objects, "ConfigMap", "kubecarbon-collector")
     assert yaml.safe_load(config_map["data"]["config.yaml"]) == {
         "default_profile": {"provider": "baremetal"}}
-    deployment = find(objects, "Deployment")
-    path = Path(env_of(deployment)["KUBECARBON_CONFIG"])
-    mount = next(m for m in container(deployment)["volumeMounts"] if m["name"] == "config")
+    collector = find(objects, "StatefulSet")
+    path = Path(env_of(collector)["KUBECARBON_CONFIG"])
+    mount = next(m for m in container(collector)["volumeMounts"] if m["name"] == "config")
     assert str(path.parent) == mount["mountPath"] and path.name in config_map["data"]
 
 
@@ -397,7 +413,7 @@ def test_token_is_generated_and_mounted_into_agents_and_collector(render_objects
     assert len(first) == 48 and first.isalnum()
     assert first != second  # random per install; upgrades reuse it through `lookup`
     secret_name = find(objects, "Secret")["metadata"]["name"]
-    for kind in ("DaemonSet", "Deployment"):
+    for kind in ("DaemonSet", "StatefulSet"):
         workload = find(objects, kind)
         (volume,) = [v for v in pod_spec(workload)["volumes"] if "secret" in v]
         assert volume["secret"]["secretName"] == secret_name
@@ -412,7 +428,7 @@ def test_given_token_and_existing_secret_are_respected(render_objects):
     assert _token(render_objects(FLAG_VALUES["token-value"])) == "s3cret-token-0123456789"
     objects = render_objects(FLAG_VALUES["token-existing"])
     assert "Secret" not in {o["kind"] for o in objects}
-    for kind in ("DaemonSet", "Deployment"):
+    for kind in ("DaemonSet", "StatefulSet"):
         (volume,) = [v for v in pod_spec(find(objects, kind))["volumes"] if "secret" in v]
         assert volume["secret"]["secretName"] == "my-token"
 
@@ -428,18 +444,21 @@ def test_token_template_reuses_the_installed_secret():
 # --- NetworkPolicy and prometheus-operator objects ---------------------------------------
 
 
-def test_network_policy_admits_only_agents_and_prometheus(render_objects):
+def test_network_policy_admits_only_agents_other_replicas_and_prometheus(render_objects):
     objects = render_objects(FLAG_VALUES["network-policy"])
     policy = find(objects, "NetworkPolicy")["spec"]
-    collector_labels = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    collector_labels = find(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     agent_labels = find(objects, "DaemonSet")["spec"]["template"]["metadata"]["labels"]
     assert selects(policy["podSelector"]["matchLabels"], collector_labels)
     assert policy["policyTypes"] == ["Ingress"]
     (rule,) = policy["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
-    agents, prometheus = rule["from"]
+    agents, replicas, prometheus = rule["from"]
     assert selects(agents["podSelector"]["matchLabels"], agent_labels)
     assert not selects(agents["podSelector"]["matchLabels"], collector_labels)
+    # replicas forward reports to each other
+    assert selects(replicas["podSelector"]["matchLabels"], collector_labels)
+    assert not selects(replicas["podSelector"]["matchLabels"], agent_labels)
     assert prometheus["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
     assert "namespaceSelector" in prometheus  # Prometheus usually lives in another namespace
     extended = find(render_objects(FLAG_VALUES["everything"]), "NetworkPolicy")["spec"]
@@ -457,6 +476,9 @@ def test_monitors_point_at_real_ports_and_labels(render_objects):
     assert endpoint["path"] == "/metrics" and DURATION.match(endpoint["interval"])
     # the collector's namespace and pod labels name what they describe, not the target
     assert endpoint["honorLabels"] is True
+    # a replica's series keep its StatefulSet pod name across restarts, not its pod IP
+    assert endpoint["relabelings"] == [{"sourceLabels": ["__meta_kubernetes_pod_name"],
+                                        "targetLabel": "instance"}]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["kubecarbon"]}
 
     pod_monitor = find(objects, "PodMonitor")
@@ -524,12 +546,31 @@ def test_bad_values_are_refused_with_the_key_named(values, where, why):
     assert where in str(caught.value) and why in str(caught.value)
 
 
-def test_persistence_with_several_replicas_is_refused_with_a_reason():
-    values = {"collector": {"replicas": 2, "persistence": {"enabled": True}}}
+@pytest.mark.parametrize(("values", "reason"), [
+    # one existing claim cannot hold several replicas' snapshots
+    ({"collector": {"replicas": 2, "persistence": {"enabled": True, "existingClaim": "mine"}}},
+     "existingClaim is one claim for one replica"),
+    # without the API the replicas cannot find each other
+    ({"collector": {"replicas": 2, "kubernetes": "off"}},
+     "replicas > 1 needs collector.kubernetes: auto"),
+    # the forwarding between replicas speaks plain HTTP only
+    ({"collector": {"replicas": 2}, "tls": {"enabled": True, "secretName": "collector-tls"}},
+     "tls.enabled needs collector.replicas: 1"),
+])
+def test_replica_settings_that_cannot_work_are_refused_with_a_reason(values, reason):
     with helm.Chart.load(CHART_DIR) as chart, pytest.raises(
-        helm.HelmRenderError, match=re.escape("needs collector.replicas: 1")
+        helm.HelmRenderError, match=re.escape(reason)
     ):
         chart.render(values, name="kubecarbon", namespace="kubecarbon")
+
+
+def test_persistence_with_several_replicas_renders_a_claim_per_replica(render_objects):
+    objects = render_objects({"collector": {"replicas": 2, "persistence": {"enabled": True}}})
+    statefulset = find(objects, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 2
+    (template,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert template["metadata"]["name"] == "state"
+    assert "PersistentVolumeClaim" not in {o["kind"] for o in objects}
 
 
 def _key_tree(node: Any) -> Any:
@@ -561,6 +602,11 @@ def test_notes_say_where_to_look_next(render_module):
     assert "kubecarbon-agent:0.1.0 (agents) and kubecarbon:0.1.0 (collector)" in plain
     assert "rollout restart daemonset/kubecarbon-agent" in full and "rollout" not in plain
     assert "hostPath type error" in full and "hostPath type error" not in plain
+    assert "get statefulset kubecarbon-collector" in plain
+    # several replicas: the Service shows one share, Prometheus must scrape every pod
+    assert "each pod holds the nodes it owns" in full and "each pod holds" not in plain
+    sharded = render_module.render_chart(FLAG_VALUES["replicas"])["kubecarbon/templates/NOTES.txt"]
+    assert "scrape every collector pod" in sharded
 
 
 def test_collector_down_alert_watches_the_job_the_service_monitor_creates(render_module):

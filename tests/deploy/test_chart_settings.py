@@ -81,8 +81,14 @@ def test_agent_without_rapl_does_not_read_it(render_objects, tmp_path):
 
 def test_collector_parses_the_chart_environment_and_config(render_objects, tmp_path):
     objects = render_objects(EVERYTHING)
-    env = on_this_machine(container_env(objects, "Deployment"), tmp_path, objects)
-    settings = parse_collector_settings([], env)
+    env = container_env(objects, "StatefulSet")
+    # what the kubelet fills in from the pod
+    assert env.pop("KUBECARBON_REPLICA_NAME") == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env.pop("KUBECARBON_REPLICA_NAMESPACE") == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}}
+    env |= {"KUBECARBON_REPLICA_NAME": "kubecarbon-collector-0",
+            "KUBECARBON_REPLICA_NAMESPACE": "kubecarbon"}
+    settings = parse_collector_settings([], on_this_machine(env, tmp_path, objects))
     assert settings.server.listen_port == 9990
     assert settings.server.token_file == tmp_path / "token"
     assert settings.state.state_file == tmp_path / "state.json"
@@ -90,3 +96,16 @@ def test_collector_parses_the_chart_environment_and_config(render_objects, tmp_p
     assert settings.export.stale_after_seconds == 120
     assert settings.config_file == tmp_path / "config.yaml"
     assert yaml.safe_load(settings.config_file.read_text()) == EVERYTHING["collector"]["config"]
+    assert (settings.replicas.replicas, settings.replicas.replica_name) == (
+        1, "kubecarbon-collector-0")
+
+
+def test_collector_replicas_parse_the_chart_environment(render_objects, tmp_path):
+    objects = render_objects({"collector": {"replicas": 3}})
+    env = container_env(objects, "StatefulSet")
+    env |= {"KUBECARBON_REPLICA_NAME": "kubecarbon-collector-2",
+            "KUBECARBON_REPLICA_NAMESPACE": "kubecarbon"}
+    settings = parse_collector_settings([], on_this_machine(env, tmp_path, objects))
+    assert settings.replicas.replicas == 3
+    assert settings.replicas.namespace == "kubecarbon"
+    assert settings.kubernetes == "auto" and settings.replicas.peers_file is None

@@ -48,7 +48,7 @@ def test_runs_as_the_non_root_user_the_chart_names(render_objects):
         (user,) = instructions("USER", by_stage[target])
         uid, gid = map(int, user.split(":"))
         assert uid != 0
-    for kind in ("DaemonSet", "Deployment"):
+    for kind in ("DaemonSet", "StatefulSet"):
         (workload,) = [o for o in render_objects({}) if o["kind"] == kind]
         context = workload["spec"]["template"]["spec"]["securityContext"]
         assert (context["runAsUser"], context["runAsGroup"]) == (uid, gid)
@@ -89,7 +89,7 @@ def test_entrypoint_is_the_console_script_and_the_chart_args_are_subcommands(ren
     (script,) = PYPROJECT["project"]["scripts"]
     assert entrypoint == f'["{script}"]'
     for obj in render_objects({}):
-        if obj["kind"] in ("DaemonSet", "Deployment"):
+        if obj["kind"] in ("DaemonSet", "StatefulSet"):
             (container,) = obj["spec"]["template"]["spec"]["containers"]
             assert container["args"][0] in SUBCOMMANDS
 
@@ -97,10 +97,10 @@ def test_entrypoint_is_the_console_script_and_the_chart_args_are_subcommands(ren
 def test_chart_default_images_are_the_documented_builds(render_objects, build_images_module):
     version = PYPROJECT["project"]["version"]
     images = {o["kind"]: c["image"] for o in render_objects({})
-              if o["kind"] in ("DaemonSet", "Deployment")
+              if o["kind"] in ("DaemonSet", "StatefulSet")
               for c in o["spec"]["template"]["spec"]["containers"]}
     assert images == {"DaemonSet": f"kubecarbon-agent:{version}",
-                      "Deployment": f"kubecarbon:{version}"}
+                      "StatefulSet": f"kubecarbon:{version}"}
     assert f"docker build -f deploy/Dockerfile -t kubecarbon:{version} ." in DOCKERFILE
     assert (f"docker build -f deploy/Dockerfile --target agent -t kubecarbon-agent:{version} ."
             in DOCKERFILE)

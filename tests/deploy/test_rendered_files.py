@@ -23,13 +23,13 @@ def test_plain_manifests_hold_no_token_and_name_the_secret_to_create(render_modu
     objects = [o for o in yaml.safe_load_all(text) if o]
     assert "Secret" not in {o["kind"] for o in objects}
     assert "create secret generic kubecarbon-token" in text
-    volumes = [v for o in objects if o["kind"] in ("DaemonSet", "Deployment")
+    volumes = [v for o in objects if o["kind"] in ("DaemonSet", "StatefulSet")
                for v in o["spec"]["template"]["spec"]["volumes"] if "secret" in v]
     assert [v["secret"]["secretName"] for v in volumes] == ["kubecarbon-token"] * 2
     # Everything else is the default render: same objects, in dependency order.
     kinds = [o["kind"] for o in objects]
     assert kinds.index("ServiceAccount") < kinds.index("DaemonSet")
-    assert kinds.index("ClusterRoleBinding") < kinds.index("Deployment")
+    assert kinds.index("ClusterRoleBinding") < kinds.index("StatefulSet")
 
 
 def test_check_mode_reports_a_stale_file(render_module, tmp_path, monkeypatch, capsys):

@@ -226,6 +226,7 @@ def test_real_api_responses_parse_to_profile_and_owner() -> None:
         node_name="ip-10-0-1-17.eu-west-1.compute.internal",
         cpu_request_cores=0.6,  # checkout 500m + envoy 100m
         memory_request_bytes=float(1024 * 2**20 + 128 * 2**20),
+        ip="10.0.1.143",  # status.podIP: how collector replicas find each other
     )
     assert (info.cpu_allocatable, info.memory_allocatable_bytes) == (
         7.91, 31391732 * 1024)
