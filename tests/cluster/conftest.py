@@ -199,6 +199,15 @@ def prometheus(cluster: LocalNodeCluster | ExternalCluster, api_client: client.A
         yield servers
 
 
+# Modules that leave the release in a shape no later upgrade can take in place (a
+# StatefulSet with claim templates) run after every other test of the session.
+RUN_LAST = ("test_sharded_replicas.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name in RUN_LAST)  # stable: the rest keep their order
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The ground-truth table ends the run's output (tests/cluster/test_kernel_truth.py)."""

@@ -1,7 +1,7 @@
 """Three collector replicas in the real cluster: fleet figures equal one collector's, and
 what deleting one replica's pod costs, with the default emptyDir and with persistence.
 
-Last in the session (files run in name order): it upgrades the release to
+Last in the session (conftest.py's RUN_LAST): it upgrades the release to
 `collector.replicas: 3` without session affinity, so kube-proxy spreads connections
 over the replicas, and later tests would otherwise meet three collectors.
 

@@ -54,9 +54,10 @@ def component_pods(core: client.CoreV1Api, component: str) -> list[client.V1Pod]
 
 
 def replaced(core: client.CoreV1Api, before: set[str]) -> dict[str, client.V1Pod] | None:
-    """One Ready pod per component, none of them from `before`, and no old one left."""
+    """One Ready pod per component, none of them from `before` (uids: a StatefulSet pod
+    comes back under its old name), and no old one left."""
     pods = {c: component_pods(core, c) for c in ("agent", "collector")}
-    if all(len(found) == 1 and ready(found[0]) and found[0].metadata.name not in before
+    if all(len(found) == 1 and ready(found[0]) and found[0].metadata.uid not in before
            for found in pods.values()):
         return {c: found[0] for c, found in pods.items()}
     return None
@@ -131,7 +132,7 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
     put_secret(core, TLS_SECRET, first.secret_data(), "kubernetes.io/tls")
     _, scraper = prometheus
     plain_scrape = scraper.scrape
-    before = {p.metadata.name for p in running_pods(core, release.NAMESPACE)}
+    before = {p.metadata.uid for p in running_pods(core, release.NAMESPACE)}
     values = release.release_values()
     values["tls"] = {"enabled": True, "secretName": TLS_SECRET}
     rolled_out = rotation_done = wall_start  # for the timings printed however the test ends
@@ -233,7 +234,7 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
     finally:
         scraper.reconfigure(plain_scrape)
         restoring = time.monotonic()
-        before = {p.metadata.name for p in running_pods(core, release.NAMESPACE)}
+        before = {p.metadata.uid for p in running_pods(core, release.NAMESPACE)}
         release.upgrade(kubeconfig, release.CHART_DIR, release.release_values())
         wait_for("the plain-HTTP release back", lambda: replaced(core, before), timeout=180,
                  explain=lambda: describe_pods(core))

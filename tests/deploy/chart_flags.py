@@ -42,7 +42,7 @@ FLAG_VALUES: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True},
         "imagePullSecrets": [{"name": "regcred"}],
-        "tls": {"enabled": True, "secretName": "collector-tls"},
+        # TLS is not here: the chart refuses it with replicas > 1 ("tls" above has it)
         "token": {"previous": "old-token-0123456789ab"},
     },
 }

@@ -33,7 +33,7 @@ def probe_schemes(workload):
 
 def test_tls_serves_the_secrets_pair_and_agents_mount_only_its_ca(render_objects):
     objects = render_objects(FLAG_VALUES["tls"])
-    collector, agent = find(objects, "Deployment"), find(objects, "DaemonSet")
+    collector, agent = find(objects, "StatefulSet"), find(objects, "DaemonSet")
     tls = volume(collector, "tls")["secret"]
     assert tls["secretName"] == "collector-tls"
     assert [item["key"] for item in tls["items"]] == ["tls.crt", "tls.key"]
@@ -55,7 +55,7 @@ def test_tls_serves_the_secrets_pair_and_agents_mount_only_its_ca(render_objects
 
 def test_plain_http_by_default_with_nothing_of_tls(render_objects):
     objects = render_objects({})
-    collector, agent = find(objects, "Deployment"), find(objects, "DaemonSet")
+    collector, agent = find(objects, "StatefulSet"), find(objects, "DaemonSet")
     assert probe_schemes(collector) == {"HTTP"}
     assert not {"tls", "collector-ca"} & {v["name"] for v in pod_spec(collector)["volumes"]
                                            + pod_spec(agent)["volumes"]}
@@ -106,7 +106,7 @@ def test_the_previous_token_sits_beside_the_token_and_the_collector_reads_it(ren
     data = find(objects, "Secret")["data"]
     assert base64.b64decode(data["previous-token"]) == b"old-token-0123456789ab"
     assert base64.b64decode(data["token"]) == b"s3cret-token-0123456789"
-    collector = find(objects, "Deployment")
+    collector = find(objects, "StatefulSet")
     assert env_of(collector)["KUBECARBON_PREVIOUS_TOKEN_FILE"] == (
         mount_path(collector, "token") + "/previous-token")
     assert "previous-token" not in find(render_objects({}), "Secret")["data"]
