@@ -47,6 +47,7 @@ CPU_TOLERANCE = 0.03  # relative, per pod, namespace and workload; and node util
 # would be below the timing of any read.
 ABSOLUTE_FLOOR_CPU_SECONDS = 0.01
 QOS_DIRS = ("", "burstable", "besteffort")
+IDENTIFY_PERIOD_SECONDS = 0.5
 # Tables the ground-truth test leaves for the end of the run's output (conftest prints them).
 GROUND_TRUTH_TABLES: list[str] = []
 
@@ -114,22 +115,40 @@ class KernelRecorder:
         self.core, self.apps, self.batch_owner = core, apps, batch_owner
         self.samples: list[KernelSample] = []
         self.identities: dict[str, PodIdentity] = {}
+        self._unnamed: set[str] = set()  # uids read but not yet looked up
+        self._unnamed_lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=_poll, name="kernel-recorder", daemon=True,
-                                        args=(self._stop, period, self._sample))
+        # Naming a new pod takes API requests, seconds on a loaded node: on a thread of its
+        # own, so that the counters are never left unread meanwhile.
+        self._threads = [
+            threading.Thread(target=_poll, name="kernel-recorder", daemon=True,
+                             args=(self._stop, period, self._sample)),
+            threading.Thread(target=_poll, name="pod-identifier", daemon=True,
+                             args=(self._stop, IDENTIFY_PERIOD_SECONDS, self._identify_new)),
+        ]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        for thread in self._threads:
+            thread.join(10)
 
     def _sample(self) -> None:
         pods = read_pod_usage(self.kubepods)
         busy, total = read_busy_total(self.proc_stat)
         self.samples.append(KernelSample(time.time(), pods, busy, total))
-        if any(uid not in self.identities for uid in pods):
+        unnamed = pods.keys() - self.identities.keys()
+        if unnamed:
+            with self._unnamed_lock:
+                self._unnamed |= unnamed
+
+    def _identify_new(self) -> None:
+        with self._unnamed_lock:
+            unnamed, self._unnamed = self._unnamed, set()
+        if unnamed - self.identities.keys():
             self._identify()
 
     def _identify(self) -> None:
@@ -171,6 +190,13 @@ class KernelRecorder:
             return None
         share = (wall - before.wall) / (after.wall - before.wall)
         return before.pods[uid] + share * (after.pods[uid] - before.pods[uid])
+
+    def bracket_seconds(self, wall: float) -> float:
+        """How far apart the two reads around `wall` were: the interpolation's reach."""
+        samples, i = self.samples, self._index(wall)
+        if i == 0 or i >= len(samples):
+            return float("inf")
+        return samples[i].wall - samples[i - 1].wall
 
     def ticks_at(self, wall: float) -> tuple[float, float]:
         samples, i = self.samples, self._index(wall)
@@ -214,6 +240,7 @@ class KernelRecorder:
 @dataclass
 class CollectorSample:
     window_end: float  # kubecarbon_node_last_window_end_timestamp_seconds
+    scraped_at: float = 0.0  # when the recorder first saw this window (its clock)
     namespace_cpu: dict[str, float] = field(default_factory=dict)
     workload_cpu: dict[tuple[str, str, str], float] = field(default_factory=dict)
     pod_cpu: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -318,6 +345,7 @@ class CollectorRecorder:
         if sample is None:
             return
         if not self.samples or sample.window_end != self.samples[-1].window_end:
+            sample.scraped_at = time.time()
             self.samples.append(sample)
 
     def _scrape_kubelet(self) -> None:
