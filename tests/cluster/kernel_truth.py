@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import http.client
 import itertools
 import os
 import ssl
@@ -338,7 +339,7 @@ class CollectorRecorder:
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
                 text = reply.read().decode()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:  # cut off by a restart
             self.errors.append(f"{time.time():.1f} {exc}")
             return
         sample = parse_collector_metrics(text, self.node)
@@ -354,7 +355,7 @@ class CollectorRecorder:
         try:
             with urllib.request.urlopen(request, timeout=5, context=self._kubelet_tls) as reply:
                 pods, containers = parse_kubelet_metrics(reply.read().decode())
-        except (OSError, ValueError) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # cut off by a restart
             self.errors.append(f"{time.time():.1f} kubelet: {exc}")
             return
         self.kubelet_views.append(KubeletView(time.time(), pods, containers))
