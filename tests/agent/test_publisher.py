@@ -273,7 +273,7 @@ buffer_operations = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(buffer_operations, st.integers(1, 12), st.integers(200, 3000))
 def test_every_report_is_sent_failed_dropped_or_still_buffered(operations, max_reports, max_bytes):
     buffer = ReportBuffer(max_reports=max_reports, max_bytes=max_bytes)

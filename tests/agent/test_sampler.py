@@ -214,7 +214,7 @@ pod_events = st.lists(  # per window, at most one thing happens to each pod
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(pod_events)
 def test_reported_pod_seconds_equal_what_the_cgroups_counted_while_watched(history):
     counters: dict[str, int] = {"a": 5 * 10**9}  # "a" ran before the agent started

@@ -230,7 +230,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(json_values)
 def test_any_json_document_is_refused_with_a_4xx(document):
     validator = VALIDATOR
@@ -239,7 +239,7 @@ def test_any_json_document_is_refused_with_a_4xx(document):
     assert 400 <= refused.value.status < 500
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.sampled_from(FIELDS), st.one_of(st.none(), st.booleans(), st.text(max_size=3),
                                           st.floats(max_value=-1e-9), st.lists(st.integers())))
 def test_any_wrong_typed_field_is_refused(path, wrong):

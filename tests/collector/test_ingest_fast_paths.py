@@ -67,7 +67,7 @@ def _outcome(parse: Any, body: bytes) -> Any:
         return (exc.status, str(exc))
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=600)
 @given(st.sampled_from(PATHS), values, st.booleans())
 def test_the_fast_check_accepts_only_what_the_schema_path_accepts(path, new, second_report):
     reports = [with_field(full_report(), path, new)]
@@ -242,7 +242,7 @@ def _usage_by_looping_over_rows(reports, provider):
     return per_report
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(st.lists(st.lists(st.tuples(st.integers(0, 11), st.floats(0, 50)), max_size=8,
                          unique_by=lambda row: row[0]), min_size=1, max_size=12),
        st.lists(st.integers(0, 5), min_size=12, max_size=12),

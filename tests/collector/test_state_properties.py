@@ -42,7 +42,7 @@ def totals(state: Ledger) -> dict[tuple, float]:
     return values
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.lists(st.lists(reports, min_size=1, max_size=5), min_size=1, max_size=8))
 def test_counters_never_decrease_and_replays_change_nothing(batches):
     ingestor = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=FakeClock())

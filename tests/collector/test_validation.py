@@ -39,7 +39,7 @@ pods = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(pods)
 def test_fast_pod_check_agrees_with_the_schema(pod):
     try:
@@ -119,7 +119,7 @@ def test_seq_tracker_basics():
     assert len(tracker) == 2
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 300)), max_size=200))
 def test_seq_tracker_matches_a_set_within_the_window(events):
     """Never applies a seq twice; forgets only seqs more than the window behind."""

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.metrics import SPECS
@@ -85,7 +85,6 @@ def test_counter_increase_of_a_monotonic_series_is_last_minus_first(increments):
     assert series_increase(values[0], values) == pytest.approx(values[-1] - values[0], abs=1e-6)
 
 
-@settings(deadline=None)
 @given(start=st.floats(1e9, 2e9), length=st.floats(1, 30 * 86400), step=st.floats(60, 3600),
        per_chunk=st.integers(2, 500))
 def test_the_grid_lands_on_start_and_end_and_chunks_cover_it_once(start, length, step, per_chunk):

@@ -162,7 +162,7 @@ def test_daily_pattern_peaks_at_the_local_peak_hour():
     assert daily_utilisation(six_utc, -5, 0.7, 0.1, 14.0) < 0.2
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     seed=st.integers(0, 2**31),
     steps=st.lists(st.floats(0.0, 5000.0, allow_nan=False), min_size=1, max_size=6),

@@ -67,7 +67,7 @@ node_names = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(node_names)
 def test_agent_and_collector_accept_the_same_node_names(name):
     expected = wire.is_node_name(name)

@@ -50,7 +50,7 @@ def test_bad_requests_are_refused() -> None:
         idle_by_requests(estimate, [0, 0], [1.0])
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(st.lists(st.tuples(st.integers(0, 2), st.floats(0.0, 8.0), st.floats(0.0, 30.0)),
                 min_size=1, max_size=20))
 def test_with_requests_pods_and_node_add_up_to_the_node_energy(

@@ -38,7 +38,7 @@ def _reference_fleet(reference, servers, utilisation, u_b):
     return batch, estimate
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(REFERENCES, st.integers(1, 40), st.floats(0.12, 0.18))
 def test_a_fleet_of_the_reference_server_breaks_even_at_the_baseline_utilisation(
     reference, servers, u_b
@@ -51,7 +51,7 @@ def test_a_fleet_of_the_reference_server_breaks_even_at_the_baseline_utilisation
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(REFERENCES, st.integers(1, 40), st.floats(0.12, 0.18), st.floats(0.01, 0.82))
 def test_a_fleet_of_the_reference_server_avoids_servers_and_energy_above_it(
     reference, servers, u_b, above
@@ -63,7 +63,7 @@ def test_a_fleet_of_the_reference_server_avoids_servers_and_energy_above_it(
 
 
 # c5, m5 and r5 carry 2, 4 and 8 GiB per vCPU; any memory size must give the same answer
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80)
 @given(
     st.sampled_from(["aws", "gcp", "azure", "alibaba"]),
     st.sampled_from([2, 4, 8, 16, 48, 96]),
@@ -106,7 +106,7 @@ def _width(samples):
     return p95 - p05
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40)
 @given(
     st.floats(1e3, 1e7),  # busy CPU-seconds
     st.floats(1.0, 10.0),  # logical / busy

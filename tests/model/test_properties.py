@@ -50,7 +50,7 @@ def windows(draw, min_size=1, max_size=40):
     return batch, ProfileArrays.from_profiles(kinds)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(windows())
 def test_energy_and_co2e_counters_never_decrease(data):
     batch, profiles = data
@@ -69,7 +69,7 @@ def test_energy_and_co2e_counters_never_decrease(data):
         assert counter[0] >= 0
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(windows(max_size=10), st.integers(1, 5))
 def test_splitting_a_window_keeps_its_energy(data, parts):
     # a node reporting every 15 s instead of every 60 s must add up to the same totals
@@ -112,7 +112,7 @@ def windows_with_pods(draw):
     return batch, profiles, index, cpu
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(windows_with_pods())
 def test_attribution_over_pods_plus_idle_equals_node_energy(data):
     batch, profiles, index, cpu = data
@@ -134,7 +134,7 @@ def test_attribution_over_pods_plus_idle_equals_node_energy(data):
 # utilisation U, and a curve whose watts per unit of load, curve(u) / u, falls until
 # u_b and never climbs back above curve(u_b) / u_b. The R740 curve meets that for every
 # u_b up to 0.45 (it rises again only above 70 % load, to 457 W at 100 %).
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     utilisation=st.floats(0.0, 1.0),
     baseline_utilisation=st.floats(0.05, 0.45),
@@ -187,7 +187,7 @@ def totals(draw):
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(totals(), st.integers(1, 2000), st.integers(0, 2**32 - 1))
 def test_quantiles_are_ordered(fleet, draws, seed):
     band = avoided_co2e_quantiles(fleet, draws=draws, seed=seed)

@@ -107,7 +107,7 @@ NODES = st.lists(st.tuples(st.sampled_from([2.0, 4.0, 8.0, 16.0]),
                            st.sampled_from([8.0, 16.0, 64.0])), min_size=1, max_size=12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(PODS, NODES)
 def test_avoidable_nodes_are_never_negative_nor_more_than_used(
     pods: list[tuple[float, float, float]], nodes: list[tuple[float, float]]

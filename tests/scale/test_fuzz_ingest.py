@@ -282,7 +282,7 @@ def test_hostile_payloads_never_crash_and_rejected_ones_change_nothing(client: C
     outcomes: Counter[tuple[str, int]] = Counter()
     state = {"before": client.counted_state()}
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
+    @settings(max_examples=FUZZ_EXAMPLES, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
     @given(payloads())
     def post(payload: tuple[str, bytes, dict[str, str]]) -> None:
