@@ -74,7 +74,7 @@ def test_demo_runs_for_a_fixed_time_and_leaves_nothing_behind():
     assert re.search(r"metrics\s+http://localhost:\d+/metrics$", out, re.M)
     lines = [SUMMARY.match(line) for line in out.splitlines()]
     summaries = [m for m in lines if m]
-    assert len(summaries) >= 4, out
+    assert len(summaries) >= 3, out  # 5 intervals, less a loaded machine's start-up
     for match in summaries:
         nodes, utilisation, actual, baseline, avoided, power, p50, p05, p95 = (
             float(g.replace(",", "")) for g in match.groups())
