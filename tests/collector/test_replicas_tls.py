@@ -231,6 +231,6 @@ def test_peer_flags_that_cannot_work_stop_the_start(argv, message):
 
 def test_peer_flags_reach_the_replica_settings():
     settings = parse_settings([*TLS, *REPLICA, "--peer-server-name", NAME,
-                                    "--peer-ca-file", "/etc/ca/ca.crt"], env={})
+                               "--peer-ca-file", "/etc/ca/ca.crt"], env={})
     assert settings.replicas.peer_server_name == NAME
     assert settings.replicas.peer_ca_file == Path("/etc/ca/ca.crt")
