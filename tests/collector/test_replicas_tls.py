@@ -82,6 +82,13 @@ class Replicas:
         self.urls: list[str] = []
         self.agent_trust = ssl.create_default_context(cafile=str(pki["authority"].cert))
         self.session = aiohttp.ClientSession()
+        self.handshakes = [0] * REPLICAS  # TLS handshakes each replica served
+
+    def _counting(self, ordinal, choose):
+        def counted(connection, server_name, context):
+            self.handshakes[ordinal] += 1
+            return choose(connection, server_name, context)
+        return counted
 
     async def start(self, certificates: list[ServerCertificate],
                     peer_ca_file: Path | None = None) -> None:
@@ -95,6 +102,7 @@ class Replicas:
             app = create_app(settings, clock=self.clock, status_page=False, peers=self.peers,
                              metadata=StaticMetadataProvider())
             served = ReloadingCertificate(volume.path("tls.crt"), volume.path("tls.key"))
+            served.context.sni_callback = self._counting(ordinal, served.context.sni_callback)
             server = await self.aiohttp_server(app, ssl=served.context, host="127.0.0.1")
             self.urls.append(f"https://127.0.0.1:{server.port}")
             self.peers.urls[ordinal] = self.urls[-1]
@@ -139,6 +147,16 @@ async def test_a_report_sent_to_a_non_owner_over_https_is_applied_once_at_the_ow
     assert forwarded(texts[0], "untrusted") == forwarded(texts[0], "unavailable") == 0
 
 
+async def test_the_hop_keeps_its_connection_one_handshake_for_many_reports(replicas, pki):
+    await replicas.start([pki["good"]] * REPLICAS)
+    (node,) = nodes_owned_by(2, 1)
+    for seq in range(1, 6):
+        status, _ = await replicas.post(0, body_of(make_report(node, seq)))
+        assert status == 200
+    assert replicas.handshakes == [1, 0, 1]  # the agent's and the hop's: both kept alive
+    assert accepted(await replicas.metrics(2)) == 5
+
+
 async def test_a_retry_through_another_replica_over_https_is_not_counted_twice(replicas, pki):
     await replicas.start([pki["good"]] * REPLICAS)
     (node,) = nodes_owned_by(1, 1)
@@ -180,7 +198,20 @@ async def test_an_owner_whose_certificate_fails_verification_gets_nothing(
                      warnings[0]), warnings[0]
 
 
-async def test_a_renewed_ca_bundle_is_picked_up_without_a_restart(replicas, pki, tmp_path):
+async def test_a_plain_http_peer_address_gets_nothing_while_replicas_serve_https(replicas, pki):
+    await replicas.start([pki["good"]] * REPLICAS)
+    (node,) = nodes_owned_by(2, 1)
+    replicas.peers.urls[2] = replicas.urls[2].replace("https://", "http://")
+    status, answer = await replicas.post(0, body_of(make_report(node)))
+    assert status == 503
+    assert "is not an https:// address" in answer["error"]  # the token is not sent in clear
+    texts = [await replicas.metrics(i) for i in range(REPLICAS)]
+    assert [accepted(t) for t in texts] == [0, 0, 0]
+    assert forwarded(texts[0], "unavailable") == 1
+
+
+async def test_a_renewed_ca_bundle_is_picked_up_without_a_restart(replicas, pki, tmp_path,
+                                                                    caplog):
     bundle = SecretVolume(tmp_path / "peer-ca")
     bundle.write({"ca.crt": pki["authority"].cert.read_bytes()})
     # replica 1 already serves a certificate from the CA the cluster rotates to
@@ -192,7 +223,9 @@ async def test_a_renewed_ca_bundle_is_picked_up_without_a_restart(replicas, pki,
     # both CAs during the rotation, as trust-manager or cert-manager's ca.crt carries them
     bundle.write({"ca.crt": pki["authority"].cert.read_bytes()
                   + pki["stranger"].cert.read_bytes()})
-    assert await replicas.post(0, body) == (200, {"accepted": 1, "duplicates": 0})
+    with caplog.at_level(logging.INFO, logger="collector.sharding"):
+        assert await replicas.post(0, body) == (200, {"accepted": 1, "duplicates": 0})
+    assert f"owner replica 1 at {replicas.urls[1]}: certificate verified again" in caplog.text
     text = await replicas.metrics(0)
     assert forwarded(text, "untrusted") == 1 and forwarded(text, "applied") == 1
     assert accepted(await replicas.metrics(1)) == 1
