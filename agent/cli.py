@@ -29,9 +29,9 @@ from agent.settings import (
     ServerSettings,
     SourceSettings,
 )
-from agent.trust import CaBundleError, load_ca_context
 from kubecarbon.address import parse_host_port
 from kubecarbon.bounds import bounded
+from kubecarbon.trust import CaBundleError, load_ca_context
 from kubecarbon.wire import MAX_WINDOW_SECONDS, MIN_WINDOW_SECONDS, NODE_NAME_RULE, is_node_name
 
 EXIT_USAGE = 2

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from agent import __version__
-from agent.trust import CaBundle
+from kubecarbon.trust import CaBundle
 
 MAX_RESPONSE_BYTES = 1024 * 1024  # the collector answers in a few hundred bytes
 USER_AGENT = f"kubecarbon-agent/{__version__}"

@@ -42,8 +42,8 @@ import orjson
 from agent.http_client import HttpError, KeepAliveClient
 from agent.metrics import AgentMetrics
 from agent.settings import DeliverySettings
-from agent.trust import CaBundle
 from kubecarbon.backoff import Backoff
+from kubecarbon.trust import CaBundle
 from kubecarbon.wire import REPORTS_PATH, Report, WindowReport
 
 log = logging.getLogger("agent.publisher")

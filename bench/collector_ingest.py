@@ -32,6 +32,7 @@ import asyncio
 import gzip
 import os
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -153,12 +154,14 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     return status_line, await reader.readexactly(length)
 
 
-async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
+async def load(url: str, bodies: list[bytes], concurrency: int,
+               tls: tuple[ssl.SSLContext, str] | None = None) -> tuple[float, list[float]]:
     """POST every body over `concurrency` keep-alive connections; (seconds, latencies).
 
     A minimal HTTP/1.1 client on asyncio streams with pre-encoded requests: the load
     generator must cost far less per request than the servers it measures, or it
-    measures itself (an aiohttp client did, on a busy machine).
+    measures itself (an aiohttp client did, on a busy machine). `tls`: an https URL's
+    client context and the name to check in the server's certificate.
     """
     parsed = urlsplit(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
@@ -170,7 +173,11 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, 
     latencies: list[float] = []
 
     async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+        if tls is None:
+            reader, writer = await asyncio.open_connection(host, port)
+        else:
+            reader, writer = await asyncio.open_connection(host, port, ssl=tls[0],
+                                                           server_hostname=tls[1])
         try:
             while requests:
                 request = requests.pop()

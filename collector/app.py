@@ -43,13 +43,14 @@ from collector.ledger import Ledger
 from collector.metadata import ClusterInventory, MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
 from collector.rightsizing import UsageHistory
-from collector.settings import ReplicaSettings, Settings, StateSettings
+from collector.settings import ReplicaSettings, ServerSettings, Settings, StateSettings
 from collector.sharding import (
     FORWARDED_HEADER,
     Forwarder,
     OwnerReply,
     PeerDirectory,
     PeersFile,
+    PeerTrust,
     PodPeers,
     encode_part,
     replica_ordinal,
@@ -59,6 +60,7 @@ from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import add_status_routes
 from collector.telemetry import Telemetry
 from collector.validation import BatchValidator, IngestError, decode_body
+from kubecarbon.trust import CaBundle, CaBundleError
 from kubecarbon.wire import REPORTS_PATH, Report
 
 log = logging.getLogger(__name__)
@@ -151,7 +153,7 @@ def create_app(
     views = FleetViewCache(params, settings.export.stale_after_seconds,
                            settings.hourly_intensity)
     telemetry = Telemetry()
-    forwarder = _forwarder(settings.replicas, settings.server.listen_port, metadata, peers)
+    forwarder = _forwarder(settings.replicas, settings.server, metadata, peers)
     exposition = Exposition(views, capacity=CapacityFamilies(params, settings.rightsizing),
                             sharded=forwarder is not None)
 
@@ -296,14 +298,15 @@ def _metrics_body(exposition: Exposition, scrape: Scrape, process_metrics: bytes
     return gzip.compress(body, 1) if gzipped else body
 
 
-def _forwarder(replicas: ReplicaSettings, port: int, metadata: MetadataProvider,
+def _forwarder(replicas: ReplicaSettings, server: ServerSettings, metadata: MetadataProvider,
                peers: PeerDirectory | None) -> Forwarder | None:
-    """The hop to other replicas, or None for a single collector."""
+    """The hop to other replicas (HTTPS when this one serves it), or None for one collector."""
     if replicas.replicas == 1:
         return None
     if replicas.replica_name is None:
         raise ReplicaSetupError(f"--replicas {replicas.replicas} needs --replica-name")
     set_name, ordinal = replica_ordinal(replicas.replica_name)
+    trust = _peer_trust(replicas, server.tls_cert_file)
     if peers is None and replicas.peers_file is not None:
         peers = PeersFile(replicas.peers_file)
     if peers is None:
@@ -313,8 +316,22 @@ def _forwarder(replicas: ReplicaSettings, port: int, metadata: MetadataProvider,
                 f"--replicas {replicas.replicas}: the replicas find each other through the "
                 "Kubernetes pod watch, which is not available (--kubernetes off, no API "
                 "access, or no --replica-namespace): give --peers-file or run one replica")
-        peers = PodPeers(metadata, replicas.namespace, set_name, port)
-    return Forwarder(ordinal, peers)
+        peers = PodPeers(metadata, replicas.namespace, set_name, server.listen_port,
+                         scheme="http" if trust is None else "https")
+    return Forwarder(ordinal, peers, trust=trust)
+
+
+def _peer_trust(replicas: ReplicaSettings, tls_cert_file: Path | None) -> PeerTrust | None:
+    """How peers are verified when this replica serves HTTPS; None: plain HTTP."""
+    if tls_cert_file is None:
+        return None
+    if not replicas.peer_server_name:
+        raise ReplicaSetupError(f"--replicas {replicas.replicas} with HTTPS needs "
+                                "--peer-server-name: the name in the replicas' certificate")
+    try:
+        return PeerTrust(CaBundle(replicas.peer_ca(tls_cert_file)), replicas.peer_server_name)
+    except CaBundleError as exc:
+        raise ReplicaSetupError(f"argument --peer-ca-file: {exc}") from None
 
 
 async def _forward_parts(forwarder: Forwarder, parts: dict[int, list[Report]], raw: bytes,
@@ -332,8 +349,8 @@ async def _forward_parts(forwarder: Forwarder, parts: dict[int, list[Report]], r
 
 def reply_result(reply: OwnerReply) -> str:
     """The `result` label of collector_forwarded_requests_total for one forwarded request."""
-    if not reply.reached:
-        return "unavailable"
+    if reply.failure is not None:
+        return reply.failure
     return "applied" if reply.status == 200 else "refused"
 
 

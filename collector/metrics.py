@@ -214,7 +214,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     _spec("collector_forwarded_requests_total", C, "requests", ("result",),
           "Report requests this replica sent on to the replica owning their node: applied "
           "(the owner answered 200), refused (it answered otherwise), unavailable (not "
-          "reached; the agent got a 503 and retries); only with --replicas > 1."),
+          "reached), untrusted (its certificate failed verification against --peer-ca-file "
+          "and --peer-server-name); the last two give the agent a 503 and it retries; only "
+          "with --replicas > 1."),
     _spec("collector_default_profile_nodes", G, "nodes", (),
           "Live nodes priced with the default profile (no known provider or curve)."),
     _spec("collector_default_profile_reports_total", C, "reports", (),

@@ -100,6 +100,12 @@ def build_parser() -> configargparse.ArgumentParser:
         help="namespace of the replica pods, found through the pod watch")
     add("--peers-file", type=Path, metavar="FILE",
         help="replica base URLs, one a line (line i: replica i), instead of the pod watch")
+    add("--peer-ca-file", type=Path, metavar="PEM",
+        help="with HTTPS and --replicas > 1: CA bundle the other replicas' certificates must "
+        "chain to (re-read when it changes); default: ca.crt beside --tls-cert-file")
+    add("--peer-server-name", metavar="NAME",
+        help="with HTTPS and --replicas > 1: the name the other replicas' certificates must "
+        "carry (they are reached by pod IP), e.g. the one agents give --collector-server-name")
     add("--kubernetes", choices=("auto", "off"), default="auto",
         help="auto: node and pod metadata from the Kubernetes API when reachable")
     add("--kubeconfig", type=Path,
@@ -192,6 +198,14 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
                 f"argument --replicas: {args.replicas} replicas must find each other: give "
                 "--replica-namespace with --kubernetes auto (the pod watch), or --peers-file, "
                 "or run one replica")
+        if args.tls_cert_file is not None and not args.peer_server_name:
+            raise SettingsError(
+                f"argument --peer-server-name: needed with --replicas {args.replicas} and "
+                "--tls-cert-file: replicas forward over HTTPS by pod IP and check this name "
+                "in each other's certificate (the one agents check)")
+    if args.tls_cert_file is None and (args.peer_ca_file or args.peer_server_name):
+        raise SettingsError("arguments --peer-ca-file and --peer-server-name verify replicas "
+                            "serving HTTPS: they need --tls-cert-file")
     config_path = Path(args.config) if args.config else None
     profiles = ProfileConfig()
     if config_path is not None:
@@ -236,6 +250,7 @@ def parse_settings(argv: Sequence[str], env: dict[str, str] | None = None) -> Se
         replicas=ReplicaSettings(
             replicas=args.replicas, replica_name=args.replica_name,
             namespace=args.replica_namespace, peers_file=args.peers_file,
+            peer_ca_file=args.peer_ca_file, peer_server_name=args.peer_server_name,
         ),
         rightsizing=RightsizingSettings(
             window_seconds=args.rightsizing_window,

@@ -98,6 +98,15 @@ class ReplicaSettings:
     replica_name: str | None = None  # this pod's name, <set>-<ordinal>; needed when replicas > 1
     namespace: str | None = None  # where the replica pods run (the pod watch finds them there)
     peers_file: Path | None = None  # replica URLs, one a line, instead of the pod watch
+    # With HTTPS (ServerSettings.tls_cert_file) replicas forward over HTTPS: a peer's
+    # certificate must chain to this bundle (None: ca.crt beside the certificate, where a
+    # kubernetes.io/tls Secret from cert-manager has it) and carry peer_server_name.
+    peer_ca_file: Path | None = None
+    peer_server_name: str | None = None  # the name the agents check; needed with HTTPS
+
+    def peer_ca(self, tls_cert_file: Path) -> Path:
+        """The CA bundle peers are verified with when the collector serves `tls_cert_file`."""
+        return self.peer_ca_file or tls_cert_file.parent / "ca.crt"
 
 
 @dataclass(frozen=True)

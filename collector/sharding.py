@@ -9,12 +9,15 @@ it answers 503, which agents retry (they buffer meanwhile). So each node's count
 gauges and `(agent_id, seq)` history live on one replica and Prometheus simply sums
 replicas (docs/scaling.md). Replicas are StatefulSet pods `<set>-0 .. <set>-(N-1)`; their
 addresses come from the pod watch the collector runs anyway (`PodPeers`) or, without
-the Kubernetes API, from a file (`PeersFile`).
+the Kubernetes API, from a file (`PeersFile`). When the collector serves HTTPS the hop
+is HTTPS too (`PeerTrust`): each peer's certificate must chain to the agents' CA bundle
+and carry the name the agents check, and a peer that fails that is an unavailable owner.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -26,7 +29,10 @@ import aiohttp
 import orjson
 
 from collector.metadata import ClusterInventory, PodInfo
+from kubecarbon.trust import CaBundle
 from kubecarbon.wire import REPORTS_PATH, Report
+
+log = logging.getLogger(__name__)
 
 # A request one replica forwards to another carries this header (the sender's ordinal):
 # the receiver applies it whatever it thinks the owner is, so no request goes round in
@@ -109,12 +115,13 @@ class PodPeers:
     """
 
     def __init__(self, inventory: PodInventory, namespace: str, set_name: str, port: int,
-                 *, refresh_seconds: float = 1.0,
+                 *, scheme: str = "http", refresh_seconds: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.inventory = inventory
         self.namespace = namespace
         self.set_name = set_name
         self.port = port
+        self.scheme = scheme  # "https" when the replicas serve HTTPS
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self._generation = -1
@@ -145,7 +152,7 @@ class PodPeers:
             except ValueError:
                 continue
             if set_name == self.set_name:
-                urls[ordinal] = f"http://{pod.ip}:{self.port}"
+                urls[ordinal] = f"{self.scheme}://{pod.ip}:{self.port}"
         return urls
 
 
@@ -163,18 +170,38 @@ class OwnerReply:
 
     status: int
     body: bytes
-    reached: bool  # False: the owner was unknown or unreachable
+    # None: the owner answered. "unavailable": unknown or unreachable; "untrusted": its
+    # certificate failed verification (collector_forwarded_requests_total's result).
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class PeerTrust:
+    """How a replica serving HTTPS checks the replica it forwards to.
+
+    Peers are reached by pod IP, so the name to verify is given: the one the agents
+    check (the Service's), which every replica's certificate carries.
+    """
+
+    bundle: CaBundle
+    server_name: str
 
 
 class Forwarder:
-    """Posts one owner's share of a batch to that owner, with the agent's own headers."""
+    """Posts one owner's share of a batch to that owner, with the agent's own headers.
 
-    def __init__(self, ordinal: int, peers: PeerDirectory, timeout_seconds: float = 10.0
-                 ) -> None:
+    With `trust` only HTTPS peers are used, each verified on every new connection
+    against the bundle as it is then (a renewed bundle is read on its next change).
+    """
+
+    def __init__(self, ordinal: int, peers: PeerDirectory, timeout_seconds: float = 10.0,
+                 *, trust: PeerTrust | None = None) -> None:
         self.ordinal = ordinal
         self.peers = peers
+        self.trust = trust
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
+        self._untrusted: dict[int, str] = {}  # owner -> failure already logged
 
     async def close(self) -> None:
         if self._session is not None:
@@ -187,17 +214,42 @@ class Forwarder:
         url = self.peers.url(owner)
         if url is None:
             return _unavailable(owner, "address not known (pod not running?)")
+        if self.trust is not None and not url.startswith("https://"):
+            # the bearer token would travel in clear text
+            return _unavailable(owner, f"{url} is not an https:// address and replicas "
+                                       "serve HTTPS")
         sent = {name: headers[name] for name in PASSED_HEADERS if name in headers}
         sent[FORWARDED_HEADER] = str(self.ordinal)
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         try:
-            async with self._session.post(url + REPORTS_PATH, data=body,
-                                          headers=sent) as response:
-                return OwnerReply(response.status, await response.read(), True)
+            if self.trust is None:
+                request = self._session.post(url + REPORTS_PATH, data=body, headers=sent)
+            else:
+                request = self._session.post(url + REPORTS_PATH, data=body, headers=sent,
+                                             ssl=self.trust.bundle.context(),
+                                             server_hostname=self.trust.server_name)
+            async with request as response:
+                reply = OwnerReply(response.status, await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self.peers.invalidate()
+            self.peers.invalidate()  # a restarted pod has a new address, and an IP a new pod
+            if self.trust is not None and isinstance(exc,
+                                                     aiohttp.ClientConnectorCertificateError):
+                return self._untrusted_peer(owner, url, self.trust, exc.certificate_error)
             return _unavailable(owner, f"{type(exc).__name__}: {exc}")
+        if self._untrusted.pop(owner, None) is not None:
+            log.info("owner replica %d at %s: certificate verified again", owner, url)
+        return reply
+
+    def _untrusted_peer(self, owner: int, url: str, trust: PeerTrust, error: Exception
+                        ) -> OwnerReply:
+        detail = getattr(error, "verify_message", None) or str(error)
+        reason = (f"certificate of {url} is not trusted for the name "
+                  f"{trust.server_name!r} by {trust.bundle.path}: {detail}")
+        if self._untrusted.get(owner) != reason:  # once per owner and failure, not per report
+            log.warning("owner replica %d: %s; answering 503 to its reports", owner, reason)
+            self._untrusted[owner] = reason
+        return _unavailable(owner, reason, failure="untrusted")
 
 
 def encode_part(reports: list[Report]) -> bytes:
@@ -205,6 +257,6 @@ def encode_part(reports: list[Report]) -> bytes:
     return orjson.dumps({"reports": reports})
 
 
-def _unavailable(owner: int, reason: str) -> OwnerReply:
+def _unavailable(owner: int, reason: str, failure: str = "unavailable") -> OwnerReply:
     body = orjson.dumps({"error": f"owner replica {owner} unavailable, retry later: {reason}"})
-    return OwnerReply(503, body, False)
+    return OwnerReply(503, body, failure)

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 SNAPSHOT_RESTORE_RESULTS = ("restored", "missing", "corrupt", "disabled")
-# requests forwarded to the owning replica: it answered 200, it answered otherwise, or
-# it could not be reached (the agent got a 503)
-FORWARD_RESULTS = ("applied", "refused", "unavailable")
+# requests forwarded to the owning replica: it answered 200, it answered otherwise, it
+# could not be reached, or its certificate failed verification (the last two: a 503)
+FORWARD_RESULTS = ("applied", "refused", "unavailable", "untrusted")
 
 
 @dataclass

@@ -127,14 +127,14 @@ async def test_a_swapped_ca_bundle_is_used_for_the_next_connection(aiohttp_serve
 
 
 async def test_a_bundle_caught_half_written_keeps_the_one_loaded(pki, tmp_path, caplog):
-    from agent.trust import CaBundle
+    from kubecarbon.trust import CaBundle
 
     path = tmp_path / "ca.crt"
     path.write_bytes(pki["authority"].cert.read_bytes())
     bundle = CaBundle(path)
     loaded = bundle.context()
     path.write_bytes(pki["authority"].cert.read_bytes()[:100])  # in place, cut short
-    with caplog.at_level(logging.WARNING, logger="agent.trust"):
+    with caplog.at_level(logging.WARNING, logger="kubecarbon.trust"):
         assert bundle.context() is loaded
     assert f"CA bundle {path}" in caplog.text
     path.write_bytes(pki["other"].cert.read_bytes())

@@ -255,6 +255,8 @@ def test_pod_peers_follow_the_pod_watch():
     assert peers.url(0) == "http://10.1.0.5:9880"  # nothing says it moved yet
     peers.invalidate()  # it did not answer
     assert peers.url(0) == "http://10.1.0.20:9880"
+    secure = PodPeers(inventory, "kc", "kc-collector", 9880, scheme="https")
+    assert secure.url(0) == "https://10.1.0.20:9880"  # replicas serving HTTPS
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -23,6 +23,8 @@ FLAG_VALUES: dict[str, dict[str, Any]] = {
     "token-previous": {"token": {"value": "s3cret-token-0123456789",
                                  "previous": "old-token-0123456789ab"}},
     "tls": {"tls": {"enabled": True, "secretName": "collector-tls"}},
+    "tls-replicas": {"tls": {"enabled": True, "secretName": "collector-tls"},
+                     "collector": {"replicas": 3}},
     "tls-ca-configmap": {"tls": {"enabled": True, "secretName": "collector-tls",
                                  "ca": {"configMapName": "corp-ca", "key": "bundle.pem"},
                                  "serverName": "collector.example.org"},
@@ -42,7 +44,7 @@ FLAG_VALUES: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True},
         "imagePullSecrets": [{"name": "regcred"}],
-        # TLS is not here: the chart refuses it with replicas > 1 ("tls" above has it)
+        "tls": {"enabled": True, "secretName": "collector-tls"},
         "token": {"previous": "old-token-0123456789ab"},
     },
 }

@@ -553,9 +553,6 @@ def test_bad_values_are_refused_with_the_key_named(values, where, why):
     # without the API the replicas cannot find each other
     ({"collector": {"replicas": 2, "kubernetes": "off"}},
      "replicas > 1 needs collector.kubernetes: auto"),
-    # the forwarding between replicas speaks plain HTTP only
-    ({"collector": {"replicas": 2}, "tls": {"enabled": True, "secretName": "collector-tls"}},
-     "tls.enabled needs collector.replicas: 1"),
 ])
 def test_replica_settings_that_cannot_work_are_refused_with_a_reason(values, reason):
     with helm.Chart.load(CHART_DIR) as chart, pytest.raises(

@@ -109,3 +109,19 @@ def test_collector_replicas_parse_the_chart_environment(render_objects, tmp_path
     assert settings.replicas.replicas == 3
     assert settings.replicas.namespace == "kubecarbon"
     assert settings.kubernetes == "auto" and settings.replicas.peers_file is None
+
+
+def test_tls_replicas_parse_the_chart_environment(render_objects, tmp_path):
+    objects = render_objects({"collector": {"replicas": 2},
+                              "tls": {"enabled": True, "secretName": "collector-tls"}})
+    env = container_env(objects, "StatefulSet")
+    env |= {"KUBECARBON_REPLICA_NAME": "kubecarbon-collector-1",
+            "KUBECARBON_REPLICA_NAMESPACE": "kubecarbon"}
+    mapped = on_this_machine(env, tmp_path, objects)
+    for name in ("KUBECARBON_TLS_CERT_FILE", "KUBECARBON_TLS_KEY_FILE",
+                 "KUBECARBON_PEER_CA_FILE"):
+        mapped[name] = str(tmp_path / Path(env[name]).name)
+    settings = parse_collector_settings([], mapped)
+    assert settings.server.tls_cert_file == tmp_path / "tls.crt"
+    assert settings.replicas.peer_ca_file == tmp_path / "ca.crt"
+    assert settings.replicas.peer_server_name == "kubecarbon-collector.kubecarbon.svc"

@@ -53,6 +53,35 @@ def test_tls_serves_the_secrets_pair_and_agents_mount_only_its_ca(render_objects
     assert agent_env["KUBECARBON_COLLECTOR_URL"] == f"https://{SERVICE_NAME}:9880"
 
 
+def test_tls_replicas_verify_each_other_with_the_agents_ca_and_name(render_objects):
+    objects = render_objects(FLAG_VALUES["tls-replicas"])
+    collector, agent = find(objects, "StatefulSet"), find(objects, "DaemonSet")
+    assert collector["spec"]["replicas"] == 3
+    # the same bundle the agents mount, the CA alone (the key is in the tls volume)
+    assert volume(collector, "peer-ca") == {**volume(agent, "collector-ca"), "name": "peer-ca"}
+    assert volume(collector, "peer-ca")["secret"]["items"] == [{"key": "ca.crt",
+                                                                "path": "ca.crt"}]
+    env = env_of(collector)
+    assert env["KUBECARBON_PEER_CA_FILE"] == f"{mount_path(collector, 'peer-ca')}/ca.crt"
+    assert env["KUBECARBON_PEER_SERVER_NAME"] == env_of(agent)[
+        "KUBECARBON_COLLECTOR_SERVER_NAME"] == SERVICE_NAME
+    assert mount_path(collector, "peer-ca") != mount_path(collector, "tls")
+
+    separate = {**FLAG_VALUES["tls-ca-configmap"], "collector": {"replicas": 2}}
+    objects = render_objects(separate)
+    collector = find(objects, "StatefulSet")
+    assert volume(collector, "peer-ca")["configMap"] == {
+        "name": "corp-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+    assert env_of(collector)["KUBECARBON_PEER_SERVER_NAME"] == "collector.example.org"
+
+
+@pytest.mark.parametrize("values", [FLAG_VALUES["tls"], FLAG_VALUES["replicas"]])
+def test_replicas_verify_each_other_only_when_both_tls_and_replicas(render_objects, values):
+    collector = find(render_objects(values), "StatefulSet")
+    assert "peer-ca" not in {v["name"] for v in pod_spec(collector)["volumes"]}
+    assert not {k for k in env_of(collector) if k.startswith("KUBECARBON_PEER_")}
+
+
 def test_plain_http_by_default_with_nothing_of_tls(render_objects):
     objects = render_objects({})
     collector, agent = find(objects, "StatefulSet"), find(objects, "DaemonSet")
@@ -118,3 +147,9 @@ def test_notes_warn_of_clear_text_only_without_tls(render_module):
     secured = render_module.render_chart(FLAG_VALUES["tls"])["kubecarbon/templates/NOTES.txt"]
     assert "clear text" not in secured
     assert "open https://localhost:9880/" in secured
+    assert "over HTTPS by pod IP" not in secured  # one replica: nothing to forward
+    replicas = render_module.render_chart(FLAG_VALUES["tls-replicas"])[
+        "kubecarbon/templates/NOTES.txt"]
+    assert (f"Replicas forward reports to each other over HTTPS by pod IP, checking the name\n"
+            f"   {SERVICE_NAME} in each other's certificate: the Secret collector-tls\n"
+            f"   must carry it.") in replicas

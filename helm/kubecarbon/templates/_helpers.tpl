@@ -77,7 +77,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- required "tls.enabled needs tls.secretName: a Secret of type kubernetes.io/tls with tls.crt and tls.key (e.g. from a cert-manager Certificate)" .Values.tls.secretName }}
 {{- end }}
 
-{{/* The agents' volume with the CA bundle, under the file name ca.crt. */}}
+{{/* The volume with the CA bundle, under the file name ca.crt: agents verify the collector
+with it, and collector replicas serving HTTPS verify each other. */}}
 {{- define "kubecarbon.caVolume" -}}
 {{- $ca := .Values.tls.ca }}
 {{- if $ca.configMapName }}
@@ -116,6 +117,9 @@ serverName: {{ include "kubecarbon.tlsServerName" . }}
 
 {{/* Where the collector's certificate and the agents' CA bundle are mounted. */}}
 {{- define "kubecarbon.tlsDir" -}}/etc/kubecarbon/tls{{- end }}
+
+{{/* Where collector replicas find the CA bundle they verify each other with. */}}
+{{- define "kubecarbon.peerCADir" -}}/etc/kubecarbon/peer-ca{{- end }}
 
 {{/* Container security settings both components share; RAPL changes only the user (agent). */}}
 {{- define "kubecarbon.containerSecurityContext" -}}

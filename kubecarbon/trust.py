@@ -1,4 +1,7 @@
-"""The CA bundle the agent verifies the collector's certificate with, re-read when it changes.
+"""A CA bundle to verify a collector's certificate with, re-read when it changes.
+
+The agent verifies the collector with it (--collector-ca-file), and a collector replica
+verifies the replica it forwards a report to (--peer-ca-file): the same Secret's ca.crt.
 
 cert-manager and the kubelet replace a mounted bundle by swapping a symlink, so
 the file's identity (device, inode, size, modification time) is compared on each
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from kubecarbon.file_identity import file_identity
 
-log = logging.getLogger("agent.trust")
+log = logging.getLogger(__name__)
 
 
 class CaBundleError(OSError):
@@ -37,11 +40,14 @@ def load_ca_context(path: Path) -> ssl.SSLContext:
 
 
 class CaBundle:
-    """An SSL context for the collector from a CA file; `context()` is current with the file."""
+    """An SSL context from a CA file; `context()` is current with the file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._identity = file_identity(path)
+        try:
+            self._identity = file_identity(path)  # before the read: a change after it shows
+        except OSError as exc:
+            raise CaBundleError(f"CA bundle {path}: cannot read it: {exc.strerror}") from None
         self._context = load_ca_context(path)
 
     def context(self) -> ssl.SSLContext:
