@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +40,24 @@ def apply(api_client: client.ApiClient, objects: Iterable[dict[str, Any]]) -> No
                 if retry_after is None or attempt == MAX_RETRIES:
                     raise
                 time.sleep(float(retry_after))
+
+
+def put_secret(core: client.CoreV1Api, namespace: str, name: str, data: dict[str, bytes],
+               kind: str = "Opaque") -> None:
+    """Create the Secret, or replace its data keeping its metadata (Helm's labels and
+    annotations on a Secret of the release)."""
+    body = client.V1Secret(
+        metadata=client.V1ObjectMeta(name=name, namespace=namespace), type=kind,
+        data={key: base64.b64encode(raw).decode() for key, raw in data.items()})
+    try:
+        existing = core.read_namespaced_secret(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        core.create_namespaced_secret(namespace, body)
+        return
+    body.metadata = existing.metadata
+    core.replace_namespaced_secret(name, namespace, body)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_SECONDS,

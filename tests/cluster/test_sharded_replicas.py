@@ -3,7 +3,10 @@ what deleting one replica's pod costs, with the default emptyDir and with persis
 
 Last in the session (conftest.py's RUN_LAST): it upgrades the release to
 `collector.replicas: 3` without session affinity, so kube-proxy spreads connections
-over the replicas, and later tests would otherwise meet three collectors.
+over the replicas, and later tests would otherwise meet three collectors. The release
+serves HTTPS (`tls.enabled`, a kubernetes.io/tls Secret made here, as cert-manager
+makes it): agents, the test and Prometheus verify the Service's name, and the replicas
+forward to each other by pod IP, verifying that same name against the same CA.
 
 Fleet figures: a simulated fleet posts one report per request through the Service
 (a new connection each time, so every request is spread) and the same reports
@@ -27,8 +30,10 @@ import base64
 import itertools
 import math
 import os
+import ssl
 import sys
 import time
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,9 +42,11 @@ from typing import Any
 import orjson
 import pytest
 import release
-from kube_objects import apply, ready, running_pods, wait_for
+from certificates import Authority
+from kube_objects import apply, put_secret, ready, running_pods, wait_for
 from kubernetes import client
 from node_cluster import LocalNodeCluster
+from prometheus_host import with_collector_tls
 
 from collector.sharding import owner_of
 from collector.simulate import FleetSettings, SimulatedFleet
@@ -60,6 +67,8 @@ COLLECTOR_START_SECONDS = 300.0
 ACCEPTED = 'kubecarbon_collector_reports_total{{result="accepted",instance="{pod}"}}'
 AGENT_SENT = 'kubecarbon_agent_reports_sent_total{{job="{job}"}}'
 AGENT_JOB = f"{release.NAMESPACE}/{release.RELEASE}-agent"
+TLS_SECRET = "kubecarbon-replicas-tls"
+SERVICE_NAME = f"{COLLECTOR}.{release.NAMESPACE}.svc"
 
 
 # --- the cluster side --------------------------------------------------------------------
@@ -78,9 +87,10 @@ def replicas_ready(core: client.CoreV1Api) -> bool:
 
 def upgrade_to(api_client: client.ApiClient, core: client.CoreV1Api, kubeconfig: Path,
                values: dict[str, Any], recreate: bool = False) -> float:
-    """Upgrade the release to `values` (over its current ones) and wait for the replicas;
-    returns when they were Ready. `recreate`: delete the collector StatefulSet and its pods
-    first, as switching persistence needs (claim templates cannot change in place)."""
+    """Upgrade the release to `values` (over its current ones) and wait for the replicas
+    and the agents; returns when they were Ready. `recreate`: delete the collector
+    StatefulSet and its pods first, as switching persistence needs (claim templates cannot
+    change in place)."""
     apps = client.AppsV1Api(api_client)
     if recreate:
         apps.delete_namespaced_stateful_set(
@@ -101,7 +111,18 @@ def upgrade_to(api_client: client.ApiClient, core: client.CoreV1Api, kubeconfig:
                     and status.updated_replicas == status.ready_replicas == REPLICAS
                     and replicas_ready(core))
 
+    def agents_rolled_out() -> bool:
+        # a change the agents see too (the collector's URL and CA) replaces their pods
+        agents = apps.read_namespaced_daemon_set(f"{release.RELEASE}-agent", release.NAMESPACE)
+        status = agents.status
+        return bool((status.observed_generation or 0) >= agents.metadata.generation
+                    and status.updated_number_scheduled == status.desired_number_scheduled
+                    == status.number_available
+                    and len([p for p in running_pods(core, release.NAMESPACE)
+                             if p.metadata.labels.get(COMPONENT) == "agent"]) == 1)
+
     wait_for(f"{REPLICAS} collector replicas of the new revision Ready", rolled_out)
+    wait_for("the agents of the new revision Ready", agents_rolled_out)
     return time.time()
 
 
@@ -256,13 +277,14 @@ def fleet_reports(real_owner: int, now: float, fleet: SimulatedFleet) -> list[di
     return [r for r in fleet.reports(now) if owner_of(r["node"], REPLICAS) != real_owner]
 
 
-def post(url: str, token: str, report: dict[str, Any]) -> None:
+def post(url: str, token: str, report: dict[str, Any],
+         context: ssl.SSLContext | None = None) -> None:
     """One report in one request on a connection of its own (urllib does not keep them)."""
     request = urllib.request.Request(f"{url}/api/v1/reports",
                                      data=orjson.dumps({"reports": [report]}),
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=10) as reply:
+    with urllib.request.urlopen(request, timeout=10, context=context) as reply:
         assert reply.status == 200
 
 
@@ -271,15 +293,24 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
         node_name, tmp_path):
     if not isinstance(cluster, LocalNodeCluster):
         pytest.skip("the persistent case makes hostPath volumes on the node")
-    prometheus, _ = prometheus
+    prometheus, scraper = prometheus
     secret = core.read_namespaced_secret("kubecarbon-token", release.NAMESPACE)
     token = base64.b64decode(secret.data["token"]).decode()
     real_owner = owner_of(node_name, REPLICAS)
     owner_pod = f"{COLLECTOR}-{real_owner}"
     started = time.monotonic()
 
-    # 1. three replicas, emptyDir, no session affinity
-    sharded = {"collector": {"replicas": REPLICAS, "service": {"sessionAffinity": "None"}}}
+    # 1. three replicas serving HTTPS, emptyDir, no session affinity
+    address = urllib.parse.urlsplit(collector_url).hostname
+    assert address is not None
+    authority = Authority.create(tmp_path / "ca")
+    certificate = authority.issue(tmp_path / "tls", [SERVICE_NAME, address])
+    put_secret(core, release.NAMESPACE, TLS_SECRET, certificate.secret_data(),
+               "kubernetes.io/tls")
+    https_url = collector_url.replace("http://", "https://", 1)
+    trust = ssl.create_default_context(cafile=str(authority.cert))
+    sharded = {"collector": {"replicas": REPLICAS, "service": {"sessionAffinity": "None"}},
+               "tls": {"enabled": True, "secretName": TLS_SECRET}}
     token_file = tmp_path / "token"
     token_file.write_text(token)
     single = CollectorProcess(tmp_path / "single", ["--token-file", str(token_file)])
@@ -289,13 +320,15 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
         with ThreadPoolExecutor(1) as pool:
             starting = pool.submit(single.start, COLLECTOR_START_SECONDS)
             since = upgrade_to(api_client, core, kubeconfig, sharded)
+            scraper.reconfigure(with_collector_tls(scraper.scrape, authority.cert,
+                                                   SERVICE_NAME))
             starting.result()
         fleet = SimulatedFleet(FleetSettings(nodes=SIMULATED_NODES, seed=15,
                                              window_seconds=WINDOW_SECONDS))
         sent = 0
         for _ in range(ROUNDS):
             for report in fleet_reports(real_owner, time.time(), fleet):
-                post(collector_url, token, report)  # a new connection: kube-proxy picks
+                post(https_url, token, report, trust)  # a new connection: kube-proxy picks
                 post(single.url, token, report)
                 sent += 1
             time.sleep(WINDOW_SECONDS)
@@ -315,6 +348,8 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
     assert sum(live.values()) == len(simulated) + 1  # each node on one replica only
     forwarded = scalar(prometheus, 'sum(kubecarbon_collector_forwarded_requests_total'
                                    '{result="applied"})')
+    untrusted = scalar_or_zero(prometheus, 'sum(kubecarbon_collector_forwarded_requests_total'
+                                           '{result="untrusted"})')
 
     def ref(name: str) -> float:
         return sum(v for (n, _), v in reference.items() if n == name)
@@ -344,12 +379,14 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
     compared["rule kubecarbon:baseline_servers:sum"] = (
         scalar(prometheus, "kubecarbon:baseline_servers:sum"),
         ref("kubecarbon_baseline_servers") + real["baseline"])
-    print(f"\nfleet figures, {REPLICAS} replicas against one collector ({sent} reports, "
-          f"{forwarded:.0f} forwarded to their owner):")
+    print(f"\nfleet figures, {REPLICAS} replicas over HTTPS against one collector ({sent} "
+          f"reports, {forwarded:.0f} forwarded to their owner over verified HTTPS, "
+          f"{untrusted:.0f} refused as untrusted):")
     for name, (replicas, one) in compared.items():
         print(f"  {name}: replicas {replicas:.6g}, one collector {one:.6g}, "
               f"difference {100 * (replicas / one - 1):+.4f} %")
     assert forwarded > 0  # kube-proxy spread the requests: some reached a non-owner
+    assert untrusted == 0  # every replica verified every peer it forwarded to
     for name, (replicas, one) in compared.items():
         assert one != 0, name
         assert replicas == pytest.approx(one, rel=5e-3), name

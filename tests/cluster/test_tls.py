@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import release
 from certificates import Authority, ServerCertificate
-from kube_objects import describe_pods, ready, running_pods, wait_for
+from kube_objects import describe_pods, put_secret, ready, running_pods, wait_for
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_host import with_collector_tls
@@ -61,22 +61,6 @@ def replaced(core: client.CoreV1Api, before: set[str]) -> dict[str, client.V1Pod
            for found in pods.values()):
         return {c: found[0] for c, found in pods.items()}
     return None
-
-
-def put_secret(core: client.CoreV1Api, name: str, data: dict[str, bytes],
-               kind: str = "Opaque") -> None:
-    body = client.V1Secret(
-        metadata=client.V1ObjectMeta(name=name, namespace=release.NAMESPACE), type=kind,
-        data={key: base64.b64encode(raw).decode() for key, raw in data.items()})
-    try:
-        existing = core.read_namespaced_secret(name, release.NAMESPACE)
-    except client.ApiException as exc:
-        if exc.status != 404:
-            raise
-        core.create_namespaced_secret(release.NAMESPACE, body)
-        return
-    body.metadata = existing.metadata  # keeps Helm's labels and annotations on its Secret
-    core.replace_namespaced_secret(name, release.NAMESPACE, body)
 
 
 class HttpsCollector:
@@ -129,7 +113,7 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
     authority = Authority.create(tmp_path / "ca")
     first = authority.issue(tmp_path / "first", [SERVICE_NAME, address])
     renewed = authority.issue(tmp_path / "renewed", [SERVICE_NAME, address])
-    put_secret(core, TLS_SECRET, first.secret_data(), "kubernetes.io/tls")
+    put_secret(core, release.NAMESPACE, TLS_SECRET, first.secret_data(), "kubernetes.io/tls")
     _, scraper = prometheus
     plain_scrape = scraper.scrape
     before = {p.metadata.uid for p in running_pods(core, release.NAMESPACE)}
@@ -167,8 +151,8 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
         refused_before = value(collector.metrics(), "kubecarbon_collector_rejected_requests_total",
                                0.0, code="401")
         rotated = time.monotonic()
-        put_secret(core, TLS_SECRET, renewed.secret_data(), "kubernetes.io/tls")
-        put_secret(core, TOKEN_SECRET, {"token": new_token.encode(),
+        put_secret(core, release.NAMESPACE, TLS_SECRET, renewed.secret_data(), "kubernetes.io/tls")
+        put_secret(core, release.NAMESPACE, TOKEN_SECRET, {"token": new_token.encode(),
                                         "previous-token": old_token.encode()})
         probes_refused = 0
         took_effect: dict[str, float] = {}
@@ -192,7 +176,7 @@ def test_reports_flow_over_tls_through_a_certificate_and_token_rotation(
         wait_for("reports accepted after the rotation",
                  lambda: accepted_now() >= accepted_before + 3,
                  timeout=TOKEN_ROTATION_BOUND_SECONDS)
-        put_secret(core, TOKEN_SECRET, {"token": new_token.encode()})
+        put_secret(core, release.NAMESPACE, TOKEN_SECRET, {"token": new_token.encode()})
         retired = time.monotonic()
         wait_for("the old token refused", lambda: not collector.takes_token(old_token),
                  timeout=TOKEN_ROTATION_BOUND_SECONDS)
