@@ -245,7 +245,8 @@ def delete_owner_and_measure(core: client.CoreV1Api, prometheus: Any, owner_pod:
     lost = after[-1] - before[-1]
     # what the old pod may have applied unseen: the agent's acknowledgements between the
     # owner's last scrape and the moment its pod was gone
-    last_scraped = max(t for t, _ in owner_samples if t <= gone_at)
+    last_scraped, count_at_last_scrape = max((t, v) for t, v in owner_samples if t <= gone_at)
+    successor_first_scraped = next(v for t, v in owner_samples if t > gone_at)
     acknowledged_by = [v for t, v in agent_sent if t <= last_scraped][-1]
     acknowledged_until = next(v for t, v in agent_sent if t >= gone_at)
     figures = {
@@ -253,6 +254,8 @@ def delete_owner_and_measure(core: client.CoreV1Api, prometheus: Any, owner_pod:
         "lost": lost, "acknowledged after the owner's last scrape (bound)":
             acknowledged_until - acknowledged_by,
         "owner counter resets": resets,
+        "old pod's count at its last scrape": count_at_last_scrape,
+        "new pod's count at its first scrape": successor_first_scraped,
         "seconds from the owner's last scrape to its pod gone": gone_at - last_scraped,
         "seconds until Ready again": settled - gone_at,
         "agent buffer peak": max(v for _, v in buffered),
@@ -393,8 +396,17 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
 
     # 2. replica loss with the default emptyDir: bounded by what it applied unscraped
     empty = delete_owner_and_measure(core, prometheus, owner_pod, since, "emptyDir")
-    assert empty["owner counter resets"] == 1  # the new pod started from zero
-    assert 0 <= empty["lost"] <= empty["acknowledged after the owner's last scrape (bound)"]
+    bound = empty["acknowledged after the owner's last scrape (bound)"]
+    if empty["owner counter resets"] == 1:  # the new pod started from zero, seen as a reset
+        assert 0 <= empty["lost"] <= bound
+    else:
+        # Prometheus tells a reset only by a decrease: a new pod that counted past its
+        # young predecessor's last scraped value before its own first scrape hides the
+        # reset, and the predecessor's whole count is missed (docs/scaling.md)
+        assert empty["owner counter resets"] == 0
+        assert (empty["new pod's count at its first scrape"]
+                >= empty["old pod's count at its last scrape"])
+        assert 0 <= empty["lost"] <= bound + empty["old pod's count at its last scrape"]
 
     # 3. replica loss with persistence: a claim per replica, nothing lost
     apply(api_client, hostpath_volumes(cluster, REPLICAS))
