@@ -230,7 +230,8 @@ class Ingestor:
             if len(self.pod_usage) > 2 * ledger.node_count + 1000:  # forgotten nodes
                 self.pod_usage.forget_before(now - ledger.export.forget_after_seconds)
             self.pod_usage.observe(reports, self._pods.seconds_by_workload(
-                len(reports), pod_windows, pod_classes, pod_cpu))
+                len(reports), pod_windows, pod_classes, pod_cpu,
+                per_second_of=batch.duration_seconds))
             if self.usage_history is not None:
                 self._add_to_history(self.usage_history, reports, pod_windows, pod_classes,
                                      pod_cpu)
@@ -340,10 +341,13 @@ class PodClasses:
     def seconds_by_workload(
         self, count: int, row_parts: npt.NDArray[np.intp], classes: npt.NDArray[np.intp],
         cpu_seconds: npt.NDArray[np.float64],
+        per_second_of: npt.NDArray[np.float64] | None = None,
     ) -> list[dict[WorkloadKey, float]]:
         """Per part (row_parts[k] is pod row k's: its report, say), the CPU seconds of its
         known pods by workload, workloads in the order their first pod row came; each sum
-        adds rows in order, as a loop over them would."""
+        adds rows in order, as a loop over them would. With `per_second_of`, each part's
+        sums are divided by its element (a window's length: cores), as float division of
+        each sum would."""
         per_part: list[dict[WorkloadKey, float]] = [{} for _ in range(count)]
         known = self._known[classes]
         if not known.any():
@@ -354,9 +358,12 @@ class PodClasses:
         sums = np.bincount(inverse, weights=cpu_seconds[known])
         order = np.argsort(first, kind="stable")
         unique = unique[order]
+        sums = sums[order]
+        if per_second_of is not None:
+            sums = sums / per_second_of[unique // width]
         workloads = self._workloads
         for part, pod_class, seconds in zip((unique // width).tolist(), (unique % width).tolist(),
-                                            sums[order].tolist(), strict=True):
+                                            sums.tolist(), strict=True):
             per_part[part][workloads[pod_class]] = seconds
         return per_part
 
@@ -389,27 +396,37 @@ class PodClasses:
 
 
 class IngestQueue:
-    """Group commit: batches validated in the same event-loop turn share one model run.
+    """Group commit: batches that arrive close together share one model run.
 
     Under load many single-report requests are ready at once; applying them together
-    pays the model's fixed per-call cost once. Each request still waits for its own
-    result, so a reply always means "applied" (or "duplicate").
+    pays the model's fixed per-call cost (a few hundred microseconds) once. A run starts
+    on the next event-loop turn, but no sooner than `min_run_interval_seconds` after the
+    previous one began: an idle collector answers at once, a busy one gathers a few
+    milliseconds of requests into each run. Each request still waits for its own result,
+    so a reply always means "applied" (or "duplicate").
     """
 
-    def __init__(self, ingestor: Ingestor) -> None:
+    def __init__(self, ingestor: Ingestor, min_run_interval_seconds: float = 0.002) -> None:
         self.ingestor = ingestor
+        self.min_run_interval_seconds = min_run_interval_seconds
         self._pending: list[tuple[list[Report], asyncio.Future[IngestResult]]] = []
+        self._last_run = -math.inf  # event-loop time
 
     async def submit(self, reports: list[Report]) -> IngestResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestResult] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self._flush)
+            wait = self._last_run + self.min_run_interval_seconds - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._flush)
+            else:
+                loop.call_soon(self._flush)
         self._pending.append((reports, future))
         return await future
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
+        self._last_run = asyncio.get_running_loop().time()
         try:
             results = self.ingestor.ingest_batches([reports for reports, _ in pending])
         except Exception:
