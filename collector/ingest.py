@@ -402,11 +402,13 @@ class IngestQueue:
     pays the model's fixed per-call cost (a few hundred microseconds) once. A run starts
     on the next event-loop turn, but no sooner than `min_run_interval_seconds` after the
     previous one began: an idle collector answers at once, a busy one gathers a few
-    milliseconds of requests into each run. Each request still waits for its own result,
-    so a reply always means "applied" (or "duplicate").
+    milliseconds of requests into each run (at 3,300 reports/s, about 16 a run instead
+    of 2 or 3; agents report every 15 s, so 5 ms more at most is nothing to them). Each
+    request still waits for its own result, so a reply always means "applied" (or
+    "duplicate").
     """
 
-    def __init__(self, ingestor: Ingestor, min_run_interval_seconds: float = 0.002) -> None:
+    def __init__(self, ingestor: Ingestor, min_run_interval_seconds: float = 0.005) -> None:
         self.ingestor = ingestor
         self.min_run_interval_seconds = min_run_interval_seconds
         self._pending: list[tuple[list[Report], asyncio.Future[IngestResult]]] = []
