@@ -356,15 +356,21 @@ class PodClasses:
         pairs = row_parts[known] * width + classes[known]
         unique, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
         sums = np.bincount(inverse, weights=cpu_seconds[known])
+        # pairs by part, and within a part in the order their first row came
         order = np.argsort(first, kind="stable")
+        order = order[np.argsort(unique[order] // width, kind="stable")]
         unique = unique[order]
+        parts = unique // width
         sums = sums[order]
         if per_second_of is not None:
-            sums = sums / per_second_of[unique // width]
-        workloads = self._workloads
-        for part, pod_class, seconds in zip((unique // width).tolist(), (unique % width).tolist(),
-                                            sums.tolist(), strict=True):
-            per_part[part][workloads[pod_class]] = seconds
+            sums = sums / per_second_of[parts]
+        # one dict per part, built from slices in C rather than an item at a time
+        keys = list(map(self._workloads.__getitem__, (unique % width).tolist()))
+        values = sums.tolist()
+        bounds = (np.flatnonzero(np.diff(parts)) + 1).tolist()
+        for part, start, end in zip(parts[[0, *bounds]].tolist(), [0, *bounds],
+                                    [*bounds, len(keys)], strict=True):
+            per_part[part] = dict(zip(keys[start:end], values[start:end], strict=True))
         return per_part
 
     def _class_for(self, uid: str) -> int:
