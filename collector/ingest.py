@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -365,7 +366,9 @@ class PodClasses:
         if per_second_of is not None:
             sums = sums / per_second_of[parts]
         # one dict per part, built from slices in C rather than an item at a time
-        keys = list(map(self._workloads.__getitem__, (unique % width).tolist()))
+        # (known classes only: every one has a workload)
+        keys = cast(list[WorkloadKey],
+                    list(map(self._workloads.__getitem__, (unique % width).tolist())))
         values = sums.tolist()
         bounds = (np.flatnonzero(np.diff(parts)) + 1).tolist()
         for part, start, end in zip(parts[[0, *bounds]].tolist(), [0, *bounds],
