@@ -7,7 +7,8 @@ resolves each node's profile and each pod's (namespace, workload) group, runs th
 model once over the rest, and only then books anything, so a model error leaves
 the ledger as it was. Nodes silent past --forget-after are expired first, so that
 the ledger stays bounded while reports arrive. `IngestQueue` is the group commit:
-batches validated in the same event-loop turn share one model run.
+batches that arrive close together (within a few milliseconds under load) share one
+model run.
 """
 
 from __future__ import annotations
