@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,7 @@ int main(int argc, char **argv) {
                 argv[0]);
         return 2;
     }
+    signal(SIGPIPE, SIG_IGN); /* a closed connection is a failed request, not our end */
     server.sin_family = AF_INET;
     server.sin_port = htons((uint16_t)atoi(argv[2]));
     if (inet_pton(AF_INET, argv[1], &server.sin_addr) != 1) fail("address");
@@ -161,7 +163,16 @@ int main(int argc, char **argv) {
         if (ready < 0 && errno != EINTR) fail("epoll_wait");
         for (int e = 0; e < ready; e++) {
             struct connection *c = events[e].data.ptr;
-            if (c->request < 0) continue;
+            if (c->request < 0) { /* an idle connection the server closed: open it again */
+                char byte;
+                ssize_t got = read(c->fd, &byte, 1);
+                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
+                    close(c->fd);
+                    c->fd = open_connection();
+                    watch(c, EPOLLIN, EPOLL_CTL_ADD);
+                }
+                continue;
+            }
             struct request *r = &requests[c->request];
             if ((events[e].events & EPOLLOUT) && c->written < r->size) {
                 ssize_t n = write(c->fd, r->data + c->written, r->size - c->written);
