@@ -411,33 +411,46 @@ class IngestQueue:
     Under load many single-report requests are ready at once; applying them together
     pays the model's fixed per-call cost (a few hundred microseconds) once. A run starts
     on the next event-loop turn, but no sooner than `min_run_interval_seconds` after the
-    previous one began: an idle collector answers at once, a busy one gathers a few
-    milliseconds of requests into each run (at 3,300 reports/s, about 16 a run instead
-    of 2 or 3; agents report every 15 s, so 5 ms more at most is nothing to them). Each
-    request still waits for its own result, so a reply always means "applied" (or
+    previous one began, unless `full_run_reports` are already waiting: an idle collector
+    answers at once, a busy one gathers a few milliseconds of requests into each run (at
+    3,300 reports/s, about 16 a run instead of 2 or 3; agents report every 15 s, so 5 ms
+    more at most is nothing to them), and a run that is full starts without waiting.
+    Each request still waits for its own result, so a reply always means "applied" (or
     "duplicate").
     """
 
-    def __init__(self, ingestor: Ingestor, min_run_interval_seconds: float = 0.005) -> None:
+    def __init__(self, ingestor: Ingestor, min_run_interval_seconds: float = 0.005,
+                 full_run_reports: int = 16) -> None:
         self.ingestor = ingestor
         self.min_run_interval_seconds = min_run_interval_seconds
+        self.full_run_reports = full_run_reports
         self._pending: list[tuple[list[Report], asyncio.Future[IngestResult]]] = []
+        self._pending_reports = 0
         self._last_run = -math.inf  # event-loop time
+        self._waiting: asyncio.TimerHandle | None = None  # a run due at the interval's end
 
     async def submit(self, reports: list[Report]) -> IngestResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestResult] = loop.create_future()
-        if not self._pending:
+        first = not self._pending
+        self._pending.append((reports, future))
+        self._pending_reports += len(reports)
+        if first:
             wait = self._last_run + self.min_run_interval_seconds - loop.time()
-            if wait > 0:
-                loop.call_later(wait, self._flush)
+            if wait > 0 and self._pending_reports < self.full_run_reports:
+                self._waiting = loop.call_later(wait, self._flush)
             else:
                 loop.call_soon(self._flush)
-        self._pending.append((reports, future))
+        elif self._waiting is not None and self._pending_reports >= self.full_run_reports:
+            self._waiting.cancel()
+            self._waiting = None
+            loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
+        self._pending_reports = 0
+        self._waiting = None
         self._last_run = asyncio.get_running_loop().time()
         try:
             results = self.ingestor.ingest_batches([reports for reports, _ in pending])

@@ -533,7 +533,7 @@ async def test_group_commit_runs_at_once_when_idle_and_gathers_requests_when_bus
 
     monkeypatch.setattr(collector.ingest, "estimate_windows", counting)
     queue = IngestQueue(Ingestor(Ledger(), metadata=metadata_for_tests(), clock=clock),
-                        min_run_interval_seconds=1.0)
+                        min_run_interval_seconds=1.0, full_run_reports=3)
     idle = asyncio.ensure_future(queue.submit([make_report("n1", agent_id="a1")]))
     await turns(5)
     assert idle.done() and sizes == [1]  # nothing ran lately: applied on the next turn
@@ -544,6 +544,11 @@ async def test_group_commit_runs_at_once_when_idle_and_gathers_requests_when_bus
     assert sizes == [1, 2]  # and the request that came meanwhile shares its run
     assert [(r.accepted, r.duplicates) for r in (idle.result(), early.result(), later)] == [
         (1, 0), (1, 0), (1, 0)]
+    burst = [asyncio.ensure_future(queue.submit([make_report(f"b{k}", agent_id=f"b{k}")]))
+             for k in range(3)]
+    await turns(5)
+    assert all(request.done() for request in burst)  # a full run does not wait the interval
+    assert sizes == [1, 2, 3]
 
 
 async def test_report_without_memory_uses_the_nodes_capacity_else_no_memory_power(
