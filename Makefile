@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 # Tools that live outside PyPI (Debian packages), installed once per machine.
-APT_PACKAGES := prometheus chromium chromium-driver containerd runc containernetworking-plugins iptables \
+APT_PACKAGES := prometheus gcc chromium chromium-driver containerd runc containernetworking-plugins iptables \
   victoria-metrics
 export PYTHONDONTWRITEBYTECODE := 1
 

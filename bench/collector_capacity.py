@@ -2,41 +2,46 @@
 
     .venv/bin/python bench/collector_capacity.py --nodes 20000,30000,40000,50000
 
-For each fleet size N, in turn: one `python -m collector` process (static metadata, so
-every pod uid is unknown to it, as with --kubernetes off or pods newer than the watch),
-pinned to CPU 0, is filled with one window of every node (batches of 500), then for
---intervals intervals of 15 s every node sends its next window as one request at its
-own moment of the interval (N / 15 requests per second, open loop: a request's latency
-counts from when it was due, so a stall is charged to every request that waited), and a
-Prometheus-style scrape of the whole exposition (gzip, as Prometheus asks) starts at
-the beginning of every interval. The load generator, a minimal HTTP/1.1 client on
-keep-alive connections with requests encoded beforehand, runs on CPU 1.
+For each fleet size N, in turn, the reference and then the collector, each alone in
+its own process pinned to CPU 0: a bare aiohttp endpoint that only parses each body
+with orjson (what the HTTP stack and the machine cost alone), then `python -m
+collector` (static metadata, so every pod uid is unknown to it, as with --kubernetes
+off or pods newer than the watch), filled first with one window of every node
+(batches of 500). For --intervals intervals of 15 s every node then sends its next
+window as one request at its own moment of the interval: N / 15 requests a second,
+open loop (request k is due at start + k / rate whatever became of the others, and its
+latency counts from then, so a stall is charged to every request that waited). The
+collector also gets a Prometheus-style scrape of the whole exposition (gzip, as
+Prometheus asks) at the beginning of every interval.
 
-The fleet is held when ingest p99 <= 100 ms and no scrape took over 5 s (issue 13's
-goal: 50,000 nodes, about 3,300 reports/s). Reference, same run and same load: a bare
-aiohttp endpoint that only parses each body with orjson, at the largest size tried;
-its p99 is what the HTTP stack and the machine cost alone.
+The load comes from bench/open_loop_load.c, compiled here with the system's gcc and
+pinned to CPU 1 (a Python client could not send 3,300 requests a second from one shared
+core: 30 s phases took 215-512 s). It also records when each request went out, so the
+output says whether the generator itself kept to the schedule.
+
+A server holds a fleet when ingest p99 <= 100 ms, no request failed and (for the
+collector) no scrape took over 5 s. Issue 13's goal: 50,000 nodes, about 3,300 reports/s.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import gzip
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Coroutine
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from benchkit import fleet_config, percentile
-from collector_ingest import cpu_seconds, exchange, start_server
+from collector_ingest import cpu_seconds, start_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "scale"))
 
@@ -47,26 +52,32 @@ from collector.simulate import FleetSettings, SimulatedFleet
 SIMULATED_START = 1_764_072_000.0  # 2025-11-25T12:00:00Z
 INTERVAL_SECONDS = 15.0
 FILL_BATCH = 500
-CONNECTIONS = 128
-TICK_SECONDS = 0.005
+CONNECTIONS = 64
 P99_LIMIT_SECONDS = 0.1
 SCRAPE_LIMIT_SECONDS = 5.0
+LOAD_SOURCE = Path(__file__).with_name("open_loop_load.c")
 
 
 @dataclass
 class Outcome:
+    kind: str
     nodes: int
-    latencies: list[float] = field(default_factory=list)
-    scrapes: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # from when each request was due
+    send_lags: list[float] = field(default_factory=list)  # due -> sent, the generator's part
     failures: list[str] = field(default_factory=list)
+    scrapes: list[float] = field(default_factory=list)
     samples: int = 0
     seconds: float = 0.0  # wall time of the measured phase
     cpu_seconds: float = 0.0  # the server's CPU time in it
 
     @property
+    def rate(self) -> float:
+        return self.nodes / INTERVAL_SECONDS
+
+    @property
     def cores(self) -> float:
         """Cores the load needs: the server's CPU time over the time the load was sent in."""
-        return self.cpu_seconds / (len(self.latencies) / (self.nodes / INTERVAL_SECONDS))
+        return self.cpu_seconds / (len(self.latencies) / self.rate)
 
     @property
     def p99(self) -> float:
@@ -78,86 +89,24 @@ class Outcome:
                 and max(self.scrapes, default=0.0) <= SCRAPE_LIMIT_SECONDS)
 
 
-def encoded_requests(url: str, bodies: list[bytes]) -> list[bytes]:
-    parsed = urlsplit(url)
-    head = (f"POST {parsed.path} HTTP/1.1\r\nHost: {parsed.hostname}:{parsed.port}\r\n"
+def compile_load(directory: Path) -> Path:
+    compiler = shutil.which("gcc") or shutil.which("cc")
+    if compiler is None:
+        raise SystemExit("needs a C compiler (Debian: apt-get install gcc) for the load generator")
+    binary = directory / "open_loop_load"
+    subprocess.run([compiler, "-O2", "-Wall", "-Werror", "-o", str(binary), str(LOAD_SOURCE)],
+                   check=True)
+    return binary
+
+
+def write_requests(path: Path, port: int, bodies: list[bytes]) -> None:
+    """Every request pre-encoded, each after its length (4 bytes, little-endian)."""
+    head = (f"POST {REPORTS_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Content-Type: application/json\r\nContent-Length: ").encode()
-    return [head + str(len(body)).encode() + b"\r\n\r\n" + body for body in bodies]
-
-
-async def open_loop(url: str, requests: list[bytes], rate: float, outcome: Outcome,
-                    scrape_url: str | None) -> None:
-    """Send request k when it is due (start + k / rate); scrape at every interval's start."""
-    parsed = urlsplit(url)
-    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while (item := await queue.get()) is not None:
-                due, request = item
-                status_line, reply = await exchange(reader, writer, request)
-                if b" 200 " not in status_line:
-                    outcome.failures.append(f"{status_line!r}: {reply[:200]!r}")
-                outcome.latencies.append(loop.time() - due)
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    async def scrape(due: float) -> None:
-        await asyncio.sleep(max(0.0, due - loop.time()))
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            began = loop.time()
-            status_line, body = await exchange(reader, writer, (
-                f"GET /metrics HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                "Accept-Encoding: gzip\r\n\r\n").encode())
-            outcome.scrapes.append(loop.time() - began)
-            if b" 200 " not in status_line:
-                outcome.failures.append(f"/metrics: {status_line!r}")
-            else:
-                text = gzip.decompress(body).decode()
-                outcome.samples = sum(1 for line in text.splitlines()
-                                      if line and not line.startswith("#"))
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-    workers = [asyncio.create_task(worker()) for _ in range(CONNECTIONS)]
-    start = loop.time() + 0.2
-    scrapes = []
-    if scrape_url is not None:
-        intervals = int(len(requests) / rate / INTERVAL_SECONDS + 0.5)
-        scrapes = [asyncio.create_task(scrape(start + k * INTERVAL_SECONDS))
-                   for k in range(intervals)]
-    sent = 0
-    while sent < len(requests):
-        now = loop.time()
-        due_count = min(len(requests), int((now - start) * rate) + 1) if now >= start else 0
-        while sent < due_count:
-            queue.put_nowait((start + sent / rate, requests[sent]))
-            sent += 1
-        await asyncio.sleep(TICK_SECONDS)
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers, *scrapes)
-
-
-def fill(collector: CollectorProcess, reports: list[dict[str, object]]) -> None:
-    import urllib.request
-
-    for offset in range(0, len(reports), FILL_BATCH):
-        request = urllib.request.Request(
-            collector.url + REPORTS_PATH,
-            data=orjson.dumps({"reports": reports[offset:offset + FILL_BATCH]}),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            if response.status != 200:
-                raise RuntimeError(f"fill failed: HTTP {response.status}")
+    with path.open("wb") as out:
+        for body in bodies:
+            request = head + str(len(body)).encode() + b"\r\n\r\n" + body
+            out.write(len(request).to_bytes(4, "little") + request)
 
 
 def request_bodies(fleet: SimulatedFleet, intervals: int) -> list[bytes]:
@@ -167,103 +116,154 @@ def request_bodies(fleet: SimulatedFleet, intervals: int) -> list[bytes]:
             for report in fleet.reports(SIMULATED_START + window * INTERVAL_SECONDS)]
 
 
-def measure_collector(nodes: int, intervals: int, workdir: Path, seed: int) -> Outcome:
-    fleet = SimulatedFleet(FleetSettings(nodes=nodes, seed=seed,
-                                         window_seconds=INTERVAL_SECONDS))
-    collector = CollectorProcess(workdir, [], config=fleet_config())
-    collector.start()
-    outcome = Outcome(nodes)
-    try:
-        os.sched_setaffinity(collector.pid, {0})
-        fill(collector, fleet.reports(SIMULATED_START + INTERVAL_SECONDS))
-        requests = encoded_requests(collector.url + REPORTS_PATH,
-                                    request_bodies(fleet, intervals))
-        timed(collector.pid, outcome, open_loop(
-            collector.url + REPORTS_PATH, requests, nodes / INTERVAL_SECONDS, outcome,
-            collector.url + "/metrics"))
-    finally:
-        collector.stop()
-    return outcome
+def fill(url: str, reports: list[dict[str, object]]) -> None:
+    for offset in range(0, len(reports), FILL_BATCH):
+        request = urllib.request.Request(
+            url + REPORTS_PATH, data=orjson.dumps({"reports": reports[offset:offset + FILL_BATCH]}),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=120) as response:
+            if response.status != 200:
+                raise RuntimeError(f"fill failed: HTTP {response.status}")
 
 
-def measure_bare(nodes: int, intervals: int, seed: int) -> Outcome:
-    fleet = SimulatedFleet(FleetSettings(nodes=nodes, seed=seed,
-                                         window_seconds=INTERVAL_SECONDS))
-    process, url = start_server("bare", 1, pods_known=True)
-    outcome = Outcome(nodes)
-    try:
-        requests = encoded_requests(url, request_bodies(fleet, intervals))
-        timed(process.pid, outcome, open_loop(url, requests, nodes / INTERVAL_SECONDS, outcome,
-                                              None))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-    return outcome
+class Scraper:
+    """GET /metrics with gzip at the start of every interval, on a thread of this process."""
+
+    def __init__(self, url: str, intervals: int, outcome: Outcome) -> None:
+        self.url, self.intervals, self.outcome = url, intervals, outcome
+        self.last_body = b""
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        began = time.monotonic()
+        for k in range(self.intervals):
+            time.sleep(max(0.0, began + k * INTERVAL_SECONDS - time.monotonic()))
+            request = urllib.request.Request(self.url, headers={"Accept-Encoding": "gzip"})
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(request, timeout=600) as response:
+                    self.last_body = response.read()
+            except OSError as exc:
+                self.outcome.failures.append(f"/metrics: {exc}")
+            self.outcome.scrapes.append(time.monotonic() - started)
+
+    def samples(self) -> int:
+        if not self.last_body:
+            return 0
+        text = gzip.decompress(self.last_body).decode()
+        return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
 
 
-def timed(pid: int, outcome: Outcome, run: Coroutine[Any, Any, None]) -> None:
+def run_load(load: Path, port: int, pid: int, rate: float, requests: Path, outcome: Outcome,
+             scraper: Scraper | None) -> None:
+    latencies_path = requests.with_suffix(".latencies")
     began, cpu = time.monotonic(), cpu_seconds(pid)
-    asyncio.run(run)
+    if scraper is not None:
+        scraper.thread.start()
+    subprocess.run([str(load), "127.0.0.1", str(port), f"{rate:.6f}", str(CONNECTIONS),
+                    str(requests), str(latencies_path)],
+                   check=True, preexec_fn=lambda: os.sched_setaffinity(0, {1}))
     outcome.seconds = time.monotonic() - began
+    if scraper is not None:
+        scraper.thread.join()
+        outcome.samples = scraper.samples()
     outcome.cpu_seconds = cpu_seconds(pid) - cpu
+    for line in latencies_path.read_text().splitlines():
+        sent, done, status = line.split()
+        outcome.send_lags.append(float(sent) * 1e-6)
+        outcome.latencies.append(float(done) * 1e-6)
+        if status != "200":
+            outcome.failures.append(f"HTTP status {status} (0: connection failed)")
 
 
-def describe(name: str, outcome: Outcome) -> str:
-    scrapes = (f"; {len(outcome.scrapes)} scrapes of {outcome.samples} samples, max "
+def measure(kind: str, nodes: int, intervals: int, workdir: Path, seed: int,
+            load: Path) -> Outcome:
+    fleet = SimulatedFleet(FleetSettings(nodes=nodes, seed=seed,
+                                         window_seconds=INTERVAL_SECONDS))
+    outcome = Outcome(kind, nodes)
+    first_window = fleet.reports(SIMULATED_START + INTERVAL_SECONDS)
+    requests = workdir / f"{kind}-{nodes}.requests"
+    stop: Callable[[], None]
+    if kind == "collector":
+        collector = CollectorProcess(workdir / f"collector-{nodes}", [], config=fleet_config())
+        collector.start()
+        stop, pid, port, url = collector.stop, collector.pid, collector.port, collector.url
+    else:
+        process, reports_url = start_server("bare", 1, pods_known=True)
+        pid, port = process.pid, int(reports_url.rsplit(":", 1)[1].split("/", 1)[0])
+        url = f"http://127.0.0.1:{port}"
+
+        def stop() -> None:
+            process.terminate()
+            process.wait(timeout=30)
+    try:
+        os.sched_setaffinity(pid, {0})
+        fill(url, first_window)
+        write_requests(requests, port, request_bodies(fleet, intervals))
+        scraper = Scraper(url + "/metrics", intervals, outcome) if kind == "collector" else None
+        run_load(load, port, pid, outcome.rate, requests, outcome, scraper)
+    finally:
+        stop()
+        requests.unlink(missing_ok=True)
+    return outcome
+
+
+def describe(outcome: Outcome) -> str:
+    scrapes = (f"; {len(outcome.scrapes)} scrapes of {outcome.samples:,} samples, max "
                f"{max(outcome.scrapes):.2f} s" if outcome.scrapes else "")
-    return (f"  {name:<9} {outcome.nodes:>6} nodes ({outcome.nodes / INTERVAL_SECONDS:,.0f} "
-            f"reports/s): p50 {percentile(outcome.latencies, 0.5) * 1e3:7.1f} ms, p99 "
+    load_seconds = len(outcome.latencies) / outcome.rate
+    return (f"  {outcome.kind:<9} {outcome.nodes:>6} nodes ({outcome.rate:,.0f} reports/s): "
+            f"p50 {percentile(outcome.latencies, 0.5) * 1e3:7.1f} ms, p99 "
             f"{outcome.p99 * 1e3:7.1f} ms, max {max(outcome.latencies) * 1e3:7.1f} ms"
-            f"{scrapes}; {len(outcome.failures)} failed; server CPU {outcome.cpu_seconds:.1f} s "
-            f"for {len(outcome.latencies) / (outcome.nodes / INTERVAL_SECONDS):.0f} s of load "
-            f"(phase took {outcome.seconds:.0f} s): needs {outcome.cores:.2f} of a core")
+            f"{scrapes}; {len(outcome.failures)} failed; load sent with p99 "
+            f"{percentile(outcome.send_lags, 0.99) * 1e3:.1f} ms behind schedule, the "
+            f"{load_seconds:.0f} s phase took {outcome.seconds:.0f} s; server CPU "
+            f"{outcome.cpu_seconds:.1f} s: {outcome.cores:.2f} of a core "
+            f"-> {'held' if outcome.held else 'NOT held'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", default="20000,30000,40000,50000",
                         help="fleet sizes to try, smallest first (comma-separated)")
-    parser.add_argument("--intervals", type=int, default=3,
+    parser.add_argument("--intervals", type=int, default=2,
                         help="15 s intervals measured per size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sizes = sorted(int(n) for n in args.nodes.split(","))
     if len(os.sched_getaffinity(0)) < 2:
-        parser.error("needs two CPUs: the collector on one, the load on the other")
+        parser.error("needs two CPUs: the servers on one, the load on the other")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}; sizes {sizes}, {args.intervals} intervals of "
-          f"{INTERVAL_SECONDS:g} s each, one report per request, a gzip scrape per interval",
-          flush=True)
+          f"{INTERVAL_SECONDS:g} s each, one report per request, open loop, "
+          f"{CONNECTIONS} connections", flush=True)
     os.sched_setaffinity(0, {1})
-    largest = 0
-    tried = 0
-    cpu_per_node: tuple[int, float] | None = None
+    held: dict[str, int] = {"bare": 0, "collector": 0}
+    last: dict[str, Outcome] = {}
     with tempfile.TemporaryDirectory(prefix="kubecarbon-capacity-") as tmp:
+        load = compile_load(Path(tmp))
+        # every size for both servers, even past a miss: on a shared machine one stall of
+        # a neighbour can fail a size that a larger one then holds
         for nodes in sizes:
-            began = time.monotonic()
-            outcome = measure_collector(nodes, args.intervals, Path(tmp) / str(nodes), args.seed)
-            tried = nodes
-            cpu_per_node = (nodes, outcome.cores)
-            print(describe("collector", outcome)
-                  + f" -> {'held' if outcome.held else 'NOT held'} "
-                  f"({time.monotonic() - began:.0f} s)", flush=True)
-            for failure in outcome.failures[:3]:
-                print(f"    failure: {failure}")
-            if not outcome.held:
-                break
-            largest = nodes
-    reference = measure_bare(tried, args.intervals, args.seed)
-    print(describe("bare", reference) + " (reference: HTTP and the machine alone)")
-    print(f"  bare/collector CPU for the same load at {tried:,} nodes: "
-          f"{reference.cores / outcome.cores:.2f}")
-    print(f"\nlargest fleet held on one core: {largest:,} nodes "
-          f"(goal 50,000: {'met' if largest >= 50_000 else 'NOT met'}); load average now "
-          f"{os.getloadavg()[0]:.2f}")
-    if cpu_per_node:
-        nodes, cores = cpu_per_node
-        print(f"extrapolated from CPU time, not measured: at {nodes:,} nodes the collector "
-              f"needed {cores:.2f} of a core (reports and scrapes), so a core of its own "
-              f"would run out near {nodes / cores:,.0f} nodes (latency left aside)")
+            for kind in ("bare", "collector"):
+                outcome = measure(kind, nodes, args.intervals, Path(tmp), args.seed, load)
+                last[kind] = outcome
+                print(describe(outcome), flush=True)
+                for failure in sorted(set(outcome.failures))[:3]:
+                    print(f"    failure: {failure}")
+                if outcome.held:
+                    held[kind] = nodes
+            print(f"  bare/collector CPU for the same load at {nodes:,} nodes: "
+                  f"{last['bare'].cores / last['collector'].cores:.2f} (load average "
+                  f"{os.getloadavg()[0]:.2f})", flush=True)
+    print(f"\nlargest fleet held on one core: collector {held['collector']:,} nodes (goal "
+          f"50,000: {'met' if held['collector'] >= 50_000 else 'NOT met'}); bare endpoint "
+          f"{held['bare']:,} nodes; load average now {os.getloadavg()[0]:.2f}")
+    collector = last["collector"]
+    print(f"extrapolated from CPU time, not measured: at {collector.nodes:,} nodes the "
+          f"collector needed {collector.cores:.2f} of a core (reports and scrapes), so a core "
+          f"of its own would run out near {collector.nodes / collector.cores:,.0f} nodes "
+          f"(latency left aside)")
     return 0
 
 

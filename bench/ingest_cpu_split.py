@@ -7,8 +7,8 @@ The same 100-pod reports as bench/collector_ingest.py (200 nodes; pods known to 
 metadata provider or not), with the app's ingest parts (validator, ingestor, pod usage
 tracker and rightsizing history), no HTTP. Per chunk of requests it times, in process
 CPU time and in turn, `orjson.loads` of the bodies (what the bare endpoint does), the
-validator's parse, and one `ingest_batches` of the chunk (group commit applies every
-request validated in the same event-loop turn together; --group sets how many). The
+validator's parse, and one `ingest_batches` of the chunk (group commit applies the
+requests that arrive within a few milliseconds together; --group sets how many). The
 ratios to orjson.loads, measured interleaved in the same process, are what to compare
 between checkouts on a shared machine. `bare/collector` estimates the benchmark's
 CPU-time ratio without HTTP's per-request share, which both servers pay.

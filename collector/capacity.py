@@ -37,15 +37,14 @@ class PodUsageTracker:
         self._latest: dict[str, NodeUsage] = {}
 
     def observe(self, reports: Sequence[Mapping[str, Any]],
-                seconds_by_workload: Sequence[Mapping[WorkloadKey, float]]) -> None:
-        """Record each report's pod use: its CPU seconds by workload, of the pods the
-        metadata provider knows (others have no requests to compare with)."""
-        for report, seconds in zip(reports, seconds_by_workload, strict=True):
+                cores_by_workload: Sequence[Mapping[WorkloadKey, float]]) -> None:
+        """Record each report's pod use: its cores (CPU seconds over the window's length)
+        by workload, of the pods the metadata provider knows (others have no requests to
+        compare with)."""
+        for report, cores in zip(reports, cores_by_workload, strict=True):
             previous = self._latest.get(report["node"])
             if previous is None or previous.window_end <= report["end"]:
-                duration = report["end"] - report["start"]
-                self._latest[report["node"]] = NodeUsage(
-                    report["end"], {k: v / duration for k, v in seconds.items()})
+                self._latest[report["node"]] = NodeUsage(report["end"], cores)
 
     def latest(self) -> dict[str, NodeUsage]:
         return dict(self._latest)

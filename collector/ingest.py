@@ -7,7 +7,8 @@ resolves each node's profile and each pod's (namespace, workload) group, runs th
 model once over the rest, and only then books anything, so a model error leaves
 the ledger as it was. Nodes silent past --forget-after are expired first, so that
 the ledger stays bounded while reports arrive. `IngestQueue` is the group commit:
-batches validated in the same event-loop turn share one model run.
+batches that arrive close together (within a few milliseconds under load) share one
+model run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import itemgetter
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -230,7 +232,8 @@ class Ingestor:
             if len(self.pod_usage) > 2 * ledger.node_count + 1000:  # forgotten nodes
                 self.pod_usage.forget_before(now - ledger.export.forget_after_seconds)
             self.pod_usage.observe(reports, self._pods.seconds_by_workload(
-                len(reports), pod_windows, pod_classes, pod_cpu))
+                len(reports), pod_windows, pod_classes, pod_cpu,
+                per_second_of=batch.duration_seconds))
             if self.usage_history is not None:
                 self._add_to_history(self.usage_history, reports, pod_windows, pod_classes,
                                      pod_cpu)
@@ -340,10 +343,13 @@ class PodClasses:
     def seconds_by_workload(
         self, count: int, row_parts: npt.NDArray[np.intp], classes: npt.NDArray[np.intp],
         cpu_seconds: npt.NDArray[np.float64],
+        per_second_of: npt.NDArray[np.float64] | None = None,
     ) -> list[dict[WorkloadKey, float]]:
         """Per part (row_parts[k] is pod row k's: its report, say), the CPU seconds of its
         known pods by workload, workloads in the order their first pod row came; each sum
-        adds rows in order, as a loop over them would."""
+        adds rows in order, as a loop over them would. With `per_second_of`, each part's
+        sums are divided by its element (a window's length: cores), as float division of
+        each sum would."""
         per_part: list[dict[WorkloadKey, float]] = [{} for _ in range(count)]
         known = self._known[classes]
         if not known.any():
@@ -352,12 +358,23 @@ class PodClasses:
         pairs = row_parts[known] * width + classes[known]
         unique, first, inverse = np.unique(pairs, return_index=True, return_inverse=True)
         sums = np.bincount(inverse, weights=cpu_seconds[known])
+        # pairs by part, and within a part in the order their first row came
         order = np.argsort(first, kind="stable")
+        order = order[np.argsort(unique[order] // width, kind="stable")]
         unique = unique[order]
-        workloads = self._workloads
-        for part, pod_class, seconds in zip((unique // width).tolist(), (unique % width).tolist(),
-                                            sums[order].tolist(), strict=True):
-            per_part[part][workloads[pod_class]] = seconds
+        parts = unique // width
+        sums = sums[order]
+        if per_second_of is not None:
+            sums = sums / per_second_of[parts]
+        # one dict per part, built from slices in C rather than an item at a time
+        # (known classes only: every one has a workload)
+        keys = cast(list[WorkloadKey],
+                    list(map(self._workloads.__getitem__, (unique % width).tolist())))
+        values = sums.tolist()
+        bounds = (np.flatnonzero(np.diff(parts)) + 1).tolist()
+        for part, start, end in zip(parts[[0, *bounds]].tolist(), [0, *bounds],
+                                    [*bounds, len(keys)], strict=True):
+            per_part[part] = dict(zip(keys[start:end], values[start:end], strict=True))
         return per_part
 
     def _class_for(self, uid: str) -> int:
@@ -389,27 +406,52 @@ class PodClasses:
 
 
 class IngestQueue:
-    """Group commit: batches validated in the same event-loop turn share one model run.
+    """Group commit: batches that arrive close together share one model run.
 
     Under load many single-report requests are ready at once; applying them together
-    pays the model's fixed per-call cost once. Each request still waits for its own
-    result, so a reply always means "applied" (or "duplicate").
+    pays the model's fixed per-call cost (a few hundred microseconds) once. A run starts
+    on the next event-loop turn, but no sooner than `min_run_interval_seconds` after the
+    previous one began, unless `full_run_reports` are already waiting: an idle collector
+    answers at once, a busy one gathers a few milliseconds of requests into each run (at
+    3,300 reports/s, about 16 a run instead of 2 or 3; agents report every 15 s, so 5 ms
+    more at most is nothing to them), and a run that is full starts without waiting.
+    Each request still waits for its own result, so a reply always means "applied" (or
+    "duplicate").
     """
 
-    def __init__(self, ingestor: Ingestor) -> None:
+    def __init__(self, ingestor: Ingestor, min_run_interval_seconds: float = 0.005,
+                 full_run_reports: int = 16) -> None:
         self.ingestor = ingestor
+        self.min_run_interval_seconds = min_run_interval_seconds
+        self.full_run_reports = full_run_reports
         self._pending: list[tuple[list[Report], asyncio.Future[IngestResult]]] = []
+        self._pending_reports = 0
+        self._last_run = -math.inf  # event-loop time
+        self._waiting: asyncio.TimerHandle | None = None  # a run due at the interval's end
 
     async def submit(self, reports: list[Report]) -> IngestResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IngestResult] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
+        first = not self._pending
         self._pending.append((reports, future))
+        self._pending_reports += len(reports)
+        if first:
+            wait = self._last_run + self.min_run_interval_seconds - loop.time()
+            if wait > 0 and self._pending_reports < self.full_run_reports:
+                self._waiting = loop.call_later(wait, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        elif self._waiting is not None and self._pending_reports >= self.full_run_reports:
+            self._waiting.cancel()
+            self._waiting = None
+            loop.call_soon(self._flush)
         return await future
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
+        self._pending_reports = 0
+        self._waiting = None
+        self._last_run = asyncio.get_running_loop().time()
         try:
             results = self.ingestor.ingest_batches([reports for reports, _ in pending])
         except Exception:

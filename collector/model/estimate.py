@@ -67,12 +67,20 @@ class WindowBatch:
                 n = array.shape[0]
             elif array.shape[0] != n:
                 raise ValueError(f"{name}: length {array.shape[0]}, expected {n}")
-        _require(self.duration_seconds, "duration_seconds", positive=True)
-        _require(self.logical_cpus, "logical_cpus", positive=True)
-        _require(self.busy_seconds, "busy_seconds")
-        _require(self.memory_total_bytes, "memory_total_bytes")
+        # One pass over all four arrays for the usual, valid batch (ingest builds one per
+        # model run, so the number of numpy calls here is a fixed cost of every run); the
+        # field-by-field checks only run to name what is wrong.
+        checked = np.vstack((self.duration_seconds, self.logical_cpus, self.busy_seconds,
+                             self.memory_total_bytes))
+        if not (np.isfinite(checked).all() and (checked[:2] > 0).all()
+                and (checked[2:] >= 0).all()):
+            _require(self.duration_seconds, "duration_seconds", positive=True)
+            _require(self.logical_cpus, "logical_cpus", positive=True)
+            _require(self.busy_seconds, "busy_seconds")
+            _require(self.memory_total_bytes, "memory_total_bytes")
         rapl = self.rapl_joules
-        bad = ~np.isnan(rapl) & ~((rapl >= 0) & np.isfinite(rapl))
+        # NaN (absent) passes both tests; a negative or infinite reading fails one
+        bad = (rapl < 0) | np.isinf(rapl)
         if bad.any():
             index = int(np.flatnonzero(bad)[0])
             raise ValueError(

@@ -511,6 +511,46 @@ async def test_group_commit_applies_concurrent_batches_in_one_model_run(clock, m
     assert isinstance(outcome[1], ValueError)
 
 
+async def test_group_commit_runs_at_once_when_idle_and_gathers_requests_when_busy(
+    clock, monkeypatch
+):
+    import asyncio
+
+    import collector.ingest
+    from collector.ingest import Ingestor, IngestQueue
+    from collector.ledger import Ledger
+
+    real = collector.ingest.estimate_windows
+    sizes: list[int] = []
+
+    def counting(batch, *args, **kwargs):
+        sizes.append(len(batch))
+        return real(batch, *args, **kwargs)
+
+    async def turns(count: int) -> None:
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(collector.ingest, "estimate_windows", counting)
+    queue = IngestQueue(Ingestor(Ledger(), metadata=metadata_for_tests(), clock=clock),
+                        min_run_interval_seconds=1.0, full_run_reports=3)
+    idle = asyncio.ensure_future(queue.submit([make_report("n1", agent_id="a1")]))
+    await turns(5)
+    assert idle.done() and sizes == [1]  # nothing ran lately: applied on the next turn
+    early = asyncio.ensure_future(queue.submit([make_report("n2", agent_id="a2")]))
+    await turns(5)
+    assert not early.done()  # the last run began less than the interval ago: it waits
+    later = await queue.submit([make_report("n3", agent_id="a3")])
+    assert sizes == [1, 2]  # and the request that came meanwhile shares its run
+    assert [(r.accepted, r.duplicates) for r in (idle.result(), early.result(), later)] == [
+        (1, 0), (1, 0), (1, 0)]
+    burst = [asyncio.ensure_future(queue.submit([make_report(f"b{k}", agent_id=f"b{k}")]))
+             for k in range(3)]
+    await turns(5)
+    assert all(request.done() for request in burst)  # a full run does not wait the interval
+    assert sizes == [1, 2, 3]
+
+
 async def test_report_without_memory_uses_the_nodes_capacity_else_no_memory_power(
     aiohttp_client, clock
 ):

@@ -271,7 +271,9 @@ def test_pod_use_by_workload_is_what_a_loop_over_the_rows_gives(rows, intervals,
         for offset in range(0, len(reports), 5):
             batch = reports[offset:offset + 5]
             ingestor.ingest(copy.deepcopy(batch))
-            expected_tracker.observe(batch, expected[offset:offset + 5])
+            expected_tracker.observe(batch, [
+                {key: seconds / (r["end"] - r["start"]) for key, seconds in use.items()}
+                for r, use in zip(batch, expected[offset:offset + 5], strict=True)])
             # the history as it would be, report after report
             expected_history.add([r["end"] for r in batch], expected[offset:offset + 5])
     finally:

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.model import (
     CLOUD_LINEAR_COEFFICIENTS,
@@ -190,3 +192,35 @@ def test_profile_arrays_refuse_mismatched_shapes_and_unknown_kinds():
         ProfileArrays(**{**fields, "curve_watts": fields["curve_watts"][:, :10]})
     with pytest.raises(ValueError, match=r"kind: codes must be 0\.\.2"):
         ProfileArrays(**{**fields, "kind": np.array([0, 7], dtype=np.int8)})
+
+
+_ODD_VALUES = [0.0, -0.0, -1.0, 1.0, 15.0, np.nan, np.inf, -np.inf, 1e300]
+
+
+def _first_problem_field_by_field(fields):
+    """The rule WindowBatch states, one field and one element at a time (the reference for
+    its one-pass check): the first bad element of the first bad field, in field order."""
+    for name, positive in (("duration_seconds", True), ("logical_cpus", True),
+                           ("busy_seconds", False), ("memory_total_bytes", False)):
+        for index, value in enumerate(fields[name]):
+            if not (np.isfinite(value) and (value > 0 if positive else value >= 0)):
+                return f"{name}[{index}]"
+    for index, value in enumerate(fields["rapl_joules"]):
+        if not np.isnan(value) and not (np.isfinite(value) and value >= 0):
+            return f"rapl_joules[{index}]"
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 4).flatmap(lambda n: st.fixed_dictionaries({
+    name: st.lists(st.sampled_from(_ODD_VALUES), min_size=n, max_size=n)
+    for name in ("duration_seconds", "logical_cpus", "busy_seconds", "memory_total_bytes",
+                 "rapl_joules")})))
+def test_window_batch_refuses_exactly_what_a_field_by_field_check_refuses(fields):
+    expected = _first_problem_field_by_field(fields)
+    if expected is None:
+        WindowBatch(**{k: np.asarray(v, dtype=float) for k, v in fields.items()})
+        return
+    with pytest.raises(ValueError) as refused:
+        WindowBatch(**{k: np.asarray(v, dtype=float) for k, v in fields.items()})
+    assert str(refused.value).startswith(expected + ":")
