@@ -129,6 +129,12 @@ def test_cpu_per_pod_namespace_and_workload_and_the_node_match_the_kernel(record
                       * (b.window_end - a.window_end) for a, b in windows)
     rows.append(Row("node", f"utilisation, {len(windows)} windows", kernel_busy / seconds,
                     measured_busy / seconds))
+    per_window = [
+        f"  window to {b.window_end:.2f} ({b.window_end - a.window_end:.2f} s): collector "
+        f"{b.node_usage_ratio:.3f}, kernel {kernel.busy_share(a.window_end, b.window_end):.3f} "
+        f"(/proc/stat's columns {100 * kernel.excess_ticks(a.window_end, b.window_end):+.1f} % "
+        f"of the wall time)"
+        for a, b in windows]
 
     delivery = sorted(s.scraped_at - s.window_end for s in samples)
     table = format_table(rows, f"span {span:.1f} s, {len(samples) - 1} agent windows, "
@@ -136,6 +142,7 @@ def test_cpu_per_pod_namespace_and_workload_and_the_node_match_the_kernel(record
                                f"{max(brackets[0], brackets[-1]):.2f} s apart at most at the "
                                f"span's ends, {max(brackets):.2f} s anywhere; a window seen "
                                f"{delivery[0]:.2f} to {delivery[-1]:.2f} s after its end")
+    table += "\nthe node's utilisation per window:\n" + "\n".join(per_window)
     GROUND_TRUTH_TABLES.append(table)
     print(table)
     bad = [row for row in rows if not row.ok]
