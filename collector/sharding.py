@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -223,13 +223,10 @@ class Forwarder:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         try:
-            if self.trust is None:
-                request = self._session.post(url + REPORTS_PATH, data=body, headers=sent)
-            else:
-                request = self._session.post(url + REPORTS_PATH, data=body, headers=sent,
-                                             ssl=self.trust.bundle.context(),
-                                             server_hostname=self.trust.server_name)
-            async with request as response:
+            tls: dict[str, Any] = {} if self.trust is None else {
+                "ssl": self.trust.bundle.context(), "server_hostname": self.trust.server_name}
+            async with self._session.post(url + REPORTS_PATH, data=body, headers=sent,
+                                          **tls) as response:
                 reply = OwnerReply(response.status, await response.read())
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.peers.invalidate()  # a restarted pod has a new address, and an IP a new pod
