@@ -195,7 +195,7 @@ def prometheus(cluster: LocalNodeCluster | ExternalCluster, api_client: client.A
     configuration = api_client.configuration
     ca_file = Path(configuration.ssl_ca_cert)
     scrape = scrape_configs(configuration.host, token, ca_file, release.NAMESPACE, release.RELEASE)
-    with running_prometheus(directory, scrape, release.rule_groups()) as servers:
+    with running_prometheus(directory, scrape, release.rule_groups_watching_inputs()) as servers:
         yield servers
 
 

@@ -75,6 +75,26 @@ def rule_groups() -> dict[str, Any]:
     return groups
 
 
+# Evaluated beside the chart's rules, at the same instants: which collectors' samples
+# an evaluation of the fleet sums had, and how old the oldest was. Samples arrive by
+# remote write and a scrape can fail, so an evaluation may lack a replica's samples.
+RULE_INPUTS = {
+    "kubecarbon_test:avoided_servers_inputs:instances":
+        "count(count by (instance) (kubecarbon_avoided_servers))",
+    "kubecarbon_test:avoided_servers_inputs:oldest":
+        "min(timestamp(kubecarbon_avoided_servers))",
+}
+
+
+def rule_groups_watching_inputs() -> dict[str, Any]:
+    """rule_groups(), with RULE_INPUTS recorded in the group that holds the fleet sums."""
+    groups = rule_groups()
+    (sums,) = [g for g in groups["groups"]
+               if any(r.get("record") == "kubecarbon:avoided_servers:sum" for r in g["rules"])]
+    sums["rules"] += [{"record": name, "expr": expr} for name, expr in RULE_INPUTS.items()]
+    return groups
+
+
 def install(kubeconfig: Path, chart: Path, values: dict[str, Any]) -> dict[str, Any]:
     with helm.Config(kubeconfig_path=kubeconfig, namespace=NAMESPACE) as cluster:
         release: dict[str, Any] = cluster.install(chart, RELEASE, values, create_namespace=True)

@@ -13,7 +13,11 @@ Fleet figures: a simulated fleet posts one report per request through the Servic
 straight to one collector process on this machine. The node names are chosen so
 that the real node's owner holds the real node only; Prometheus's sum over the other
 two replicas is compared with the single collector, and the recording rules' fleet
-sums with the single collector plus the real node's owner.
+sums with the single collector plus the real node's owner. The rules are read at their
+first evaluation that had every replica's samples from after the last round: samples
+reach Prometheus by remote write, so an evaluation can still lack a replica's latest
+(or all of a replica's, after a failed scrape); release.RULE_INPUTS records what each
+evaluation had, and the test prints what the skipped ones lacked.
 
 Replica loss: the pod of the real node's owner is deleted while the real agent
 keeps reporting. The agent buffers (its reports get 503 from the other replicas, or
@@ -270,6 +274,36 @@ def delete_owner_and_measure(core: client.CoreV1Api, prometheus: Any, owner_pod:
     return figures
 
 
+def restarts(core: client.CoreV1Api) -> dict[str, int]:
+    return {p.metadata.name: sum(s.restart_count for s in p.status.container_statuses or ())
+            for p in collector_pods(core)}
+
+
+def scalar_at(prometheus: Any, expr: str, moment: float) -> float:
+    (row,) = prometheus.get("/api/v1/query", {"query": expr, "time": f"{moment:.3f}"})[
+        "data"]["result"]
+    return float(row["value"][1])
+
+
+def rule_inputs(prometheus: Any, since: float) -> dict[float, tuple[float, float]]:
+    """Per evaluation of the chart's rules since `since`: how many replicas' samples the
+    fleet sums had, and the time of the oldest (release.RULE_INPUTS)."""
+    instances, oldest = (dict(raw_samples(prometheus, name, since)) for name in release.RULE_INPUTS)
+    return {moment: (instances[moment], oldest[moment])
+            for moment in sorted(instances.keys() & oldest.keys())}
+
+
+def first_complete_evaluation(prometheus: Any, since: float) -> tuple[float, str] | None:
+    """The first evaluation since `since` whose inputs were samples of every replica, each
+    taken after `since`, and what the evaluations before it had instead."""
+    skipped = []
+    for moment, (instances, oldest) in rule_inputs(prometheus, since).items():
+        if instances == REPLICAS and oldest > since:
+            return moment, ", ".join(skipped) or "none"
+        skipped.append(f"{instances:.0f} replicas, oldest {oldest - since:+.1f} s")
+    return None
+
+
 def scalar_or_zero(prometheus: Any, expr: str) -> float:
     rows = prometheus.query(expr)
     return float(rows[0]["value"][1]) if rows else 0.0
@@ -371,20 +405,22 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
                              f"sum(kubecarbon_node_energy_joules_total{{{simulated_series}}})"),
                       ref("kubecarbon_node_energy_joules_total")),
     }
-    # the rules' fleet sums: the simulated fleet plus the real node, which its owner holds
-    real = {name: scalar(prometheus, f'{metric}{{instance="{owner_pod}"}}') for name, metric in (
-        ("avoided", "kubecarbon_avoided_servers"), ("baseline", "kubecarbon_baseline_servers"))}
-    wait_for("the rules evaluated after the last round", lambda: scraped_after(
-        prometheus, posted + 1, "kubecarbon:avoided_servers:sum"), timeout=60)
-    compared["rule kubecarbon:avoided_servers:sum"] = (
-        scalar(prometheus, "kubecarbon:avoided_servers:sum"),
-        ref("kubecarbon_avoided_servers") + real["avoided"])
-    compared["rule kubecarbon:baseline_servers:sum"] = (
-        scalar(prometheus, "kubecarbon:baseline_servers:sum"),
-        ref("kubecarbon_baseline_servers") + real["baseline"])
+    # the rules' fleet sums: the simulated fleet plus the real node, which its owner holds,
+    # at the first evaluation that had every replica's samples from after the last round
+    evaluation, incomplete = wait_for(
+        "a rule evaluation with every replica's samples from after the last round",
+        lambda: first_complete_evaluation(prometheus, posted + 1), timeout=60,
+        explain=lambda: str(rule_inputs(prometheus, posted + 1)))
+    for metric in ("kubecarbon_avoided_servers", "kubecarbon_baseline_servers"):
+        rule = f"kubecarbon:{metric.removeprefix('kubecarbon_')}:sum"
+        real = scalar_at(prometheus, f'{metric}{{instance="{owner_pod}"}}', evaluation)
+        compared[f"rule {rule}"] = (scalar_at(prometheus, rule, evaluation), ref(metric) + real)
     print(f"\nfleet figures, {REPLICAS} replicas over HTTPS against one collector ({sent} "
           f"reports, {forwarded:.0f} forwarded to their owner over verified HTTPS, "
-          f"{untrusted:.0f} refused as untrusted):")
+          f"{untrusted:.0f} refused as untrusted); the rules at their first evaluation with "
+          f"every replica's samples from after the last round, {evaluation - posted:.1f} s "
+          f"after it (those before it: {incomplete}); container restarts "
+          f"{restarts(core)}:")
     for name, (replicas, one) in compared.items():
         print(f"  {name}: replicas {replicas:.6g}, one collector {one:.6g}, "
               f"difference {100 * (replicas / one - 1):+.4f} %")
