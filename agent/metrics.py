@@ -39,6 +39,9 @@ AGENT_METRICS: tuple[MetricSpec, ...] = (
                "Reports waiting for the collector's acknowledgement, in flight included"),
     MetricSpec("reports_dropped", "kubecarbon_agent_reports_dropped", "counter", "reports", (),
                "Oldest reports dropped because the buffer reached its count or byte bound"),
+    MetricSpec("cpu_steal_seconds", "kubecarbon_agent_cpu_steal_seconds", "counter", "seconds",
+               (), "Core-seconds the node's virtual CPUs waited while the hypervisor ran "
+               "something else (/proc/stat steal); never counted in the reports' busy_seconds"),
     MetricSpec("build_info", "kubecarbon_build_info", "gauge", "info", ("version",),
                "Always 1; the version label says which kubecarbon runs"),
 )
@@ -51,6 +54,7 @@ class AgentMetrics:
     reports_failed: Counter
     reports_buffered: Gauge
     reports_dropped: Counter
+    cpu_steal_seconds: Counter
     build_info: Gauge
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

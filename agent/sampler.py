@@ -215,6 +215,7 @@ class Sampler:
     ) -> None:
         self.node_name = node_name
         self.sources = sources
+        self.metrics = metrics
         self.health = SourceHealth(metrics)
         self.clock = clock if clock is not None else SystemClock()
         self.user_hz = user_hz
@@ -256,6 +257,9 @@ class Sampler:
         if previous is None:
             return None
         measured = window_report(self.node_name, previous, current, self.user_hz)
+        if previous.cpu is not None and current.cpu is not None:
+            stolen = max(0, current.cpu.steal_ticks - previous.cpu.steal_ticks)
+            self.metrics.cpu_steal_seconds.inc(stolen / self.user_hz)
         cpu = measured.get("cpu")
         if cpu is None:
             return None

@@ -2,9 +2,9 @@
 
 cert-manager renews a certificate by updating its Secret; the kubelet then swaps
 the mounted files (a symlink swap), and a file may also be rewritten in place.
-Each TLS handshake compares the two files' identity (one stat each) with what was
-loaded; on a change it loads a fresh context and the handshake, and every later
-one, uses it. A pair caught mid-update (a certificate that does not match the
+Each TLS handshake looks whether the two files changed (kubecarbon.file_backed:
+one stat each); on a change it loads a fresh context and the handshake, and every
+later one, uses it. A pair caught mid-update (a certificate that does not match the
 key yet) keeps the last good one in use until the next handshake looks again.
 """
 
@@ -14,7 +14,7 @@ import logging
 import ssl
 from pathlib import Path
 
-from kubecarbon.file_identity import FileIdentity, file_identity
+from kubecarbon.file_backed import FileBackedValue
 
 log = logging.getLogger(__name__)
 
@@ -50,33 +50,21 @@ class ReloadingCertificate:
     def __init__(self, cert_file: Path, key_file: Path) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
-        self._current = load_server_context(cert_file, key_file)  # the errors at start
-        self._identities = self._read_identities()
-        self.reloads = 0
+        self._current = FileBackedValue(  # the errors at start
+            [cert_file, key_file], lambda: load_server_context(cert_file, key_file),
+            bad_content=(CertificateError,), logger=log, what=f"TLS certificate {cert_file}",
+        )
         # The context the server holds picks, per handshake, the current one.
         self.context = load_server_context(cert_file, key_file)
         self.context.sni_callback = self._choose
 
+    @property
+    def reloads(self) -> int:
+        return self._current.reloads
+
     def current(self) -> ssl.SSLContext:
         """The context for the files as they are now (reloaded if they changed)."""
-        try:
-            identities = self._read_identities()
-        except OSError as exc:
-            log.warning("TLS certificate: %s; keeping the one loaded", exc)
-            return self._current
-        if identities != self._identities:
-            try:
-                self._current = load_server_context(self.cert_file, self.key_file)
-            except CertificateError as exc:
-                log.warning("TLS certificate changed but %s; keeping the one loaded", exc)
-                return self._current
-            self._identities = identities
-            self.reloads += 1
-            log.info("TLS certificate %s changed: reloaded", self.cert_file)
-        return self._current
-
-    def _read_identities(self) -> tuple[FileIdentity, FileIdentity]:
-        return file_identity(self.cert_file), file_identity(self.key_file)
+        return self._current.current()
 
     def _choose(self, connection: ssl.SSLObject, server_name: str | None,
                 context: ssl.SSLContext) -> None:

@@ -4,9 +4,9 @@ The agent verifies the collector with it (--collector-ca-file), and a collector 
 verifies the replica it forwards a report to (--peer-ca-file): the same Secret's ca.crt.
 
 cert-manager and the kubelet replace a mounted bundle by swapping a symlink, so
-the file's identity (device, inode, size, modification time) is compared on each
-new connection, one stat; kept connections were verified when they were made.
-A bundle caught half-written keeps the last good one in use.
+each new connection looks whether the file changed (kubecarbon.file_backed: one
+stat); kept connections were verified when they were made. A bundle caught
+half-written keeps the last good one in use.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import ssl
 from pathlib import Path
 
-from kubecarbon.file_identity import file_identity
+from kubecarbon.file_backed import FileBackedValue
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +44,10 @@ class CaBundle:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._identity = file_identity(path)  # before the read: a change after it shows
-        except OSError as exc:
-            raise CaBundleError(f"CA bundle {path}: cannot read it: {exc.strerror}") from None
-        self._context = load_ca_context(path)
+        self._context = FileBackedValue(
+            [path], lambda: load_ca_context(path),
+            bad_content=(CaBundleError,), logger=log, what=f"CA bundle {path}",
+        )
 
     def context(self) -> ssl.SSLContext:
-        try:
-            identity = file_identity(self.path)
-        except OSError as exc:
-            log.warning("CA bundle %s: %s; keeping the one loaded", self.path, exc.strerror)
-            return self._context
-        if identity != self._identity:
-            try:
-                self._context = load_ca_context(self.path)
-            except CaBundleError as exc:
-                log.warning("%s; keeping the one loaded", exc)
-                return self._context
-            self._identity = identity
-            log.info("CA bundle %s changed: reloaded", self.path)
-        return self._context
+        return self._context.current()

@@ -13,8 +13,9 @@ from agent.settings import SourceSettings
 
 
 def busy_and_total(times) -> tuple[float, float]:
-    busy = times.user + times.nice + times.system + times.irq + times.softirq + times.steal
-    return busy, busy + times.idle + times.iowait
+    # steal is not busy (docs/agent.md), but it is CPU time the window holds
+    busy = times.user + times.nice + times.system + times.irq + times.softirq
+    return busy, busy + times.idle + times.iowait + times.steal
 
 
 def test_node_utilisation_matches_psutil_over_the_same_window():

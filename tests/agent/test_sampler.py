@@ -119,9 +119,24 @@ def test_windows_stay_contiguous_when_samples_are_late_or_the_wall_clock_steps(
 
 
 def test_busy_never_exceeds_all_cpus_for_the_whole_window():
-    before = Sample(timestamp=100.0, cpu=CpuTimes(0, 0, 2))
-    after = Sample(timestamp=101.0, cpu=CpuTimes(203, 203, 2))  # 2.03 s busy in 1 s on 2 CPUs
+    before = Sample(timestamp=100.0, cpu=CpuTimes(0, 0, 0, 2))
+    after = Sample(timestamp=101.0, cpu=CpuTimes(203, 0, 203, 2))  # 2.03 s busy in 1 s on 2 CPUs
     assert window_report("n", before, after, user_hz=100)["cpu"]["busy_seconds"] == 2.0
+
+
+def test_steal_is_counted_apart_and_never_as_busy(node_copy, fake_clock):
+    root = node_copy("v2-no-pods")
+    registry = CollectorRegistry()
+    sampler = make_sampler(root, fake_clock, registry)
+    sampler.sample()
+    fake_clock.advance(15)
+    # +300 busy ticks as in PROC_STAT_AFTER, and +1200 ticks of steal (4 s on 4 CPUs in 15 s)
+    (root / "proc/stat").write_text(PROC_STAT_AFTER.replace(" 1611 0 0\n", " 2811 0 0\n", 1))
+    assert sampler.sample()["cpu"] == {"logical_cpus": 4, "busy_seconds": 3.0}
+    assert registry.get_sample_value("kubecarbon_agent_cpu_steal_seconds_total") == 12.0
+    fake_clock.advance(15)  # nothing moved: no steal either
+    assert sampler.sample()["cpu"] == {"logical_cpus": 4, "busy_seconds": 0.0}
+    assert registry.get_sample_value("kubecarbon_agent_cpu_steal_seconds_total") == 12.0
 
 
 def test_a_failing_source_is_disabled_alone_logged_once_and_never_double_counts(

@@ -55,12 +55,16 @@ GROUND_TRUTH_TABLES: list[str] = []
 
 
 def read_busy_total(proc_stat: Path) -> tuple[int, int]:
-    """Busy and total ticks of /proc/stat's aggregate line (the agent's definition of busy)."""
+    """Busy and total ticks of /proc/stat's aggregate line.
+
+    Busy as the agent defines it (docs/agent.md): steal, the hypervisor running another
+    tenant, is not busy. Total is every column but guest (already inside user and nice).
+    """
     with proc_stat.open() as handle:
         fields = [int(v) for v in handle.readline().split()[1:9]]
     user, nice, system, idle, iowait, irq, softirq, steal = fields
-    busy = user + nice + system + irq + softirq + steal
-    return busy, busy + idle + iowait
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait + steal
 
 
 def read_pod_usage(kubepods: Path) -> dict[str, int]:
