@@ -5,9 +5,8 @@ thread, that took seconds of the interpreter lock in turns with the event loop, 
 time the loop woke for a request it waited for the lock (up to the switch interval)
 behind the render: ingest p99 rose tenfold during scrapes. A forked child has its own
 interpreter lock and a copy-on-write copy of the scrape as it was at the fork, so
-nothing is serialised to hand it over; at a lower priority than the event loop, it
-renders and compresses the body, writes it to a pipe and exits without running the
-parent's cleanup. The parent's thread only forks
+nothing is serialised to hand it over; it renders and compresses the body, writes it to
+a pipe and exits without running the parent's cleanup. The parent's thread only forks
 and reads. Nothing the child does is seen by the parent: readers never change state.
 """
 
@@ -24,10 +23,6 @@ from collections.abc import Callable
 from typing import NoReturn
 
 READ_BYTES = 1 << 20
-# The child runs at a lower priority: where it shares a core with the event loop, the
-# scheduler gives the loop about nine tenths of it (weights 1024 : 110), so ingest keeps
-# up while a scrape renders, and the render still gets a tenth when ingest wants it all.
-CHILD_NICENESS = 10
 RENDER_TIMEOUT_SECONDS = 120.0  # a child that takes longer is stopped: the scrape fails
 
 
@@ -70,7 +65,6 @@ def _child(render: Callable[[], bytes], write_end: int) -> NoReturn:
     try:
         # A collection would walk (and so copy) every object of the parent's heap.
         gc.disable()
-        os.nice(CHILD_NICENESS)
         body = memoryview(render())
         while body:
             body = body[os.write(write_end, body):]
