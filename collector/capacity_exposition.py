@@ -80,6 +80,11 @@ class CapacityFamilies:
         self._cached: tuple[float, Mapping[WorkloadKey, Recommendation], RightsizingView] | None \
             = None
 
+    def forked(self) -> None:
+        """Call first in a forked child: a lock another thread held at the fork stays
+        held in the child's copy."""
+        self._lock = threading.Lock()
+
     def views(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
               ) -> tuple[CapacityView, RightsizingView | None]:
         capacity = capacity_view(fleet.live, inputs.nodes, inputs.pods, inputs.usage,

@@ -415,34 +415,46 @@ async def test_metrics_are_gzipped_when_asked(aiohttp_client, clock):
     assert gzip_module.decompress(await zipped.read()) == await plain.read()
 
 
+@pytest.mark.parametrize("child_render_min_nodes", [0, 1000], ids=["in a child", "on a thread"])
 async def test_ingest_goes_on_while_a_scrape_renders_one_version_of_the_ledger(
-    client, monkeypatch
+    aiohttp_client, clock, monkeypatch, tmp_path, child_render_min_nodes
 ):
-    """/metrics renders on a worker thread what the ledger held when the scrape began."""
+    """/metrics renders, in a forked child for a large fleet (here any fleet) or on a worker
+    thread, what the ledger held when the scrape began."""
     import asyncio
-    import threading
+    import time
 
     from collector.exposition import Exposition
 
-    rendering, release = threading.Event(), threading.Event()
+    client = await aiohttp_client(create_app(
+        metadata=metadata_for_tests(), clock=clock, status_page=False,
+        child_render_min_nodes=child_render_min_nodes))
+    # files, not threading events: the render may run in a forked child
+    rendering, release = tmp_path / "rendering", tmp_path / "release"
     render = Exposition.render
 
+    def appears(path, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return path.exists()
+
     def held_render(self, scrape):
-        rendering.set()
+        rendering.touch()
         # bounded: a render on the event loop would block the test's requests, then go on
-        release.wait(timeout=30)
+        appears(release)
         return render(self, scrape)
 
     monkeypatch.setattr(Exposition, "render", held_render)
     await client.post("/api/v1/reports", data=body_of(make_report()), headers=JSON)
     scrape = asyncio.ensure_future(client.get("/metrics"))
-    assert await asyncio.to_thread(rendering.wait, 30)
+    assert await asyncio.to_thread(appears, rendering)
     for i in range(3):
         response = await client.post("/api/v1/reports", data=body_of(make_report(
             f"node-{i}", agent_id=f"agent-{i}")), headers=JSON)
         assert await response.json() == {"accepted": 1, "duplicates": 0}
     assert not scrape.done()  # the render is still held: the reports went in meanwhile
-    release.set()
+    release.touch()
     text = await (await scrape).text()
     nodes = {dict(labels)["node"] for name, labels in samples(text)
              if name == "kubecarbon_node_energy_joules_total"}
@@ -452,6 +464,68 @@ async def test_ingest_goes_on_while_a_scrape_renders_one_version_of_the_ledger(
     later = await metrics_text(client)
     assert value(later, "kubecarbon_collector_reports_total", result="accepted") == 4
     assert value(later, "kubecarbon_collector_live_nodes") == 4
+
+
+@pytest.mark.parametrize("child_render_min_nodes", [0, 1000], ids=["in a child", "on a thread"])
+async def test_a_scrape_during_ingest_shows_each_node_as_of_one_report(
+    aiohttp_client, clock, child_render_min_nodes
+):
+    """Scrapes taken while reports stream in: every node's gauges and counters come from
+    the same number of its reports (never half of one), and the fleet's count of
+    accepted reports agrees with the nodes'."""
+    import asyncio
+
+    client = await aiohttp_client(create_app(
+        metadata=metadata_for_tests(), clock=clock, status_page=False,
+        child_render_min_nodes=child_render_min_nodes))
+    nodes, rounds = 12, 6
+
+    def report(node: int, k: int) -> dict:
+        doc = make_report(f"node-{node}", seq=k, agent_id=f"agent-{node}",
+                          start=T0 - 15.0 + 15.0 * k, pods=[
+                              {"uid": f"uid-{node}-{j}", "cpu_seconds": 1.0, "containers": 1}
+                              for j in range(k + 1)])
+        doc["containers_running"] = 100 + k
+        return doc
+
+    async def post(node: int, k: int) -> None:
+        response = await client.post("/api/v1/reports", data=body_of(report(node, k)),
+                                     headers=JSON)
+        assert await response.json() == {"accepted": 1, "duplicates": 0}
+
+    texts = []
+    for k in range(rounds):  # each round's reports go in while a scrape is taken
+        *_, text = await asyncio.gather(*(post(n, k) for n in range(nodes)),
+                                        metrics_text(client))
+        texts.append(text)
+    final = await metrics_text(client)
+    texts.append(final)
+    # every report of every node is the same window shape: the same energy each time
+    energy_per_report = next(
+        energy for (name, labels), energy in samples(final).items()
+        if name == "kubecarbon_node_energy_joules_total" and ("node", "node-0") in labels
+    ) / rounds
+    assert energy_per_report > 0
+    seen_partial = False
+    for text in texts:
+        table = samples(text)
+        applied = 0
+        for (name, labels), pods in table.items():
+            if name != "kubecarbon_node_pods":
+                continue
+            k = int(pods) - 1  # the node's latest report
+            assert table[("kubecarbon_node_containers", labels)] == 100 + k
+            assert table[("kubecarbon_node_last_window_end_timestamp_seconds", labels)] \
+                == T0 + 15.0 * k
+            energy = table[("kubecarbon_node_energy_joules_total", labels)]
+            assert energy == pytest.approx((k + 1) * energy_per_report, rel=1e-9)
+            applied += k + 1
+            seen_partial = seen_partial or k < rounds - 1
+        energies = [n for n, _ in table if n == "kubecarbon_node_energy_joules_total"]
+        assert len(energies) == sum(1 for n, _ in table if n == "kubecarbon_node_pods")
+        assert value(text, "kubecarbon_collector_reports_total", result="accepted") == applied
+    assert applied == nodes * rounds
+    assert seen_partial  # some scrape did land while reports were still coming
 
 
 async def test_a_report_tripping_the_model_fails_alone(aiohttp_client, clock, monkeypatch):
