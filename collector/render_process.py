@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -24,6 +25,12 @@ from typing import NoReturn
 
 READ_BYTES = 1 << 20
 RENDER_TIMEOUT_SECONDS = 120.0  # a child that takes longer is stopped: the scrape fails
+
+
+# Held from a pipe's creation until the parent has closed its write end, so that a render
+# forked by another thread at the same time does not inherit that end (its reader would
+# then see no end of the body until the other child exits).
+_FORKING = threading.Lock()
 
 
 class RenderFailed(RuntimeError):
@@ -34,12 +41,13 @@ def render_in_child(render: Callable[[], bytes],
                     timeout_seconds: float = RENDER_TIMEOUT_SECONDS) -> bytes:
     """`render()` run in a forked child; its bytes, read back through a pipe. Blocking:
     call it on a worker thread (reading the pipe releases the interpreter lock)."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        os.close(read_end)
-        _child(render, write_end)
-    os.close(write_end)
+    with _FORKING:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            os.close(read_end)
+            _child(render, write_end)
+        os.close(write_end)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout_seconds
     try:
