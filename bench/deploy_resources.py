@@ -50,13 +50,10 @@ def memory_cgroup(pid: int) -> Iterator[Callable[[], float | None]]:
     group = MEMORY_CGROUP_V1 / f"kubecarbon-bench-{pid}"
     try:
         group.mkdir()
-    except OSError:
-        yield lambda: None
-        return
-    try:
         (group / "cgroup.procs").write_text(str(pid))
     except OSError:
-        group.rmdir()
+        with contextlib.suppress(OSError):
+            group.rmdir()
         yield lambda: None
         return
     try:

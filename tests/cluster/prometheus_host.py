@@ -187,9 +187,11 @@ class PrometheusServer(Process):
                     f"--web.listen-address={self.address}", "--web.enable-remote-write-receiver",
                     "--log.level=warn"], "/-/ready")
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query, now or `at` (Unix seconds)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
         try:
-            body = self.get("/api/v1/query", {"query": expr})
+            body = self.get("/api/v1/query", params)
         except urllib.error.HTTPError as exc:
             raise AssertionError(f"{expr}: {exc.code} {exc.read().decode()}") from exc
         if body["status"] != "success":

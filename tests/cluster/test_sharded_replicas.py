@@ -199,8 +199,8 @@ def quiet_points(agent: list[tuple[float, float]], owner: list[tuple[float, floa
     return points
 
 
-def scalar(prometheus: Any, expr: str) -> float:
-    (row,) = prometheus.query(expr)
+def scalar(prometheus: Any, expr: str, at: float | None = None) -> float:
+    (row,) = prometheus.query(expr, at)
     return float(row["value"][1])
 
 
@@ -279,12 +279,6 @@ def delete_owner_and_measure(core: client.CoreV1Api, prometheus: Any, owner_pod:
 def restarts(core: client.CoreV1Api) -> dict[str, int]:
     return {p.metadata.name: sum(s.restart_count for s in p.status.container_statuses or ())
             for p in collector_pods(core)}
-
-
-def scalar_at(prometheus: Any, expr: str, moment: float) -> float:
-    (row,) = prometheus.get("/api/v1/query", {"query": expr, "time": f"{moment:.3f}"})[
-        "data"]["result"]
-    return float(row["value"][1])
 
 
 def rule_inputs(prometheus: Any, since: float) -> dict[float, tuple[float, float]]:
@@ -433,8 +427,8 @@ def test_three_replicas_equal_one_collector_and_lose_at_most_the_unscraped(
         explain=lambda: str(rule_inputs(prometheus, posted + 1)))
     for metric in ("kubecarbon_avoided_servers", "kubecarbon_baseline_servers"):
         rule = f"kubecarbon:{metric.removeprefix('kubecarbon_')}:sum"
-        real = scalar_at(prometheus, f'{metric}{{instance="{owner_pod}"}}', evaluation)
-        compared[f"rule {rule}"] = (scalar_at(prometheus, rule, evaluation), ref(metric) + real)
+        real = scalar(prometheus, f'{metric}{{instance="{owner_pod}"}}', evaluation)
+        compared[f"rule {rule}"] = (scalar(prometheus, rule, evaluation), ref(metric) + real)
     print(f"\nfleet figures, {REPLICAS} replicas over HTTPS against one collector ({sent} "
           f"reports, {retried} attempts retried after a failed connection, "
           f"{forwarded:.0f} forwarded to their owner over verified HTTPS, "
