@@ -224,3 +224,19 @@ def test_window_batch_refuses_exactly_what_a_field_by_field_check_refuses(fields
     with pytest.raises(ValueError) as refused:
         WindowBatch(**{k: np.asarray(v, dtype=float) for k, v in fields.items()})
     assert str(refused.value).startswith(expected + ":")
+
+
+def test_profile_arrays_of_a_mixed_fleet_hold_each_nodes_own_profile_row():
+    """Rows are filled once per distinct profile and repeated by index: every node still
+    gets its own profile's row, in the nodes' order, equal (profiles alike but distinct
+    objects included) to the arrays of that profile alone."""
+    aws, baremetal = make_profile("aws"), make_profile("baremetal")
+    another_aws = make_profile("aws", pue=1.4)
+    profiles = [baremetal, aws, DEFAULT_PROFILE, aws, another_aws, baremetal, aws]
+    mixed = ProfileArrays.from_profiles(profiles)
+    for index, profile in enumerate(profiles):
+        alone = ProfileArrays.from_profiles([profile])
+        for name in alone.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(mixed, name)[index], getattr(alone, name)[0],
+                                          err_msg=f"{name}[{index}]")
+    assert mixed.pue[4] == 1.4 and mixed.pue[1] != 1.4
