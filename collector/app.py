@@ -230,12 +230,9 @@ def create_app(
         # Prometheus asks for gzip: about 10x fewer bytes at 10,000 nodes; level 1 already
         # gets most of the gain.
         gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-        if len(scrape.ledger.windows) >= child_render_min_nodes:
-            body = await asyncio.to_thread(render_in_child, functools.partial(
-                _metrics_body, exposition, scrape, process_metrics, gzipped, forked=True))
-        else:
-            body = await asyncio.to_thread(_metrics_body, exposition, scrape, process_metrics,
-                                           gzipped)
+        body = await asyncio.to_thread(
+            _serve_metrics, exposition, scrape, process_metrics, gzipped,
+            in_child=len(scrape.ledger.windows) >= child_render_min_nodes)
         headers = {"Content-Type": CONTENT_TYPE}
         if gzipped:
             headers["Content-Encoding"] = "gzip"
@@ -302,6 +299,16 @@ def create_app(
     if status_page:
         add_status_routes(app, ledger, views, clock=clock, rightsizing=rightsizing_now)
     return app
+
+
+def _serve_metrics(exposition: Exposition, scrape: Scrape, process_metrics: bytes,
+                   gzipped: bool, in_child: bool) -> bytes:
+    """The /metrics body, rendered here or in a forked child (on a worker thread)."""
+    exposition.prepare(scrape)  # in this process: a child's copy dies with the child
+    if in_child:
+        return render_in_child(functools.partial(
+            _metrics_body, exposition, scrape, process_metrics, gzipped, forked=True))
+    return _metrics_body(exposition, scrape, process_metrics, gzipped)
 
 
 def _metrics_body(exposition: Exposition, scrape: Scrape, process_metrics: bytes,

@@ -112,24 +112,32 @@ def capacity_view(
         table[key] = table.get(key, 0.0) + pod.cpu_request_cores
     named = set(named_workloads)
     nodes: dict[NodeLabels, CpuAccount] = {}
-    workloads: dict[WorkloadKey, CpuAccount] = {}
+    # requested, used and idle cores of each workload as plain floats: a CpuAccount per
+    # node and workload cost a scrape about 0.1 s at 20,000 nodes. Same additions, same order.
+    workload_sums: dict[WorkloadKey, list[float]] = {}
     capacity = []
     for name, latest in by_name.items():
         used = usage[name].cores if name in usage else {}
-        node_total = CpuAccount()
-        for key in requested[name].keys() | used.keys():
-            want, use = requested[name].get(key, 0.0), used.get(key, 0.0)
-            account = CpuAccount(want, use, max(want - use, 0.0))
-            node_total = node_total + account
+        wanted = requested[name]
+        node_requested = node_used = node_idle = 0.0
+        for key in wanted.keys() | used.keys():
+            want, use = wanted.get(key, 0.0), used.get(key, 0.0)
+            idle = max(want - use, 0.0)
+            node_requested, node_used, node_idle = (
+                node_requested + want, node_used + use, node_idle + idle)
             shown = key if key in named else (key[0], OTHER, OTHER)
-            workloads[shown] = workloads.get(shown, CpuAccount()) + account
-        nodes[latest.labels] = node_total
+            sums = workload_sums.setdefault(shown, [0.0, 0.0, 0.0])
+            sums[0] += want
+            sums[1] += use
+            sums[2] += idle
+        nodes[latest.labels] = CpuAccount(node_requested, node_used, node_idle)
         info = infos.get(name)
         capacity.append(NodeCapacity(
             latest.labels,
             _or(info.cpu_allocatable if info else None, latest.logical_cpus),
             _or(info.memory_allocatable_bytes if info else None, latest.memory_total_bytes),
         ))
+    workloads = {key: CpuAccount(*sums) for key, sums in workload_sums.items()}
     namespaces: dict[str, CpuAccount] = {}
     for key, account in workloads.items():
         namespaces[key[0]] = namespaces.get(key[0], CpuAccount()) + account

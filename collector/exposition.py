@@ -7,18 +7,27 @@ while ingest goes on, and still shows one version of the ledger. The renderer
 writes the text format (0.0.4) itself: at 10,000 nodes that is about 100,000
 samples, several times faster than building a prometheus_client sample object for
 each. The process metrics come from a prometheus_client registry appended to the text.
+
+A scrape at 50,000 nodes is 800,000 samples, so the render works a family at a time:
+the node label texts are kept from scrape to scrape (`Exposition.prepare`, called by
+the serving process before it renders or forks), each family's numbers are formatted
+as a column and its lines joined in one call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from operator import add, attrgetter, itemgetter
 from typing import Any
+
+import numpy as np
+import orjson
 
 from collector.capacity_exposition import CapacityFamilies, CapacityInputs
 from collector.fleet_view import FleetView, FleetViewCache
-from collector.ledger import LedgerView, NodeLatest, UsageCounters
+from collector.ledger import LedgerView, UsageCounters
 from collector.metadata import ProviderStatus
 from collector.metrics import NODE_LABELS, SPECS, MetricSpec
 from collector.model.assumptions import model_info_labels, uncertainty_ranges
@@ -62,64 +71,136 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 
+# orjson writes a float as the shortest text that reads back to it, as repr does; within
+# these magnitudes (and for 0) the two texts are the same byte for byte (outside them
+# the exponent is written differently), and orjson is about 8x faster.
+_FAST_FLOAT_RANGE = (1e-4, 1e16)
+
+
+def number_texts(values: Sequence[float]) -> list[str]:
+    """`_number` of each value: a column of plain floats at once through orjson when
+    every magnitude is one where its text is repr's, else value by value."""
+    types = set(map(type, values))
+    if types == {int}:
+        return list(map(str, values))
+    if types == {float}:
+        magnitudes = np.abs(np.array(values, dtype=np.float64))
+        low, high = _FAST_FLOAT_RANGE
+        if bool(np.all((magnitudes == 0) | ((magnitudes >= low) & (magnitudes < high)))):
+            return orjson.dumps(values).decode()[1:-1].split(",")
+    return [_number(value) for value in values]
+
+
 def iter_sorted(table: Mapping[Any, Any]) -> Iterable[tuple[Any, Any]]:
     """Stable exposition order."""
     return sorted(table.items(), key=lambda item: item[0])
+
+
+class NodeLabelTexts:
+    """The text of each node label set a scrape shows (`{node="...",...} `), kept across
+    scrapes: a fleet's label sets rarely change, and formatting them again in every scrape
+    was a large part of a render.
+
+    `refresh` fills it; call it in the process that serves /metrics, before the render: a
+    render in a forked child (collector/render_process.py) reads what the parent filled,
+    and anything the child wrote would die with it. `texts` only reads.
+    """
+
+    def __init__(self) -> None:
+        self._texts: dict[tuple[str, ...], str] = {}
+
+    def refresh(self, label_sets: Iterable[tuple[str, ...]]) -> None:
+        """Hold the texts of exactly these label sets: new ones formatted, others dropped
+        (a forgotten node, a node whose labels changed)."""
+        known = self._texts  # one read: another thread's refresh may replace it meanwhile
+        self._texts = {labels: known[labels] if labels in known else _series_labels(labels)
+                       for labels in label_sets}
+
+    def texts(self, label_sets: Iterable[tuple[str, ...]]) -> list[str]:
+        """The text of each label set; one not held is formatted, not kept."""
+        known = self._texts
+        return [known[labels] if labels in known else _series_labels(labels)
+                for labels in label_sets]
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+
+def _series_labels(values: tuple[str, ...]) -> str:
+    return label_text(NODE_LABELS, values) + " "
 
 
 class Exposition:
     """The kubecarbon_* families of a scrape in the Prometheus text format."""
 
     def __init__(self, views: FleetViewCache | None = None, version_: str | None = None,
-                 capacity: CapacityFamilies | None = None, sharded: bool = False) -> None:
+                 capacity: CapacityFamilies | None = None, sharded: bool = False,
+                 node_labels: NodeLabelTexts | None = None) -> None:
         self.views = views if views is not None else FleetViewCache()
         # one of several replicas (--replicas > 1): also the band's draws and the forwarding
         self.sharded = sharded
         self.capacity = capacity if capacity is not None else CapacityFamilies(self.views.params)
         self.version = version_ or build_version()
-        self._label_text: dict[tuple[str, ...], str] = {}  # node label values -> text
+        self.node_labels = node_labels if node_labels is not None else NodeLabelTexts()
+
+    def prepare(self, scrape: Scrape) -> None:
+        """Keep what renders of `scrape` reuse from one scrape to the next (the node label
+        texts). Call it in the serving process, before `render` there or in a child."""
+        self.node_labels.refresh(scrape.ledger.nodes)
 
     def render(self, scrape: Scrape) -> str:
         return "".join(self._text(scrape))
 
     def _text(self, scrape: Scrape) -> Iterator[str]:
-        cache = self._label_text
-        if len(cache) > 2 * len(scrape.ledger.nodes) + 1000:
-            cache.clear()  # forgotten nodes' label sets
+        # node families follow each other with the same label sets in the same order
+        node_keys: list[tuple[str, ...]] = []
+        node_prefixes: list[str] = []
         for spec, rows in self.families(scrape):
             name = spec.full_name
             yield f"# HELP {name} {spec.help}\n# TYPE {name} {spec.kind}\n"
-            node_series = spec.labels == NODE_LABELS
-            for values, value in rows:
-                if node_series:
-                    labels = cache.get(values)
-                    if labels is None:
-                        labels = cache[values] = label_text(NODE_LABELS, values)
-                else:
-                    labels = label_text(spec.labels, values)
-                yield f"{name}{labels} {_number(value)}\n"
+            rows = list(rows)
+            if not rows:
+                continue
+            keys, values = list(map(itemgetter(0), rows)), list(map(itemgetter(1), rows))
+            if spec.labels == NODE_LABELS:
+                if keys != node_keys:
+                    node_keys, node_prefixes = keys, self.node_labels.texts(keys)
+                prefixes = node_prefixes
+            else:
+                prefixes = [label_text(spec.labels, k) + " " for k in keys]
+            # name{labels} value, a line each, joined by C loops rather than sample by sample
+            yield name
+            yield ("\n" + name).join(map(add, prefixes, number_texts(values)))
+            yield "\n"
 
     def families(self, scrape: Scrape) -> Iterator[Family]:
         ledger = scrape.ledger
         view = self.views.view(ledger)
         live = sorted(view.live, key=lambda n: n.labels)
-        per_node: dict[str, Callable[[NodeLatest], float | None]] = {
-            "node_cpu_usage_ratio": lambda n: n.utilisation,
-            "node_logical_cpus": lambda n: n.logical_cpus,
-            "node_pods": lambda n: n.pods,
-            "node_containers": lambda n: n.containers,
-            "node_power_watts": lambda n: n.power_watts,
-            "node_pue": lambda n: n.profile.pue,
-            "node_last_report_timestamp_seconds": lambda n: n.received_at,
-            "node_last_window_end_timestamp_seconds": lambda n: n.window_end,
+        live_labels = [n.labels for n in live]
+        per_node = {  # family -> NodeLatest attribute
+            "node_cpu_usage_ratio": "utilisation",
+            "node_logical_cpus": "logical_cpus",
+            "node_pods": "pods",
+            "node_containers": "containers",
+            "node_power_watts": "power_watts",
+            "node_pue": "profile.pue",
+            "node_last_report_timestamp_seconds": "received_at",
+            "node_last_window_end_timestamp_seconds": "window_end",
         }
-        for name, get in per_node.items():
-            values = ((n.labels, get(n)) for n in live)
-            yield SPECS[name], [(labels, v) for labels, v in values if v is not None]
+        for name, field in per_node.items():
+            column = list(map(attrgetter(field), live))
+            yield SPECS[name], [(labels, v) for labels, v in zip(live_labels, column, strict=True)
+                                if v is not None]
         nodes = iter_sorted(ledger.nodes)
-        for index, name in enumerate(("node_energy_joules_total", "node_idle_energy_joules_total",
-                                      "node_co2e_grams_total", "node_embodied_co2e_grams_total")):
-            yield SPECS[name], [(k, c.as_list()[index]) for k, c in nodes]
+        node_keys = [k for k, _ in nodes]
+        node_counters = [c for _, c in nodes]
+        for name, field in (("node_energy_joules_total", "energy_joules"),
+                            ("node_idle_energy_joules_total", "idle_energy_joules"),
+                            ("node_co2e_grams_total", "co2e_grams"),
+                            ("node_embodied_co2e_grams_total", "embodied_co2e_grams")):
+            yield SPECS[name], list(zip(
+                node_keys, map(attrgetter(field), node_counters), strict=True))
         tables: list[tuple[str, Mapping[Any, UsageCounters]]] = [
             ("namespace", {(k,): c for k, c in ledger.namespaces.items()}),
             ("workload", ledger.workloads),
