@@ -296,7 +296,7 @@ def child_cpu(function: Callable[[], object], repeat: int) -> float:
     return statistics.median(runs)
 
 
-def bench_render(nodes: int, repeat: int) -> None:
+def bench_render(nodes: int, repeat: int, pods_known: bool = False) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
 
@@ -309,8 +309,9 @@ def bench_render(nodes: int, repeat: int) -> None:
     from collector.settings import ExportSettings
     from collector.telemetry import Telemetry
 
-    # pods unknown, as in bench/collector_capacity.py (no requests to account per pod)
-    ingestor = big_fleet(nodes, pods_known=False)
+    # pods unknown by default, as in bench/collector_capacity.py (no requests to account
+    # per pod); known, as with the Kubernetes provider: every pod's request is accounted
+    ingestor = big_fleet(nodes, pods_known=pods_known)
     ledger = ingestor.ledger
     status = ProviderStatus("static", True, True)
 
@@ -354,7 +355,8 @@ def bench_render(nodes: int, repeat: int) -> None:
     served_gzip = child_cpu(lambda: serve_scrape(gzipped=True), repeat)
     reference = child_cpu(lambda: generate_latest(registry), repeat)
     on_loop = child_cpu(take_scrape, repeat)
-    print(f"\n/metrics at {nodes} nodes ({samples} samples, {len(text) / 2**20:.1f} MiB), "
+    print(f"\n/metrics at {nodes} nodes ({samples} samples, {len(text) / 2**20:.1f} MiB, "
+          f"{PODS_PER_REPORT} pods a node {'known' if pods_known else 'unknown'}), "
           f"CPU seconds (this process and its children), median of {repeat}:")
     print(f"  kubecarbon, rendered in a forked child as served  {ours * 1e3:8.1f} ms "
           f"({ours / nodes * 1e6:.1f} us a node)")
@@ -424,6 +426,9 @@ def main() -> None:
     parser.add_argument("--render-nodes", default="",
                         help="only /metrics and the fleet view, at these fleet sizes "
                              "(comma-separated, e.g. 20000,50000)")
+    parser.add_argument("--render-pods-known", action="store_true",
+                        help="with --render-nodes: every pod known to the metadata provider, "
+                             "as with Kubernetes (requests accounted, rightsizing packed)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.nodes, pods_known=not args.pods_unknown)
@@ -432,7 +437,8 @@ def main() -> None:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.2f}")
         for nodes in (int(n) for n in args.render_nodes.split(",")):
-            bench_render(nodes, repeat=3 if args.quick else 5)
+            bench_render(nodes, repeat=3 if args.quick else 5,
+                         pods_known=args.render_pods_known)
         return
     reports = 3000 if args.quick else 12000
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
