@@ -292,11 +292,7 @@ class ProfileArrays:
         cls, profiles: Sequence[NodeProfile], params: ModelParameters | None = None
     ) -> ProfileArrays:
         params = params or ModelParameters()
-        # Nodes share profiles (one per instance type or pool): fill one row per distinct
-        # profile, then repeat rows by index, rather than a row per node in Python.
-        by_id = {id(profile): profile for profile in profiles}  # in order of first use
-        distinct = list(by_id.values())
-        n = len(distinct)
+        n = len(profiles)
         kind = np.empty(n, dtype=np.int8)
         min_w = np.zeros(n)
         max_w = np.zeros(n)
@@ -304,7 +300,9 @@ class ProfileArrays:
         curve_cpus = np.ones(n)
         pue = np.empty(n)
         intensity = np.empty(n)
-        for i, profile in enumerate(distinct):
+        # Profiles repeat across a fleet; convert each distinct curve once.
+        curve_rows: dict[c.PowerCurve, FloatArray] = {}
+        for i, profile in enumerate(profiles):
             kind[i] = NODE_KINDS.index(profile.kind)
             pue[i] = profile.pue
             intensity[i] = profile.grid_intensity_grams_per_kilowatt_hour
@@ -314,14 +312,11 @@ class ProfileArrays:
                 continue
             curve = profile.curve if profile.kind == "baremetal" else params.reference_curve
             assert curve is not None  # NodeProfile.__post_init__ guarantees it
-            curve_watts[i] = curve.watts
+            row = curve_rows.get(curve)
+            if row is None:
+                row = curve_rows[curve] = np.asarray(curve.watts, dtype=np.float64)
+            curve_watts[i] = row
             curve_cpus[i] = curve.logical_cpus
-        if n < len(profiles):
-            row_of = {key: row for row, key in enumerate(by_id)}
-            rows = np.fromiter(map(row_of.__getitem__, map(id, profiles)), dtype=np.intp,
-                               count=len(profiles))
-            return cls(kind[rows], min_w[rows], max_w[rows], curve_watts[rows],
-                       curve_cpus[rows], pue[rows], intensity[rows])
         return cls(kind, min_w, max_w, curve_watts, curve_cpus, pue, intensity)
 
     @classmethod
