@@ -1,23 +1,25 @@
 """The requested-versus-used and rightsizing families of a scrape (catalogue: collector/metrics.py).
 
 `CapacityInputs` is what a scrape takes from the metadata provider, the pod-usage
-tracker and the usage history, at once, on the event loop; `CapacityFamilies` turns
-it into rows on any thread. The packing behind the rightsizing series walks every pod,
-so it is reused for up to a minute (RightsizingSettings.recompute_seconds), but never
-across a change of the recommendations: a workload that just got one is priced at the
-next scrape.
+tracker and the usage history, at once, on the event loop: the provider's requests by
+node are a copy of a table of nodes, not of pods. `CapacityFamilies` turns it into
+rows on any thread. The packing behind the rightsizing series walks every requesting
+pod, so it is reused for up to a minute (RightsizingSettings.recompute_seconds), but
+never across a change of the recommendations: a workload that just got one is priced
+at the next scrape. `prepare` packs in the serving process, so that renders in forked
+children (collector/render_process.py), whose copies die with them, reuse it too.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from collector.capacity import CapacityView, CpuAccount, NodeUsage, PodUsageTracker, capacity_view
 from collector.fleet_view import FleetView
 from collector.ledger import LedgerView, WorkloadKey
-from collector.metadata import ClusterInventory, MetadataProvider, NodeInfo, PodInfo
+from collector.metadata import ClusterInventory, MetadataProvider, NodeInfo, NodeRequests
 from collector.metrics import SPECS, MetricSpec
 from collector.model.coefficients import JOULES_PER_KILOWATT_HOUR
 from collector.model.parameters import ModelParameters
@@ -38,7 +40,7 @@ class CapacityInputs:
     """What one scrape reads for these families; nothing in it changes afterwards."""
 
     nodes: list[NodeInfo]
-    pods: list[PodInfo]
+    requests: dict[str, NodeRequests]  # by node (ClusterInventory.pod_requests)
     usage: dict[str, NodeUsage]
     recommendations: Mapping[WorkloadKey, Recommendation]
     untracked_workloads: int
@@ -49,7 +51,7 @@ def capacity_inputs(metadata: MetadataProvider, pod_usage: PodUsageTracker,
     """What a scrape reads; None when the provider cannot list nodes and pods."""
     if not isinstance(metadata, ClusterInventory):
         return None
-    return CapacityInputs(metadata.nodes(), metadata.pods(), pod_usage.latest(),
+    return CapacityInputs(metadata.nodes(), metadata.pod_requests(), pod_usage.latest(),
                           history.recommendations, history.untracked_workloads)
 
 
@@ -85,21 +87,34 @@ class CapacityFamilies:
         held in the child's copy."""
         self._lock = threading.Lock()
 
+    def prepare(self, inputs: CapacityInputs, ledger: LedgerView,
+                fleet: Callable[[], FleetView]) -> None:
+        """Pack now, in this process, if the packing kept is not reusable for this scrape;
+        `fleet` is called only then."""
+        if self._reusable(inputs, ledger) is None:
+            self.views(inputs, ledger, fleet())
+
     def views(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
               ) -> tuple[CapacityView, RightsizingView | None]:
-        capacity = capacity_view(fleet.live, inputs.nodes, inputs.pods, inputs.usage,
+        capacity = capacity_view(fleet.live, inputs.nodes, inputs.requests, inputs.usage,
                                  ledger.workloads.keys())
         if fleet.estimate is None:
             return capacity, None
         with self._lock:
-            cached = self._cached
-            if (cached is not None and cached[1] is inputs.recommendations
-                    and ledger.now - cached[0] < self.settings.recompute_seconds):
-                return capacity, cached[2]
+            reused = self._reusable(inputs, ledger)
+            if reused is not None:
+                return capacity, reused
             view = rightsizing_view(capacity, inputs.recommendations, fleet.live,
                                     fleet.estimate, self.params)
             self._cached = (ledger.now, inputs.recommendations, view)
         return capacity, view
+
+    def _reusable(self, inputs: CapacityInputs, ledger: LedgerView) -> RightsizingView | None:
+        cached = self._cached  # one read: another thread may replace it meanwhile
+        if (cached is not None and cached[1] is inputs.recommendations
+                and ledger.now - cached[0] < self.settings.recompute_seconds):
+            return cached[2]
+        return None
 
     def families(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
                  ) -> Iterator[tuple[MetricSpec, list[Row]]]:

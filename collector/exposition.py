@@ -145,8 +145,12 @@ class Exposition:
 
     def prepare(self, scrape: Scrape) -> None:
         """Keep what renders of `scrape` reuse from one scrape to the next (the node label
-        texts). Call it in the serving process, before `render` there or in a child."""
+        texts, the rightsizing packing when it is due). Call it in the serving process,
+        before `render` there or in a child."""
         self.node_labels.refresh(scrape.ledger.nodes)
+        if scrape.capacity is not None:
+            self.capacity.prepare(scrape.capacity, scrape.ledger,
+                                  lambda: self.views.view(scrape.ledger))
 
     def render(self, scrape: Scrape) -> str:
         return "".join(self._text(scrape))
