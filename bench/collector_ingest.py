@@ -326,7 +326,7 @@ def bench_render(nodes: int, repeat: int, pods_known: bool = False) -> None:
     served = Exposition()
 
     def serve_scrape(gzipped: bool) -> bytes:
-        served.prepare(scrape)  # in this process, as the app does before it forks
+        served.prepare(scrape, in_child=True)  # in this process, as the app does before it forks
 
         def body() -> bytes:
             text = served.render(scrape).encode()

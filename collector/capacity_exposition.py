@@ -6,12 +6,15 @@ node are a copy of a table of nodes, not of pods. `CapacityFamilies` turns it in
 rows on any thread. The packing behind the rightsizing series walks every requesting
 pod, so it is reused for up to a minute (RightsizingSettings.recompute_seconds), but
 never across a change of the recommendations: a workload that just got one is priced
-at the next scrape. `prepare` packs in the serving process, so that renders in forked
-children (collector/render_process.py), whose copies die with them, reuse it too.
+at the next scrape. Renders in forked children (collector/render_process.py) would
+each pack in a copy that dies with them, so `prepare` packs when due in a child of its
+own (a packing takes seconds of the interpreter lock at 10,000 nodes) and keeps the
+result in the serving process for the renders to reuse.
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from collector.metadata import ClusterInventory, MetadataProvider, NodeInfo, Nod
 from collector.metrics import SPECS, MetricSpec
 from collector.model.coefficients import JOULES_PER_KILOWATT_HOUR
 from collector.model.parameters import ModelParameters
+from collector.render_process import render_in_child
 from collector.rightsizing import (
     Recommendation,
     RightsizingView,
@@ -89,25 +93,46 @@ class CapacityFamilies:
 
     def prepare(self, inputs: CapacityInputs, ledger: LedgerView,
                 fleet: Callable[[], FleetView]) -> None:
-        """Pack now, in this process, if the packing kept is not reusable for this scrape;
-        `fleet` is called only then."""
-        if self._reusable(inputs, ledger) is None:
-            self.views(inputs, ledger, fleet())
+        """Before a render in a forked child, in the serving process (on a worker thread):
+        if the packing kept is not reusable for this scrape, pack in a forked child and
+        keep its result. `fleet` is called only then, in that child."""
+        if self._reusable(inputs, ledger) is not None:
+            return
+
+        def packed() -> bytes:
+            self.forked()
+            view = fleet()
+            return pickle.dumps(self._pack(self._capacity(inputs, ledger, view), inputs, view))
+
+        view = pickle.loads(render_in_child(packed))
+        if view is not None:
+            with self._lock:
+                self._cached = (ledger.now, inputs.recommendations, view)
 
     def views(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
               ) -> tuple[CapacityView, RightsizingView | None]:
-        capacity = capacity_view(fleet.live, inputs.nodes, inputs.requests, inputs.usage,
-                                 ledger.workloads.keys())
+        capacity = self._capacity(inputs, ledger, fleet)
         if fleet.estimate is None:
             return capacity, None
         with self._lock:
-            reused = self._reusable(inputs, ledger)
-            if reused is not None:
-                return capacity, reused
-            view = rightsizing_view(capacity, inputs.recommendations, fleet.live,
-                                    fleet.estimate, self.params)
-            self._cached = (ledger.now, inputs.recommendations, view)
+            view = self._reusable(inputs, ledger)
+            if view is None:
+                view = self._pack(capacity, inputs, fleet)
+                if view is not None:
+                    self._cached = (ledger.now, inputs.recommendations, view)
         return capacity, view
+
+    @staticmethod
+    def _capacity(inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView) -> CapacityView:
+        return capacity_view(fleet.live, inputs.nodes, inputs.requests, inputs.usage,
+                             ledger.workloads.keys())
+
+    def _pack(self, capacity: CapacityView, inputs: CapacityInputs, fleet: FleetView
+              ) -> RightsizingView | None:
+        if fleet.estimate is None:
+            return None
+        return rightsizing_view(capacity, inputs.recommendations, fleet.live, fleet.estimate,
+                                self.params)
 
     def _reusable(self, inputs: CapacityInputs, ledger: LedgerView) -> RightsizingView | None:
         cached = self._cached  # one read: another thread may replace it meanwhile

@@ -168,34 +168,34 @@ def test_the_packing_is_reused_for_a_minute_but_not_across_new_recommendations()
     assert views(sized, dataclasses.replace(ledger, now=ledger.now + 119.0)) is not priced
 
 
-def test_the_serving_process_packs_when_due_and_forked_renders_reuse_its_packing() -> None:
+def test_the_serving_process_keeps_a_packing_made_in_a_child_for_forked_renders() -> None:
     metadata, usage, ledger, fleet = _three_node_fleet()
     families = CapacityFamilies(ModelParameters(), RightsizingSettings(recompute_seconds=60.0))
     inputs = CapacityInputs(metadata.nodes(), metadata.pod_requests(), usage.latest(), {}, 0)
-    fleet_views: list[FleetView] = []
-
-    def fleet_view() -> FleetView:  # what the exposition hands prepare: asked only to pack
-        fleet_views.append(fleet)
-        return fleet
-
+    in_process = CapacityFamilies(ModelParameters()).views(inputs, ledger, fleet)[1]
     # a render in a child packs in its own copy, which dies with it: nothing kept here
     assert render_in_child(lambda: repr(families.views(inputs, ledger, fleet)[1]).encode())
-    families.prepare(inputs, ledger, fleet_view)
-    assert len(fleet_views) == 1
+    assert families._reusable(inputs, ledger) is None
+    # prepare packs in a child of its own (it calls `fleet` there) and keeps the result
+    families.prepare(inputs, ledger, lambda: fleet)
     _, packed = families.views(inputs, ledger, fleet)
-    assert packed is not None
-    # the next scrape within the minute: nothing to pack, and a child renders the same packing
+    assert packed == in_process
+    # the next scrape within the minute: nothing to pack, and a child renders that packing
     later = dataclasses.replace(ledger, now=ledger.now + 30.0)
-    families.prepare(inputs, later, fleet_view)
-    assert len(fleet_views) == 1
+
+    def unused() -> FleetView:
+        raise AssertionError("packed again within the minute")
+
+    families.prepare(inputs, later, unused)
 
     def reused_in_child() -> bytes:
         families.forked()
         return b"reused" if families.views(inputs, later, fleet)[1] is packed else b"packed"
 
     assert render_in_child(reused_in_child) == b"reused"
-    families.prepare(inputs, dataclasses.replace(ledger, now=ledger.now + 60.0), fleet_view)
-    assert len(fleet_views) == 2  # a minute on: packed again
+    a_minute_on = dataclasses.replace(ledger, now=ledger.now + 60.0)
+    families.prepare(inputs, a_minute_on, lambda: fleet)
+    assert families.views(inputs, a_minute_on, fleet)[1] is not packed  # packed again
 
 
 def test_usage_history_travels_in_the_state_file_and_a_bad_one_is_refused_whole(
