@@ -113,6 +113,9 @@ def capacity_view(
     # requested, used and idle cores of each workload as plain floats: a CpuAccount per
     # node and workload cost a scrape about 0.1 s at 20,000 nodes. Same additions, same order.
     workload_sums: dict[WorkloadKey, list[float]] = {}
+    # each workload's row of workload_sums, found once a scrape: this loop runs for every
+    # workload on every live node (tens a node with Kubernetes metadata)
+    row_of: dict[WorkloadKey, list[float]] = {}
     capacity = []
     for name, latest in by_name.items():
         used = usage[name].cores if name in usage else {}
@@ -120,11 +123,15 @@ def capacity_view(
         node_requested = node_used = node_idle = 0.0
         for key in wanted.keys() | used.keys():
             want, use = wanted.get(key, 0.0), used.get(key, 0.0)
-            idle = max(want - use, 0.0)
+            idle = want - use
+            if idle < 0.0:  # max(want - use, 0.0) without the call
+                idle = 0.0
             node_requested, node_used, node_idle = (
                 node_requested + want, node_used + use, node_idle + idle)
-            shown = key if key in named else (key[0], OTHER, OTHER)
-            sums = workload_sums.setdefault(shown, [0.0, 0.0, 0.0])
+            sums = row_of.get(key)
+            if sums is None:
+                shown = key if key in named else (key[0], OTHER, OTHER)
+                sums = row_of[key] = workload_sums.setdefault(shown, [0.0, 0.0, 0.0])
             sums[0] += want
             sums[1] += use
             sums[2] += idle
