@@ -125,22 +125,23 @@ class PodRequestIndex:
 
     def __init__(self, pods: Iterable[PodInfo] = ()) -> None:
         self._lock = threading.Lock()
-        self._pods: dict[str, dict[str, PodInfo]] = {}  # node -> uid -> pod, in arrival order
         self._node_of: dict[str, str] = {}  # uid -> node, of the pods held
+        # a node's pods, in arrival order, are its NodeRequests' tuple: no other copy
         self._by_node: dict[str, NodeRequests] = {}
         self.replace(pods)
 
     def replace(self, pods: Iterable[PodInfo]) -> None:
-        """Hold exactly these pods (after a list)."""
-        fresh: dict[str, dict[str, PodInfo]] = {}
+        """Hold exactly these pods (a table's values after a list: one per uid)."""
+        fresh: dict[str, list[PodInfo]] = {}
+        node_of: dict[str, str] = {}
         for pod in pods:
             node = _holding_node(pod)
             if node is not None:
-                fresh.setdefault(node, {})[pod.uid] = pod
-        node_of = {uid: node for node, table in fresh.items() for uid in table}
-        by_node = {node: NodeRequests.of(table.values()) for node, table in fresh.items()}
+                fresh.setdefault(node, []).append(pod)
+                node_of[pod.uid] = node
+        by_node = {node: NodeRequests.of(held) for node, held in fresh.items()}
         with self._lock:
-            self._pods, self._node_of, self._by_node = fresh, node_of, by_node
+            self._node_of, self._by_node = node_of, by_node
 
     def put(self, pod: PodInfo) -> None:
         """Add or replace one pod; one that is not scheduled or has ended is dropped."""
@@ -149,11 +150,15 @@ class PodRequestIndex:
             held_on = self._node_of.get(pod.uid)
             if held_on is not None and held_on != node:
                 self._drop_locked(pod.uid, held_on)
-            if node is not None:
-                # a pod replaced on its node keeps its place in the node's order
-                self._pods.setdefault(node, {})[pod.uid] = pod
-                self._node_of[pod.uid] = node
-                self._by_node[node] = NodeRequests.of(self._pods[node].values())
+            if node is None:
+                return
+            held = self._by_node[node].pods if node in self._by_node else ()
+            if held_on == node:  # replaced on its node: keeps its place in the node's order
+                held = tuple(pod if p.uid == pod.uid else p for p in held)
+            else:
+                held = (*held, pod)
+            self._node_of[pod.uid] = node
+            self._by_node[node] = NodeRequests.of(held)
 
     def remove(self, uid: str) -> None:
         with self._lock:
@@ -168,12 +173,11 @@ class PodRequestIndex:
 
     def _drop_locked(self, uid: str, node: str) -> None:
         del self._node_of[uid]
-        table = self._pods[node]
-        del table[uid]
-        if table:
-            self._by_node[node] = NodeRequests.of(table.values())
+        held = tuple(p for p in self._by_node[node].pods if p.uid != uid)
+        if held:
+            self._by_node[node] = NodeRequests.of(held)
         else:
-            del self._pods[node], self._by_node[node]
+            del self._by_node[node]
 
 
 def _holding_node(pod: PodInfo) -> str | None:
