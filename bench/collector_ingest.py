@@ -56,7 +56,14 @@ PODS_PER_REPORT = 100
 NAMESPACES = ("payments", "lending", "risk", "web", "data-pipeline", "monitoring")
 
 
-def fleet_metadata(nodes: int, pods_known: bool = True) -> StaticMetadataProvider:
+POD_CPU_REQUEST_CORES = 0.1  # --render-pods-placed: 10 of a 16-CPU node's cores requested
+POD_MEMORY_REQUEST_BYTES = 2**28
+
+
+def fleet_metadata(nodes: int, pods_known: bool = True, placed: bool = False
+                   ) -> StaticMetadataProvider:
+    """The fleet's nodes and, if `pods_known`, its pods; `placed`: each pod on its node
+    with requests, as the Kubernetes provider sees running pods (else on no node)."""
     providers = ("aws", "gcp", "azure", "baremetal")
     regions = {"aws": "us-east-1", "gcp": "europe-west1", "azure": "eastus",
                "baremetal": "china-east"}
@@ -71,7 +78,9 @@ def fleet_metadata(nodes: int, pods_known: bool = True) -> StaticMetadataProvide
             uid = f"{n:05d}-{p:03d}"
             namespace = NAMESPACES[p % len(NAMESPACES)]
             pod_infos[uid] = PodInfo(uid, namespace, f"app{p % 20}-{uid}", "Deployment",
-                                     f"app{p % 20}")
+                                     f"app{p % 20}", *(
+                                         (name, POD_CPU_REQUEST_CORES, POD_MEMORY_REQUEST_BYTES)
+                                         if placed else ()))
     return StaticMetadataProvider(node_infos, pod_infos if pods_known else {})
 
 
@@ -267,14 +276,15 @@ def timed(function: Callable[[], object], repeat: int) -> float:
     return statistics.median(runs)
 
 
-def big_fleet(nodes: int, pods_known: bool = True):  # type: ignore[no-untyped-def]
+def big_fleet(nodes: int, pods_known: bool = True,  # type: ignore[no-untyped-def]
+              placed: bool = False):
     """An ingestor after one report of each node, with the app's pod usage and history."""
     from collector.capacity import PodUsageTracker
     from collector.ingest import Ingestor
     from collector.ledger import Ledger
     from collector.rightsizing import UsageHistory
 
-    ingestor = Ingestor(Ledger(), metadata=fleet_metadata(nodes, pods_known),
+    ingestor = Ingestor(Ledger(), metadata=fleet_metadata(nodes, pods_known, placed),
                         pod_usage=PodUsageTracker(),
                         usage_history=UsageHistory())
     rng = np.random.default_rng(7)
@@ -296,7 +306,8 @@ def child_cpu(function: Callable[[], object], repeat: int) -> float:
     return statistics.median(runs)
 
 
-def bench_render(nodes: int, repeat: int, pods_known: bool = False) -> None:
+def bench_render(nodes: int, repeat: int, pods_known: bool = False, placed: bool = False
+                 ) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
 
@@ -311,7 +322,7 @@ def bench_render(nodes: int, repeat: int, pods_known: bool = False) -> None:
 
     # pods unknown by default, as in bench/collector_capacity.py (no requests to account
     # per pod); known, as with the Kubernetes provider: every pod's request is accounted
-    ingestor = big_fleet(nodes, pods_known=pods_known)
+    ingestor = big_fleet(nodes, pods_known=pods_known, placed=placed)
     ledger = ingestor.ledger
     status = ProviderStatus("static", True, True)
 
@@ -321,12 +332,14 @@ def bench_render(nodes: int, repeat: int, pods_known: bool = False) -> None:
                                       ingestor.usage_history))
 
     scrape = take_scrape()
+    if placed:  # the rightsizing packing, made at most once a minute (in a child, as served)
+        packing = child_cpu(lambda: Exposition().prepare(scrape, in_child=True), 1)
     # As the app serves a fleet this size: the parent's exposition, each scrape rendered
     # in a forked child (whose caches die with it), the body gzipped at level 1.
     served = Exposition()
 
     def serve_scrape(gzipped: bool) -> bytes:
-        served.prepare(scrape)  # in this process, as the app does before it forks
+        served.prepare(scrape, in_child=True)  # in this process, as the app does before it forks
 
         def body() -> bytes:
             text = served.render(scrape).encode()
@@ -356,7 +369,8 @@ def bench_render(nodes: int, repeat: int, pods_known: bool = False) -> None:
     reference = child_cpu(lambda: generate_latest(registry), repeat)
     on_loop = child_cpu(take_scrape, repeat)
     print(f"\n/metrics at {nodes} nodes ({samples} samples, {len(text) / 2**20:.1f} MiB, "
-          f"{PODS_PER_REPORT} pods a node {'known' if pods_known else 'unknown'}), "
+          f"{PODS_PER_REPORT} pods a node {'known' if pods_known else 'unknown'}"
+          f"{', placed with requests' if placed else ''}), "
           f"CPU seconds (this process and its children), median of {repeat}:")
     print(f"  kubecarbon, rendered in a forked child as served  {ours * 1e3:8.1f} ms "
           f"({ours / nodes * 1e6:.1f} us a node)")
@@ -367,6 +381,9 @@ def bench_render(nodes: int, repeat: int, pods_known: bool = False) -> None:
           f"{len(gzip.compress(text, 1)) / 2**20:.1f} MiB")
     print(f"  the scrape's part on the event loop (ledger view, telemetry copy): "
           f"{on_loop * 1e3:.2f} ms, {on_loop / ours:.3f} of the render")
+    if placed:
+        print(f"  the rightsizing packing, at most once a minute, in a child: "
+              f"{packing * 1e3:.1f} ms (reused by the renders above)")
 
     view = timed(lambda: compute_fleet_view(scrape.ledger.windows, scrape.ledger.now,
                                             ModelParameters(), ExportSettings.stale_after_seconds),
@@ -428,7 +445,10 @@ def main() -> None:
                              "(comma-separated, e.g. 20000,50000)")
     parser.add_argument("--render-pods-known", action="store_true",
                         help="with --render-nodes: every pod known to the metadata provider, "
-                             "as with Kubernetes (requests accounted, rightsizing packed)")
+                             "as with Kubernetes, but on no node: nothing requested or packed")
+    parser.add_argument("--render-pods-placed", action="store_true",
+                        help="with --render-pods-known: each pod on its node with requests "
+                             "(requests summed, rightsizing packed)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.nodes, pods_known=not args.pods_unknown)
@@ -438,7 +458,7 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.2f}")
         for nodes in (int(n) for n in args.render_nodes.split(",")):
             bench_render(nodes, repeat=3 if args.quick else 5,
-                         pods_known=args.render_pods_known)
+                         pods_known=args.render_pods_known, placed=args.render_pods_placed)
         return
     reports = 3000 if args.quick else 12000
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")

@@ -304,7 +304,7 @@ def create_app(
 def _serve_metrics(exposition: Exposition, scrape: Scrape, process_metrics: bytes,
                    gzipped: bool, in_child: bool) -> bytes:
     """The /metrics body, rendered here or in a forked child (on a worker thread)."""
-    exposition.prepare(scrape)  # in this process: a child's copy dies with the child
+    exposition.prepare(scrape, in_child)  # in this process: a child's copy dies with the child
     if in_child:
         return render_in_child(functools.partial(
             _metrics_body, exposition, scrape, process_metrics, gzipped, forked=True))

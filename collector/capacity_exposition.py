@@ -1,26 +1,32 @@
 """The requested-versus-used and rightsizing families of a scrape (catalogue: collector/metrics.py).
 
 `CapacityInputs` is what a scrape takes from the metadata provider, the pod-usage
-tracker and the usage history, at once, on the event loop; `CapacityFamilies` turns
-it into rows on any thread. The packing behind the rightsizing series walks every pod,
-so it is reused for up to a minute (RightsizingSettings.recompute_seconds), but never
-across a change of the recommendations: a workload that just got one is priced at the
-next scrape.
+tracker and the usage history, at once, on the event loop: the provider's requests by
+node are a copy of a table of nodes, not of pods. `CapacityFamilies` turns it into
+rows on any thread. The packing behind the rightsizing series walks every requesting
+pod, so it is reused for up to a minute (RightsizingSettings.recompute_seconds), but
+never across a change of the recommendations: a workload that just got one is priced
+at the next scrape. Renders in forked children (collector/render_process.py) would
+each pack in a copy that dies with them, so `prepare` packs when due in a child of its
+own (a packing takes seconds of the interpreter lock at 10,000 nodes) and keeps the
+result in the serving process for the renders to reuse.
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from collector.capacity import CapacityView, CpuAccount, NodeUsage, PodUsageTracker, capacity_view
 from collector.fleet_view import FleetView
 from collector.ledger import LedgerView, WorkloadKey
-from collector.metadata import ClusterInventory, MetadataProvider, NodeInfo, PodInfo
+from collector.metadata import ClusterInventory, MetadataProvider, NodeInfo, NodeRequests
 from collector.metrics import SPECS, MetricSpec
 from collector.model.coefficients import JOULES_PER_KILOWATT_HOUR
 from collector.model.parameters import ModelParameters
+from collector.render_process import render_in_child
 from collector.rightsizing import (
     Recommendation,
     RightsizingView,
@@ -38,7 +44,7 @@ class CapacityInputs:
     """What one scrape reads for these families; nothing in it changes afterwards."""
 
     nodes: list[NodeInfo]
-    pods: list[PodInfo]
+    requests: dict[str, NodeRequests]  # by node (ClusterInventory.pod_requests)
     usage: dict[str, NodeUsage]
     recommendations: Mapping[WorkloadKey, Recommendation]
     untracked_workloads: int
@@ -49,7 +55,7 @@ def capacity_inputs(metadata: MetadataProvider, pod_usage: PodUsageTracker,
     """What a scrape reads; None when the provider cannot list nodes and pods."""
     if not isinstance(metadata, ClusterInventory):
         return None
-    return CapacityInputs(metadata.nodes(), metadata.pods(), pod_usage.latest(),
+    return CapacityInputs(metadata.nodes(), metadata.pod_requests(), pod_usage.latest(),
                           history.recommendations, history.untracked_workloads)
 
 
@@ -85,21 +91,55 @@ class CapacityFamilies:
         held in the child's copy."""
         self._lock = threading.Lock()
 
+    def prepare(self, inputs: CapacityInputs, ledger: LedgerView,
+                fleet: Callable[[], FleetView]) -> None:
+        """Before a render in a forked child, in the serving process (on a worker thread):
+        if the packing kept is not reusable for this scrape, pack in a forked child and
+        keep its result. `fleet` is called only then, in that child."""
+        if self._reusable(inputs, ledger) is not None:
+            return
+
+        def packed() -> bytes:
+            self.forked()
+            view = fleet()
+            return pickle.dumps(self._pack(self._capacity(inputs, ledger, view), inputs, view))
+
+        view = pickle.loads(render_in_child(packed))
+        if view is not None:
+            with self._lock:
+                self._cached = (ledger.now, inputs.recommendations, view)
+
     def views(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
               ) -> tuple[CapacityView, RightsizingView | None]:
-        capacity = capacity_view(fleet.live, inputs.nodes, inputs.pods, inputs.usage,
-                                 ledger.workloads.keys())
+        capacity = self._capacity(inputs, ledger, fleet)
         if fleet.estimate is None:
             return capacity, None
         with self._lock:
-            cached = self._cached
-            if (cached is not None and cached[1] is inputs.recommendations
-                    and ledger.now - cached[0] < self.settings.recompute_seconds):
-                return capacity, cached[2]
-            view = rightsizing_view(capacity, inputs.recommendations, fleet.live,
-                                    fleet.estimate, self.params)
-            self._cached = (ledger.now, inputs.recommendations, view)
+            view = self._reusable(inputs, ledger)
+            if view is None:
+                view = self._pack(capacity, inputs, fleet)
+                if view is not None:
+                    self._cached = (ledger.now, inputs.recommendations, view)
         return capacity, view
+
+    @staticmethod
+    def _capacity(inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView) -> CapacityView:
+        return capacity_view(fleet.live, inputs.nodes, inputs.requests, inputs.usage,
+                             ledger.workloads.keys())
+
+    def _pack(self, capacity: CapacityView, inputs: CapacityInputs, fleet: FleetView
+              ) -> RightsizingView | None:
+        if fleet.estimate is None:
+            return None
+        return rightsizing_view(capacity, inputs.recommendations, fleet.live, fleet.estimate,
+                                self.params)
+
+    def _reusable(self, inputs: CapacityInputs, ledger: LedgerView) -> RightsizingView | None:
+        cached = self._cached  # one read: another thread may replace it meanwhile
+        if (cached is not None and cached[1] is inputs.recommendations
+                and ledger.now - cached[0] < self.settings.recompute_seconds):
+            return cached[2]
+        return None
 
     def families(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
                  ) -> Iterator[tuple[MetricSpec, list[Row]]]:

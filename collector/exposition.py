@@ -143,10 +143,14 @@ class Exposition:
         self.version = version_ or build_version()
         self.node_labels = node_labels if node_labels is not None else NodeLabelTexts()
 
-    def prepare(self, scrape: Scrape) -> None:
+    def prepare(self, scrape: Scrape, in_child: bool = False) -> None:
         """Keep what renders of `scrape` reuse from one scrape to the next (the node label
-        texts). Call it in the serving process, before `render` there or in a child."""
+        texts; for renders `in_child`, the rightsizing packing, when due). Call it in the
+        serving process, before `render` there or in a child."""
         self.node_labels.refresh(scrape.ledger.nodes)
+        if in_child and scrape.capacity is not None:
+            self.capacity.prepare(scrape.capacity, scrape.ledger,
+                                  lambda: self.views.view(scrape.ledger))
 
     def render(self, scrape: Scrape) -> str:
         return "".join(self._text(scrape))

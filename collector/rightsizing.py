@@ -176,9 +176,10 @@ def rightsizing_view(
     requested (a workload requesting nothing gets the recommendation spread evenly);
     memory requests stay. DaemonSet pods are not packed: each node keeps room for its own.
     """
+    pods = capacity.pods
     requested: dict[WorkloadKey, float] = {}
     pods_of: dict[WorkloadKey, int] = {}
-    for pod in capacity.pods:
+    for pod in pods:
         key = (pod.namespace, pod.workload_kind, pod.workload_name)
         requested[key] = requested.get(key, 0.0) + pod.cpu_request_cores
         pods_of[key] = pods_of.get(key, 0) + 1
@@ -186,7 +187,7 @@ def rightsizing_view(
     room_cpu = np.array([c.allocatable_cpu for c in capacity.capacity], dtype=np.float64)
     room_memory = np.array([c.allocatable_memory for c in capacity.capacity], dtype=np.float64)
     today_cpu, new_cpu, memory = [], [], []
-    for pod in capacity.pods:
+    for pod in pods:
         if pod.workload_kind == DAEMONSET_KIND:
             k = index[pod.node_name]  # type: ignore[index]
             room_cpu[k] -= pod.cpu_request_cores

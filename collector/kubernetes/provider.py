@@ -16,7 +16,7 @@ from kubernetes import client
 
 from collector.kubernetes.objects import node_entry, pod_entry
 from collector.kubernetes.reflector import Reflector, ReflectorState, WatchSettings
-from collector.metadata import NodeInfo, PodInfo, ProviderStatus
+from collector.metadata import NodeInfo, NodeRequests, PodInfo, PodRequestIndex, ProviderStatus
 
 log = logging.getLogger("collector.kubernetes")  # one logger for the package
 
@@ -44,6 +44,7 @@ class KubernetesMetadataProvider:
         core = client.CoreV1Api(api_client)
         self._deleted_pods: dict[str, tuple[float, PodInfo]] = {}
         self._deleted_lock = threading.Lock()
+        self._requests = PodRequestIndex()
         self._nodes: Reflector[NodeInfo] = Reflector(
             "nodes", core.list_node, node_entry, self._settings, self._stop_event, clock, rng
         )
@@ -56,6 +57,7 @@ class KubernetesMetadataProvider:
             clock,
             rng,
             on_removed=self._remember_deleted_pods,
+            follower=self._requests,
         )
         self._threads: list[tuple[threading.Thread, Reflector[Any]]] = []
 
@@ -82,6 +84,9 @@ class KubernetesMetadataProvider:
 
     def pods(self) -> list[PodInfo]:
         return self._pods.values()
+
+    def pod_requests(self) -> dict[str, NodeRequests]:
+        return self._requests.by_node()
 
     def pod_generation(self) -> int:
         return self._pods.generation

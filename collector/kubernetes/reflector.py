@@ -11,9 +11,9 @@ import logging
 import random
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from kubernetes.client.exceptions import ApiException
@@ -81,6 +81,18 @@ class _RelistNeeded(Exception):
 
 
 V = TypeVar("V")
+V_contra = TypeVar("V_contra", contravariant=True)
+
+
+class TableFollower(Protocol[V_contra]):
+    """Kept equal to a reflector's table change by change, on the reflector's thread
+    (collector.metadata.PodRequestIndex follows the pods)."""
+
+    def replace(self, values: Iterable[V_contra]) -> None: ...
+
+    def put(self, value: V_contra) -> None: ...
+
+    def remove(self, key: str) -> None: ...
 
 
 class Reflector(Generic[V]):
@@ -97,6 +109,7 @@ class Reflector(Generic[V]):
         rng: random.Random,
         # called with {key or alias: value} of objects that left the collection
         on_removed: Callable[[dict[str, V]], None] | None = None,
+        follower: TableFollower[V] | None = None,
     ) -> None:
         self.resource = resource
         self.table: dict[str, V] = {}
@@ -111,6 +124,7 @@ class Reflector(Generic[V]):
         self._clock = clock
         self._rng = rng
         self._on_removed = on_removed
+        self._follower = follower
         self._lock = threading.Lock()
         self._state = ReflectorState(resource=resource)
         self._response: Any = None  # the open watch response, for interrupt()
@@ -209,6 +223,8 @@ class Reflector(Generic[V]):
         removed.update((name, removed[key]) for name, key in self.aliases.items() if key in removed)
         self.table, self.aliases = fresh, fresh_aliases
         self.generation += 1
+        if self._follower is not None:
+            self._follower.replace(fresh.values())
         if removed and self._on_removed is not None:
             self._on_removed(removed)
         now = self._clock()
@@ -232,19 +248,21 @@ class Reflector(Generic[V]):
         so the watch thread cannot change the table halfway through."""
         return list(self.table.values())
 
-    def _put(self, table: dict[str, V], aliases: dict[str, str], obj: Mapping[str, Any]) -> bool:
-        """Add or replace one object; True when it brought a name the table did not have."""
+    def _put(self, table: dict[str, V], aliases: dict[str, str], obj: Mapping[str, Any]
+             ) -> tuple[V, bool] | None:
+        """Add or replace one object: its value, and whether it brought a name the table
+        did not have; None when it was malformed (and skipped)."""
         try:
             key, value, other_names = self._entry(obj)
         except (KeyError, TypeError, AttributeError) as exc:
             # One malformed object must not stop the watch of all the others.
             log.warning("%s: skipping an object without %s", self.resource, exc)
-            return False
+            return None
         new = key not in table or any(name not in aliases for name in other_names)
         table[key] = value
         for name in other_names:
             aliases[name] = key
-        return new
+        return value, new
 
     def _watch_from(self, resource_version: str, reason: str) -> tuple[str, bool]:
         """Watch until the server ends it; the last version seen, and whether any event
@@ -291,8 +309,13 @@ class Reflector(Generic[V]):
         obj = event.get("object") or {}
         new_version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
         if event_type in ("ADDED", "MODIFIED"):
-            if self._put(self.table, self.aliases, obj):
-                self.generation += 1
+            put = self._put(self.table, self.aliases, obj)
+            if put is not None:
+                value, new = put
+                if new:
+                    self.generation += 1
+                if self._follower is not None:
+                    self._follower.put(value)
         elif event_type == "DELETED":
             try:
                 key, value, other_names = self._entry(obj)
@@ -300,8 +323,11 @@ class Reflector(Generic[V]):
                 return new_version
             for name in other_names:
                 self.aliases.pop(name, None)
-            if self.table.pop(key, None) is not None and self._on_removed is not None:
-                self._on_removed({key: value, **dict.fromkeys(other_names, value)})
+            if self.table.pop(key, None) is not None:
+                if self._on_removed is not None:
+                    self._on_removed({key: value, **dict.fromkeys(other_names, value)})
+                if self._follower is not None:
+                    self._follower.remove(key)
         elif event_type == "ERROR":
             # A Status object; 410 means the watch cache no longer has our version.
             if obj.get("code") == 410:

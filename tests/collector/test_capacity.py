@@ -56,7 +56,7 @@ def test_requested_used_and_idle_per_node_namespace_and_workload() -> None:
     ledger = ingestor.ledger.view(T0)
     live, stale = split_live(ledger.windows, T0, 300)
     assert stale == 1
-    view = capacity_view(live, metadata.nodes(), metadata.pods(), usage.latest(),
+    view = capacity_view(live, metadata.nodes(), metadata.pod_requests(), usage.latest(),
                          ledger.workloads.keys())
     by_node = {labels[0]: account for labels, account in view.nodes.items()}
     assert by_node["n1"] == CpuAccount(2.5, pytest.approx(1.2), pytest.approx(1.8))
@@ -79,7 +79,7 @@ def test_workloads_beyond_the_cap_add_up_under_other() -> None:
     ingestor, usage, metadata = _fleet()
     ledger = ingestor.ledger.view(T0)
     live, _ = split_live(ledger.windows, T0, 300)
-    view = capacity_view(live, metadata.nodes(), metadata.pods(), usage.latest(), [WEB])
+    view = capacity_view(live, metadata.nodes(), metadata.pod_requests(), usage.latest(), [WEB])
     assert view.workloads[("shop", OTHER, OTHER)] == CpuAccount(0.5, pytest.approx(1.0), 0.0)
     assert set(view.workloads) == {WEB, ("shop", OTHER, OTHER)}
 

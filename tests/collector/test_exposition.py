@@ -106,8 +106,8 @@ def golden_text(sharded: bool = False) -> str:
         ("payments", "Deployment", "ledger"): Recommendation(86_400.0, 0.9, 0.69),
         ("risk", "StatefulSet", "scoring"): Recommendation(3_600.0, 0.7, None),
     }
-    capacity = CapacityInputs(metadata.nodes(), metadata.pods(), ingestor.pod_usage.latest(),
-                              recommendations, untracked_workloads=0)
+    capacity = CapacityInputs(metadata.nodes(), metadata.pod_requests(),
+                              ingestor.pod_usage.latest(), recommendations, untracked_workloads=0)
     return Exposition(version_="0.0.0-golden", sharded=sharded).render(
         Scrape(ingestor.ledger.view(T0), telemetry, status, capacity))
 

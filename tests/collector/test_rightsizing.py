@@ -18,6 +18,7 @@ from collector.ingest import Ingestor
 from collector.ledger import Ledger, LedgerView, WorkloadKey
 from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
+from collector.render_process import render_in_child
 from collector.rightsizing import (
     Recommendation,
     RightsizingView,
@@ -118,7 +119,7 @@ def _three_node_fleet() -> tuple[StaticMetadataProvider, PodUsageTracker, Ledger
 def test_rightsizing_view_on_a_hand_computed_fleet() -> None:
     metadata, usage, ledger, fleet = _three_node_fleet()
     params = ModelParameters()
-    capacity = capacity_view(fleet.live, metadata.nodes(), metadata.pods(), usage.latest(),
+    capacity = capacity_view(fleet.live, metadata.nodes(), metadata.pod_requests(), usage.latest(),
                              ledger.workloads.keys())
     recommendations = {WEB: Recommendation(86_400.0, 3.0, 3.45),
                        ("shop", "StatefulSet", "db"): Recommendation(600.0, 1.0, None)}
@@ -148,7 +149,7 @@ def test_the_packing_is_reused_for_a_minute_but_not_across_new_recommendations()
 
     def views(recommendations: dict[WorkloadKey, Recommendation], at: LedgerView
               ) -> RightsizingView:
-        inputs = CapacityInputs(metadata.nodes(), metadata.pods(), usage.latest(),
+        inputs = CapacityInputs(metadata.nodes(), metadata.pod_requests(), usage.latest(),
                                 recommendations, 0)
         _, view = families.views(inputs, at, fleet)
         assert view is not None
@@ -165,6 +166,36 @@ def test_the_packing_is_reused_for_a_minute_but_not_across_new_recommendations()
     assert priced.workloads[WEB].avoidable_co2e_tonnes_per_year > 0.0
     # the same recommendations a minute later: packed again (pods and nodes may have moved)
     assert views(sized, dataclasses.replace(ledger, now=ledger.now + 119.0)) is not priced
+
+
+def test_the_serving_process_keeps_a_packing_made_in_a_child_for_forked_renders() -> None:
+    metadata, usage, ledger, fleet = _three_node_fleet()
+    families = CapacityFamilies(ModelParameters(), RightsizingSettings(recompute_seconds=60.0))
+    inputs = CapacityInputs(metadata.nodes(), metadata.pod_requests(), usage.latest(), {}, 0)
+    in_process = CapacityFamilies(ModelParameters()).views(inputs, ledger, fleet)[1]
+    # a render in a child packs in its own copy, which dies with it: nothing kept here
+    assert render_in_child(lambda: repr(families.views(inputs, ledger, fleet)[1]).encode())
+    assert families._reusable(inputs, ledger) is None
+    # prepare packs in a child of its own (it calls `fleet` there) and keeps the result
+    families.prepare(inputs, ledger, lambda: fleet)
+    _, packed = families.views(inputs, ledger, fleet)
+    assert packed == in_process
+    # the next scrape within the minute: nothing to pack, and a child renders that packing
+    later = dataclasses.replace(ledger, now=ledger.now + 30.0)
+
+    def unused() -> FleetView:
+        raise AssertionError("packed again within the minute")
+
+    families.prepare(inputs, later, unused)
+
+    def reused_in_child() -> bytes:
+        families.forked()
+        return b"reused" if families.views(inputs, later, fleet)[1] is packed else b"packed"
+
+    assert render_in_child(reused_in_child) == b"reused"
+    a_minute_on = dataclasses.replace(ledger, now=ledger.now + 60.0)
+    families.prepare(inputs, a_minute_on, lambda: fleet)
+    assert families.views(inputs, a_minute_on, fleet)[1] is not packed  # packed again
 
 
 def test_usage_history_travels_in_the_state_file_and_a_bad_one_is_refused_whole(

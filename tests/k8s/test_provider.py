@@ -356,7 +356,8 @@ def test_view_converges_to_the_server_through_churn_and_partitions(
     proxied_kubeconfig: tuple[Path, CuttableProxy],
 ) -> None:
     """Random creates, relabels and deletes, with the network cut now and then and one
-    API server restart during a cut: afterwards the provider's tables equal the server's."""
+    API server restart during a cut: afterwards the provider's tables equal the server's,
+    and its requests by node (kept event by event and across the relist) a walk of its pods."""
     kubeconfig, proxy = proxied_kubeconfig
     rng = random.Random(20251125)
     namespace = objects.namespace()
@@ -388,8 +389,11 @@ def test_view_converges_to_the_server_through_churn_and_partitions(
             )
         elif action < 0.75 or not pods:
             name = unique("churn")
+            cpu = ("125m", "250m", "500m")[step % 3]  # eighths of a core: sums exact in any order
             pods[name] = objects.pod(
-                namespace, rng.choice(nodes), name=name, owner=("StatefulSet", f"s{step % 4}")
+                namespace, rng.choice(nodes), name=name, owner=("StatefulSet", f"s{step % 4}"),
+                spec={"containers": [{"name": "app", "image": "app:1",
+                                      "resources": {"requests": {"cpu": cpu}}}]},
             )
         else:
             name = rng.choice(sorted(pods))
@@ -421,6 +425,19 @@ def test_view_converges_to_the_server_through_churn_and_partitions(
 
     wait_for(provider_matches, "the provider's view to equal the server's")
     assert set(pods.values()) == server_view()[1] and deleted  # the test did delete some
+
+    def requests_match_a_walk() -> bool:
+        walked: dict[str, dict[tuple[str, str, str], float]] = {}
+        for info in provider.pods():
+            if info.node_name in nodes and info.holds_requests:
+                cores = walked.setdefault(info.node_name, {})
+                key = (info.namespace, info.workload_kind, info.workload_name)
+                cores[key] = cores.get(key, 0.0) + info.cpu_request_cores
+        kept = {node: dict(requests.cpu_cores)
+                for node, requests in provider.pod_requests().items() if node in nodes}
+        return kept == walked and sum(map(len, kept.values())) > 0
+
+    wait_for(requests_match_a_walk, "the requests by node to equal a walk of the pods")
     assert provider.reflector_states()[1].relists_total >= 2  # the restart forced one
 
 
