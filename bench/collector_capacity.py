@@ -69,6 +69,7 @@ class Outcome:
     samples: int = 0
     seconds: float = 0.0  # wall time of the measured phase
     cpu_seconds: float = 0.0  # the server's CPU time in it
+    full_collections: int | None = None  # the collector's generation-2 collections in it
 
     @property
     def rate(self) -> float:
@@ -124,6 +125,17 @@ def fill(url: str, reports: list[dict[str, object]]) -> None:
         with urllib.request.urlopen(request, timeout=120) as response:
             if response.status != 200:
                 raise RuntimeError(f"fill failed: HTTP {response.status}")
+
+
+def full_collections(url: str) -> int:
+    """The collector's generation-2 garbage collections so far, from its own /metrics
+    (prometheus_client's GC collector). Each one holds the event loop while it walks
+    every tracked object."""
+    with urllib.request.urlopen(url + "/metrics", timeout=600) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith('python_gc_collections_total{generation="2"}'):
+                return int(float(line.rsplit(" ", 1)[1]))
+    raise RuntimeError("the collector's /metrics has no python_gc_collections_total")
 
 
 class Scraper:
@@ -201,7 +213,10 @@ def measure(kind: str, nodes: int, intervals: int, workdir: Path, seed: int,
         fill(url, first_window)
         write_requests(requests, port, request_bodies(fleet, intervals))
         scraper = Scraper(url + "/metrics", intervals, outcome) if kind == "collector" else None
+        collections_before = full_collections(url) if kind == "collector" else 0
         run_load(load, port, pid, outcome.rate, requests, outcome, scraper)
+        if kind == "collector":
+            outcome.full_collections = full_collections(url) - collections_before
     finally:
         stop()
         requests.unlink(missing_ok=True)
@@ -212,13 +227,16 @@ def describe(outcome: Outcome) -> str:
     scrapes = (f"; {len(outcome.scrapes)} scrapes of {outcome.samples:,} samples, max "
                f"{max(outcome.scrapes):.2f} s" if outcome.scrapes else "")
     load_seconds = len(outcome.latencies) / outcome.rate
+    full_collections_text = ("" if outcome.full_collections is None else
+                             f", {outcome.full_collections} full garbage collections")
     return (f"  {outcome.kind:<9} {outcome.nodes:>6} nodes ({outcome.rate:,.0f} reports/s): "
             f"p50 {percentile(outcome.latencies, 0.5) * 1e3:7.1f} ms, p99 "
             f"{outcome.p99 * 1e3:7.1f} ms, max {max(outcome.latencies) * 1e3:7.1f} ms"
             f"{scrapes}; {len(outcome.failures)} failed; load sent with p99 "
             f"{percentile(outcome.send_lags, 0.99) * 1e3:.1f} ms behind schedule, the "
             f"{load_seconds:.0f} s phase took {outcome.seconds:.0f} s; server CPU "
-            f"{outcome.cpu_seconds:.1f} s: {outcome.cores:.2f} of a core "
+            f"{outcome.cpu_seconds:.1f} s: {outcome.cores:.2f} of a core"
+            f"{full_collections_text} "
             f"-> {'held' if outcome.held else 'NOT held'}")
 
 

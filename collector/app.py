@@ -44,7 +44,7 @@ from collector.ingest import Ingestor, IngestQueue
 from collector.ledger import Ledger
 from collector.metadata import ClusterInventory, MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
-from collector.render_process import render_in_child
+from collector.render_process import ForkedRender, RenderFailed, render_in_child
 from collector.rightsizing import UsageHistory
 from collector.settings import ReplicaSettings, ServerSettings, Settings, StateSettings
 from collector.sharding import (
@@ -74,9 +74,9 @@ TELEMETRY_KEY = web.AppKey("kubecarbon_telemetry", Telemetry)
 RightsizingNow = Callable[[], "dict[str, Any] | None"]
 RIGHTSIZING_KEY: web.AppKey[RightsizingNow] = web.AppKey("kubecarbon_rightsizing")
 READ_CHUNK_BYTES = 64 * 1024
-# From this many nodes /metrics renders in a forked child. Below, a render on a worker
-# thread (about 60 us of CPU a node) is over before a fork of a large process and its
-# child's exit would be (5-40 ms measured at 325 MB).
+# From this many nodes /metrics renders, and the state snapshot is encoded, in a forked
+# child. Below, a render on a worker thread (about 60 us of CPU a node) is over before a
+# fork of a large process and its child's exit would be (5-40 ms measured at 325 MB).
 CHILD_RENDER_MIN_NODES = 1000
 
 
@@ -281,7 +281,8 @@ def create_app(
     # anything reads the ledger; the status page's first point, taken when its sampler
     # starts, then shows the restored counters, even while a provider's start() lists
     # the cluster.
-    app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock, usage_history))
+    app.cleanup_ctx.append(_state_file(ledger, telemetry, settings.state, clock, usage_history,
+                                        child_render_min_nodes))
     app.cleanup_ctx.append(_provider_lifecycle(metadata))
     if forwarder is not None:
         app.cleanup_ctx.append(_forwarder_lifecycle(forwarder))
@@ -387,8 +388,8 @@ def _forwarder_lifecycle(forwarder: Forwarder) -> CleanupContext:
 
 
 def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
-                clock: Callable[[], float], history: UsageHistory | None = None
-                ) -> CleanupContext:
+                clock: Callable[[], float], history: UsageHistory | None,
+                child_min_nodes: int) -> CleanupContext:
     """Restore the ledger at startup, write it every interval and at shutdown."""
 
     async def state_file(app: web.Application) -> AsyncIterator[None]:
@@ -399,7 +400,7 @@ def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
         telemetry.snapshot_restore = restore_snapshot(ledger, path, history)
         task = asyncio.create_task(
             _snapshot_loop(ledger, telemetry, path, state.snapshot_interval_seconds, clock,
-                           history),
+                           history, child_min_nodes),
             name="kubecarbon-snapshots",
         )
         yield
@@ -407,7 +408,7 @@ def _state_file(ledger: Ledger, telemetry: Telemetry, state: StateSettings,
         with contextlib.suppress(asyncio.CancelledError):
             await task
         # on SIGTERM too: run_app shuts down cleanly
-        await save_snapshot(ledger, telemetry, path, clock, history)
+        await save_snapshot(ledger, telemetry, path, clock, history, child_min_nodes)
 
     return state_file
 
@@ -428,15 +429,20 @@ def _provider_lifecycle(metadata: MetadataProvider) -> CleanupContext:
 
 
 async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
-                        clock: Callable[[], float], history: UsageHistory | None = None
-                        ) -> bool:
+                        clock: Callable[[], float], history: UsageHistory | None,
+                        child_min_nodes: int) -> bool:
     """Write one snapshot; failures are logged and counted, never raised."""
     now = clock()
-    # here, on the event loop: ingest cannot change the ledger meanwhile
-    data = encode(ledger, now, history)
     try:
+        # Here, on the event loop, ingest cannot change the ledger meanwhile: a large one
+        # is encoded by a child forked now, which holds it as it is at this instant.
+        if ledger.node_count >= child_min_nodes:
+            child = ForkedRender(functools.partial(encode, ledger, now, history))
+            data = await asyncio.to_thread(child.read)
+        else:
+            data = encode(ledger, now, history)
         await asyncio.to_thread(write_atomically, path, data)
-    except OSError as exc:
+    except (OSError, RenderFailed) as exc:
         telemetry.snapshot_writes["failure"] += 1
         log.error("state snapshot to %s failed: %s", path, exc)
         return False
@@ -447,7 +453,7 @@ async def save_snapshot(ledger: Ledger, telemetry: Telemetry, path: Path,
 
 async def _snapshot_loop(ledger: Ledger, telemetry: Telemetry, path: Path,
                          interval_seconds: float, clock: Callable[[], float],
-                         history: UsageHistory | None = None) -> None:
+                         history: UsageHistory | None, child_min_nodes: int) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
-        await save_snapshot(ledger, telemetry, path, clock, history)
+        await save_snapshot(ledger, telemetry, path, clock, history, child_min_nodes)

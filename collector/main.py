@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from collector.app import ReplicaSetupError, create_app, default_registry
 from collector.auth import TokenFileError
+from collector.heap import freeze_startup_heap, tune_for_serving
 from collector.metadata import MetadataProvider, StaticMetadataProvider
 from collector.options import SettingsError, parse_settings
 from collector.settings import Settings
@@ -77,6 +78,8 @@ def main(argv: list[str]) -> int:
         "bearer token" if settings.server.token_file else "none",
         settings.replicas.replica_name or "the only one", settings.replicas.replicas,
     )
+    tune_for_serving()
+    app.on_startup.append(freeze_startup_heap)
     web.run_app(
         app,
         host=settings.server.listen_host,

@@ -1,4 +1,4 @@
-"""A /metrics body made in a forked child process, so that it never holds the event loop's lock.
+"""Bytes made in a forked child process, so that making them never holds the event loop.
 
 At 16 samples a node, a scrape of 50,000 nodes is 800,000 samples. Rendered on a worker
 thread, that took seconds of the interpreter lock in turns with the event loop, and each
@@ -8,6 +8,10 @@ interpreter lock and a copy-on-write copy of the scrape as it was at the fork, s
 nothing is serialised to hand it over; it renders and compresses the body, writes it to
 a pipe and exits without running the parent's cleanup. The parent's thread only forks
 and reads. Nothing the child does is seen by the parent: readers never change state.
+
+The state snapshot is made the same way, but forked from the event loop itself: the
+child then holds the ledger exactly as it was between two ingest steps, and encoding it
+(about 0.1-0.5 s at 20,000 nodes) no longer holds ingest up; the loop pays the fork.
 """
 
 from __future__ import annotations
@@ -37,35 +41,46 @@ class RenderFailed(RuntimeError):
     """The child did not produce a body (it raised, was killed, or ran out of time)."""
 
 
+class ForkedRender:
+    """`render()` running in a child forked at construction, from the caller's thread: the
+    child renders the process's state as it was at that instant. `read` collects the bytes."""
+
+    def __init__(self, render: Callable[[], bytes]) -> None:
+        with _FORKING:
+            self._read_end, write_end = os.pipe()
+            self._pid = os.fork()
+            if self._pid == 0:  # the child: never returns
+                os.close(self._read_end)
+                _child(render, write_end)
+            os.close(write_end)
+
+    def read(self, timeout_seconds: float = RENDER_TIMEOUT_SECONDS) -> bytes:
+        """The child's bytes, read back through the pipe. Blocking: call it on a worker
+        thread (reading the pipe releases the interpreter lock). Once only."""
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self._read_end], [], [], remaining)[0]:
+                    os.kill(self._pid, signal.SIGKILL)
+                    raise RenderFailed(f"the render took over {timeout_seconds:g} s")
+                chunk = os.read(self._read_end, READ_BYTES)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self._read_end)
+            _, status = os.waitpid(self._pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RenderFailed(f"the render failed (exit status {status}; see the log)")
+        return b"".join(chunks)
+
+
 def render_in_child(render: Callable[[], bytes],
                     timeout_seconds: float = RENDER_TIMEOUT_SECONDS) -> bytes:
-    """`render()` run in a forked child; its bytes, read back through a pipe. Blocking:
-    call it on a worker thread (reading the pipe releases the interpreter lock)."""
-    with _FORKING:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            os.close(read_end)
-            _child(render, write_end)
-        os.close(write_end)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout_seconds
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([read_end], [], [], remaining)[0]:
-                os.kill(pid, signal.SIGKILL)
-                raise RenderFailed(f"/metrics render took over {timeout_seconds:g} s")
-            chunk = os.read(read_end, READ_BYTES)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_end)
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RenderFailed(f"/metrics render failed (exit status {status}; see the log)")
-    return b"".join(chunks)
+    """`render()` run in a child forked here; its bytes. Blocking, like `ForkedRender.read`."""
+    return ForkedRender(render).read(timeout_seconds)
 
 
 def _child(render: Callable[[], bytes], write_end: int) -> NoReturn:

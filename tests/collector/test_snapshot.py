@@ -18,13 +18,14 @@ import pytest
 from collector_testkit import JSON, T0, body_of, make_report, metadata_for_tests, samples, value
 from prometheus_client import CollectorRegistry
 
-from collector.app import TELEMETRY_KEY, create_app
+from collector.app import TELEMETRY_KEY, create_app, save_snapshot
 from collector.ingest import Ingestor
 from collector.ledger import Ledger
 from collector.metadata import StaticMetadataProvider
 from collector.settings import Settings, StateSettings
 from collector.snapshot import encode, restore_snapshot, write_atomically
 from collector.status import HISTORY_KEY
+from collector.telemetry import Telemetry
 
 NODE = {"node": "ip-10-0-1-17", "region": "us-east-1", "instance_type": "m5.4xlarge",
         "power_source": "cloud_linear"}
@@ -42,11 +43,14 @@ def counter_values(text: str) -> dict:
             if key[0].endswith("_total") and "snapshot" not in key[0]}
 
 
-async def test_restart_resumes_counters_and_dedupe(aiohttp_client, clock, tmp_path):
+@pytest.mark.parametrize("child_render_min_nodes", [0, 1000], ids=["in a child", "on the loop"])
+async def test_restart_resumes_counters_and_dedupe(aiohttp_client, clock, tmp_path,
+                                                   child_render_min_nodes):
     state_file = tmp_path / "state.json"
     first = await aiohttp_client(create_app(
         settings_with(state_file), metadata=metadata_for_tests(), clock=clock,
-        registry=CollectorRegistry(), status_page=False))
+        registry=CollectorRegistry(), status_page=False,
+        child_render_min_nodes=child_render_min_nodes))
     report = make_report(seq=1)
     assert (await first.post("/api/v1/reports", data=body_of(report), headers=JSON)).status == 200
     before = counter_values(await (await first.get("/metrics")).text())
@@ -236,3 +240,38 @@ def test_sigterm_writes_the_snapshot_and_a_new_process_resumes(tmp_path):
         process.wait(timeout=30)
         process.stdout.close()
         process.stderr.close()
+
+
+async def test_a_snapshot_in_a_child_holds_the_ledger_as_it_was_when_it_forked(clock, tmp_path):
+    ledger = Ledger()
+    ingestor = Ingestor(ledger, metadata=metadata_for_tests())
+    ingestor.ingest([make_report(seq=1)])
+    as_forked = ledger.to_document()
+    telemetry = Telemetry()
+    path = tmp_path / "state.json"
+    saving = asyncio.create_task(
+        save_snapshot(ledger, telemetry, path, clock, None, child_min_nodes=0))
+    await asyncio.sleep(0)  # the task forks, then waits for the child on a thread
+    ingestor.ingest([make_report(seq=2)])  # meanwhile, on the loop: only the parent sees it
+    assert await saving
+    assert ledger.to_document() != as_forked
+    assert orjson.loads(path.read_bytes())["state"] == orjson.loads(orjson.dumps(as_forked))
+    assert telemetry.snapshot_writes["success"] == 1
+
+
+async def test_a_failed_child_is_a_failed_snapshot_and_the_last_one_stays(
+        clock, tmp_path, monkeypatch, capfd):
+    ledger = Ledger()
+    Ingestor(ledger, metadata=metadata_for_tests()).ingest([make_report(seq=1)])
+    telemetry = Telemetry()
+    path = tmp_path / "state.json"
+    assert await save_snapshot(ledger, telemetry, path, clock, None, child_min_nodes=0)
+    kept = path.read_bytes()
+
+    def broken(*args: object) -> bytes:
+        raise MemoryError("encoding the ledger")
+    monkeypatch.setattr("collector.app.encode", broken)
+    assert not await save_snapshot(ledger, telemetry, path, clock, None, child_min_nodes=0)
+    assert telemetry.snapshot_writes == {"success": 1, "failure": 1}
+    assert path.read_bytes() == kept
+    assert "MemoryError: encoding the ledger" in capfd.readouterr().err
