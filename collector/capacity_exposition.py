@@ -77,10 +77,10 @@ def rightsizing_summary(view: RightsizingView | None,
 
 
 class RightsizingStatus:
-    """What the status page shows of rightsizing, made in three steps like a scrape's: `take`
-    the inputs on the event loop; `prepare` in the serving process (on a worker thread),
-    which packs in a forked child when the kept packing is stale; then `summary` there, or
-    in a forked child after `forked`, which reuses the packing kept."""
+    """What the status page shows of rightsizing, made in steps like a scrape's: `take` the
+    inputs on the event loop; for a large fleet `prepare` (on a worker thread), which packs
+    in a forked child when the kept packing is stale; then `summary` (on that thread), which
+    reuses the packing kept, or packs in place when there is none."""
 
     def __init__(self, families: CapacityFamilies, metadata: MetadataProvider,
                  pod_usage: PodUsageTracker, history: UsageHistory) -> None:
@@ -96,9 +96,6 @@ class RightsizingStatus:
                 fleet: Callable[[], FleetView]) -> None:
         if inputs is not None:
             self.families.prepare(inputs, ledger, fleet)
-
-    def forked(self) -> None:
-        self.families.forked()
 
     def summary(self, inputs: CapacityInputs | None, ledger: LedgerView, fleet: FleetView
                 ) -> dict[str, object] | None:

@@ -11,9 +11,9 @@ show which namespaces emitted most over the kept hours at any cluster size.
 
 Like a scrape of /metrics, a summary and a point take what they read on the event loop
 (a ledger view, the rightsizing inputs, the ring as it is) and are made from that on a
-worker thread, or for a large fleet in a forked child (collector/render_process.py): the
-fleet view takes about 50 ms at 10,000 nodes and a rightsizing packing seconds, and
-ingest must not wait for either. A stale packing is made in a child of its own and kept.
+worker thread: the fleet view takes about 50 ms at 10,000 nodes, and ingest must not
+wait for it. For a large fleet a stale rightsizing packing (seconds) is made in a forked
+child (collector/render_process.py) and kept, as for /metrics.
 
 Register on an aiohttp app with `add_status_routes(app, ledger, views)`.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import pickle
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -38,7 +37,7 @@ from collector.capacity_exposition import CapacityInputs, RightsizingStatus
 from collector.fleet_view import FleetView, FleetViewCache
 from collector.ledger import Ledger, LedgerView
 from collector.model.parameters import ModelParameters
-from collector.render_process import CHILD_RENDER_MIN_NODES, render_in_child
+from collector.render_process import CHILD_RENDER_MIN_NODES
 
 TOP_NAMESPACES = 8
 
@@ -141,7 +140,7 @@ class StatusHistory:
         self.views = views
         self.settings = settings or StatusSettings()
         self.clock = clock
-        # from this many nodes (in the ledger) summaries and points are made in a forked child
+        # from this many nodes (in the ledger) a stale packing is made in a forked child
         self.child_min_nodes = child_min_nodes
         self.points: deque[StatusPoint] = deque(maxlen=self.settings.capacity)
         self.marks: deque[tuple[float, dict[str, float]]] = deque(
@@ -159,12 +158,7 @@ class StatusHistory:
     async def sample_off_loop(self) -> StatusPoint:
         """`sample`, with only the ledger view and the keeping on the event loop."""
         ledger = self.ledger.view(self.clock())
-        if self._in_child(ledger):
-            point = pickle.loads(await asyncio.to_thread(
-                render_in_child, lambda: pickle.dumps(self._point(ledger))))
-        else:
-            point = await asyncio.to_thread(self._point, ledger)
-        return self._keep(point, ledger)
+        return self._keep(await asyncio.to_thread(self._point, ledger), ledger)
 
     def _keep(self, point: StatusPoint, ledger: LedgerView) -> StatusPoint:
         self.points.append(point)
@@ -184,7 +178,7 @@ class StatusHistory:
         return self.summary_of(self.take())
 
     def summary_of(self, read: StatusRead) -> dict[str, Any]:
-        """The summary of what `take` read; on any thread, or in a forked child."""
+        """The summary of what `take` read; on any thread."""
         ledger = read.ledger
         fleet = self.views.view(ledger)
         since, before = read.first_mark if read.first_mark is not None else (None, {})
@@ -206,23 +200,15 @@ class StatusHistory:
         return await asyncio.to_thread(self.serve_summary, self.take())
 
     def serve_summary(self, read: StatusRead) -> bytes:
-        """The JSON of `read`'s summary, made here or, for a large fleet, in a forked child
-        after any stale rightsizing packing was made (in a child of its own) and kept here.
-        Blocking: on a worker thread."""
-        if not self._in_child(read.ledger):
-            return orjson.dumps(self.summary_of(read))
-        if self.rightsizing is not None:
+        """The JSON of `read`'s summary. Blocking: on a worker thread. For a large fleet a
+        stale rightsizing packing is made first in a forked child and kept here: packing
+        is seconds of pure Python, which would hold the interpreter lock, and with it the
+        event loop, in turns. The rest (mostly the fleet view's numpy) is made here, as a
+        fork of a large process would hold the loop longer than this thread does."""
+        if self.rightsizing is not None and len(read.ledger.windows) >= self.child_min_nodes:
             self.rightsizing.prepare(read.capacity, read.ledger,
                                      functools.partial(self.views.view, read.ledger))
-        return render_in_child(functools.partial(self._summary_in_child, read))
-
-    def _summary_in_child(self, read: StatusRead) -> bytes:
-        if self.rightsizing is not None:
-            self.rightsizing.forked()
         return orjson.dumps(self.summary_of(read))
-
-    def _in_child(self, ledger: LedgerView) -> bool:
-        return len(ledger.windows) >= self.child_min_nodes
 
     def _point(self, ledger: LedgerView) -> StatusPoint:
         return status_point(ledger, self.views.view(ledger), self.views.params)

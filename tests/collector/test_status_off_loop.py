@@ -1,5 +1,6 @@
-"""The status page's summary made off the event loop: in a forked child for a large fleet,
-on a worker thread below, equal to the one made in place, never packing on the loop."""
+"""The status page's summary made off the event loop, on a worker thread (a stale packing,
+for a large fleet, in a forked child), equal to the one made in place, never packing on
+the loop."""
 
 import threading
 
@@ -16,7 +17,8 @@ from collector.status import HISTORY_KEY, StatusHistory
 
 START = 1_764_072_000.0
 SECONDS = 8
-MODES = pytest.mark.parametrize("child_min_nodes", [0, 1000], ids=["in a child", "on a thread"])
+MODES = pytest.mark.parametrize("child_min_nodes", [0, 1000],
+                                ids=["packing in a child", "packing on a thread"])
 
 
 def settings() -> Settings:
