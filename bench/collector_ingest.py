@@ -539,8 +539,8 @@ def main() -> None:
                         help="only how long GET /api/v1/summary holds the event loop, at "
                              "these fleet sizes (comma-separated, e.g. 2000,10000)")
     parser.add_argument("--status-kept-packing", action="store_true",
-                        help="with --status-nodes: no summary with a stale packing (which, "
-                             "O(pods x nodes), takes minutes in place from 10,000 nodes)")
+                        help="with --status-nodes: no summary with a stale packing "
+                             "(O(pods x nodes): too slow in place from 10,000 nodes)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.nodes, pods_known=not args.pods_unknown)
