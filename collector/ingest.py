@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import attrgetter
 from typing import cast
 
 import numpy as np
@@ -45,6 +45,7 @@ from collector.model.idle_by_requests import idle_by_requests
 from collector.model.parameters import ModelParameters, ProfileArrays
 from collector.profiles import ProfileConfig, ResolvedNode, resolve_node
 from collector.rightsizing import UsageHistory
+from collector.validation import pod_records
 from kubecarbon.wire import Report
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ log = logging.getLogger(__name__)
 # 10,000 nodes of 110 pods (the kubelet default) and churn; cleared when full rather than
 # grown
 MAX_CACHED_POD_UIDS = 2_000_000
-_UID = itemgetter("uid")
-_CPU_SECONDS = itemgetter("cpu_seconds")
+_UID = attrgetter("uid")
+_CPU_SECONDS = attrgetter("cpu_seconds")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,12 @@ class IngestResult:
 
 
 class Ingestor:
-    """Applies validated batches of reports to a ledger."""
+    """Applies validated batches of reports to a ledger.
+
+    Reports come as `BatchValidator.parse` returns them, pod rows as `PodRecord`s; a report
+    whose rows are dicts (the wire's PodRow, as the simulator and tests build them) has
+    them converted first.
+    """
 
     def __init__(
         self,
@@ -128,7 +134,7 @@ class Ingestor:
                 if key in in_run or seqs.seen(*key):
                     continue
                 in_run.add(key)
-                fresh.append(report)
+                fresh.append(_with_pod_records(report))
                 accepted += 1
             results.append(IngestResult(accepted=accepted, duplicates=len(reports) - accepted))
         if fresh:
@@ -266,9 +272,9 @@ class Ingestor:
             return overhead
         for index, report in enumerate(reports):
             for pod in report.get("pods", ()):
-                info = self.metadata.pod(pod["uid"])
+                info = self.metadata.pod(pod.uid)  # type: ignore[attr-defined]
                 if info is not None and info.namespace in namespaces:
-                    overhead[index] += pod["cpu_seconds"]
+                    overhead[index] += pod.cpu_seconds  # type: ignore[attr-defined]
         return overhead
 
     def _memory_total_bytes(self, report: Report) -> float:
@@ -476,6 +482,14 @@ class IngestQueue:
             return
         if not future.done():
             future.set_result(result)
+
+
+def _with_pod_records(report: Report) -> Report:
+    """`report`, or a copy with its pod rows as `PodRecord`s if they are dicts."""
+    pods = report.get("pods")
+    if not pods or type(pods[0]) is not dict:
+        return report
+    return cast(Report, {**report, "pods": pod_records(pods)})
 
 
 def _rapl_joules(report: Report) -> float:

@@ -7,7 +7,9 @@
 - a batch books what the same reports booked one by one would;
 - pod use by workload, summed per report and per sampling interval with numpy, is what a
   loop over every pod row asking the provider gives, also across a clear of the uid table;
-- a batch refused for its last report moves no counter.
+- a batch refused for its last report moves no counter;
+- pod rows come out of either path as `PodRecord` structs, which the ingestor books as it
+  books dict rows and a forwarded share encodes as the JSON objects they came from.
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from collector.ledger import Ledger
 from collector.metadata import NodeInfo, PodInfo, ProviderStatus, StaticMetadataProvider
 from collector.rightsizing import UsageHistory
 from collector.settings import IngestLimits
-from collector.validation import BatchValidator, IngestError, _check_pods, _names_every_key
+from collector.sharding import encode_part
+from collector.validation import (
+    BatchValidator,
+    IngestError,
+    PodRecord,
+    _check_pods,
+    _names_every_key,
+)
 
 VALIDATOR = BatchValidator.for_limits(IngestLimits())
 PATHS: list[tuple[Any, ...]] = [
@@ -288,3 +297,46 @@ def test_pod_use_by_workload_is_what_a_loop_over_the_rows_gives(rows, intervals,
     for key in expected_history._rings:
         assert history.samples_of(key) == pytest.approx(expected_history.samples_of(key),
                                                         rel=1e-6)
+
+
+def test_pod_rows_come_out_as_records_from_either_path():
+    rows = [{"uid": "a", "cpu_seconds": 1.5, "containers": 1},
+            {"uid": "b", "cpu_seconds": 0, "containers": 2}]
+    fast = body_of(make_report(pods=rows))
+    # a count written 2.0 is valid JSON Schema; msgspec refuses it, so the slow path decides
+    slow = fast.replace(b'"containers":2', b'"containers":2.0')
+    assert slow != fast
+    with pytest.raises(msgspec.ValidationError):
+        VALIDATOR.decoder.decode(slow)
+    for body in (fast, slow):
+        pods = VALIDATOR.parse(body)[0]["pods"]
+        assert [type(row) for row in pods] == [PodRecord, PodRecord]
+        assert [(row.uid, row.cpu_seconds, row.containers) for row in pods] == [
+            ("a", 1.5, 1), ("b", 0, 2)]
+
+
+def test_a_repeated_uid_is_named_at_its_repeat_by_either_path():
+    pods = [{"uid": uid, "cpu_seconds": 1.0, "containers": 1} for uid in "abcb"]
+    body = body_of(make_report(seq=1), make_report(seq=2, pods=pods))
+    fast, slow = _outcome(VALIDATOR.parse, body), _outcome(
+        VALIDATOR._parse_and_name_the_problem, body)
+    assert fast == slow == (422, "reports[1].pods[3].uid: duplicate pod uid")
+
+
+def test_records_and_dict_rows_book_the_same():
+    reports = _reports(20)
+    parsed = VALIDATOR.parse(body_of(*reports))
+    assert all(type(row) is PodRecord for report in parsed for row in report["pods"])
+    from_records = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=lambda: T0,
+                            pod_usage=PodUsageTracker())
+    from_dicts = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=lambda: T0,
+                          pod_usage=PodUsageTracker())
+    assert from_records.ingest(parsed) == from_dicts.ingest(copy.deepcopy(reports))
+    assert from_records.ledger.to_document() == from_dicts.ledger.to_document()
+    assert from_records.pod_usage.latest() == from_dicts.pod_usage.latest()  # type: ignore[union-attr]
+    assert from_dicts.ledger.to_document()["groups"]  # the rows were booked
+
+
+def test_a_forwarded_share_encodes_records_as_the_objects_they_came_from():
+    reports = _reports(3)
+    assert json.loads(encode_part(VALIDATOR.parse(body_of(*reports)))) == {"reports": reports}
