@@ -7,6 +7,7 @@
 - a batch books what the same reports booked one by one would;
 - pod use by workload, summed per report and per sampling interval with numpy, is what a
   loop over every pod row asking the provider gives, also across a clear of the uid table;
+  the table that stands in for np.unique there gives what np.unique gives;
 - a batch refused for its last report moves no counter;
 - pod rows come out of either path as `PodRecord` structs, which the ingestor books as it
   books dict rows and a forwarded share encodes as the JSON objects they came from.
@@ -19,6 +20,7 @@ import json
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from collector_testkit import (
     JSON,
@@ -36,7 +38,7 @@ from prometheus_client import CollectorRegistry
 from collector import ingest as ingest_module
 from collector.app import create_app
 from collector.capacity import PodUsageTracker
-from collector.ingest import Ingestor
+from collector.ingest import Ingestor, distinct_values
 from collector.ledger import Ledger
 from collector.metadata import NodeInfo, PodInfo, ProviderStatus, StaticMetadataProvider
 from collector.rightsizing import UsageHistory
@@ -231,6 +233,25 @@ async def test_a_batch_refused_for_its_last_report_moves_no_counter(aiohttp_clie
                if "rejected" not in line]
     assert changed == []
     assert 'kubecarbon_collector_reports_total{result="accepted"} 1\n' in after
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 300).flatmap(lambda bound: st.tuples(
+    st.just(bound), st.lists(st.integers(0, bound - 1), min_size=1, max_size=60))))
+def test_distinct_values_are_what_np_unique_gives_by_either_way(bound_and_values):
+    bound, values = bound_and_values
+    array = np.array(values, dtype=np.intp)
+    expected = np.unique(array, return_index=True, return_inverse=True)
+    saved = ingest_module.TABLE_SLOTS_PER_VALUE
+    try:
+        for slots in (0, bound):  # np.unique's way, then the table's (bound >= slots * 1)
+            ingest_module.TABLE_SLOTS_PER_VALUE = slots
+            got = distinct_values(array, bound)
+            for part, wanted in zip(got, expected, strict=True):
+                assert part.dtype == wanted.dtype
+                assert part.tolist() == wanted.tolist()
+    finally:
+        ingest_module.TABLE_SLOTS_PER_VALUE = saved
 
 
 WORKLOADS = [("shop", "Deployment", "web"), ("shop", "StatefulSet", "db"),
