@@ -367,7 +367,8 @@ class PodClasses:
         width = len(self._workloads)
         pairs = row_parts[known] * width + classes[known]
         unique, first, inverse = distinct_values(pairs, count * width)
-        sums = np.bincount(inverse, weights=cpu_seconds[known])
+        # with weights, bincount sums floats (its stub says integers)
+        sums = cast(npt.NDArray[np.float64], np.bincount(inverse, weights=cpu_seconds[known]))
         # pairs by part, and within a part in the order their first row came
         order = np.argsort(first, kind="stable")
         order = order[np.argsort(unique[order] // width, kind="stable")]
