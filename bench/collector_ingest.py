@@ -398,6 +398,42 @@ def bench_render(nodes: int, repeat: int, pods_known: bool = False, placed: bool
     print(f"  fleet view                {view * 1e3:8.1f} ms")
     print(f"  reference: draw and sum {nodes} x 1,000 uniforms {draws * 1e3:6.1f} ms; "
           f"ratio {view / draws:.1f}")
+    bench_snapshot(ingestor, repeat)
+
+
+def bench_snapshot(ingestor, repeat: int) -> None:  # type: ignore[no-untyped-def]
+    """How long a state snapshot holds the event loop: encoding the ledger there (below
+    CHILD_RENDER_MIN_NODES), or only forking the child that encodes it (from there on).
+    Wall time, with the served process's garbage-collector thresholds."""
+    import gc
+
+    from collector.heap import tune_for_serving
+    from collector.render_process import ForkedRender
+    from collector.snapshot import encode
+
+    defaults = gc.get_threshold()
+    tune_for_serving()
+    try:
+        def held(make: Callable[[], object]) -> float:
+            began = time.perf_counter()
+            made = make()
+            seconds = time.perf_counter() - began
+            if isinstance(made, ForkedRender):
+                made.read()
+            return seconds
+
+        def encoded() -> bytes:
+            return encode(ingestor.ledger, time.time(), ingestor.usage_history)
+
+        in_place = statistics.median(held(encoded) for _ in range(repeat))
+        forked = statistics.median(held(lambda: ForkedRender(encoded)) for _ in range(repeat))
+    finally:
+        gc.set_threshold(*defaults)
+    size = len(encoded())
+    print(f"\nstate snapshot ({size / 2**20:.1f} MiB), the event loop held (wall), median of "
+          f"{repeat}:")
+    print(f"  encoded on the loop       {in_place * 1e3:8.1f} ms")
+    print(f"  forked, encoded in the child  {forked * 1e3:8.1f} ms; ratio {in_place / forked:.1f}")
 
 
 async def loop_held(work: Callable[[], Awaitable[object]]) -> tuple[float, float]:

@@ -7,7 +7,10 @@
 - a batch books what the same reports booked one by one would;
 - pod use by workload, summed per report and per sampling interval with numpy, is what a
   loop over every pod row asking the provider gives, also across a clear of the uid table;
-- a batch refused for its last report moves no counter.
+  the table that stands in for np.unique there gives what np.unique gives;
+- a batch refused for its last report moves no counter;
+- pod rows come out of either path as `PodRecord` structs, which the ingestor books as it
+  books dict rows and a forwarded share encodes as the JSON objects they came from.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from collector_testkit import (
     JSON,
@@ -34,12 +38,19 @@ from prometheus_client import CollectorRegistry
 from collector import ingest as ingest_module
 from collector.app import create_app
 from collector.capacity import PodUsageTracker
-from collector.ingest import Ingestor
+from collector.ingest import Ingestor, distinct_values
 from collector.ledger import Ledger
 from collector.metadata import NodeInfo, PodInfo, ProviderStatus, StaticMetadataProvider
 from collector.rightsizing import UsageHistory
 from collector.settings import IngestLimits
-from collector.validation import BatchValidator, IngestError, _check_pods, _names_every_key
+from collector.sharding import encode_part
+from collector.validation import (
+    BatchValidator,
+    IngestError,
+    PodRecord,
+    _check_pods,
+    _names_every_key,
+)
 
 VALIDATOR = BatchValidator.for_limits(IngestLimits())
 PATHS: list[tuple[Any, ...]] = [
@@ -224,6 +235,25 @@ async def test_a_batch_refused_for_its_last_report_moves_no_counter(aiohttp_clie
     assert 'kubecarbon_collector_reports_total{result="accepted"} 1\n' in after
 
 
+@settings(max_examples=200)
+@given(st.integers(1, 300).flatmap(lambda bound: st.tuples(
+    st.just(bound), st.lists(st.integers(0, bound - 1), min_size=1, max_size=60))))
+def test_distinct_values_are_what_np_unique_gives_by_either_way(bound_and_values):
+    bound, values = bound_and_values
+    array = np.array(values, dtype=np.intp)
+    expected = np.unique(array, return_index=True, return_inverse=True)
+    saved = ingest_module.TABLE_SLOTS_PER_VALUE
+    try:
+        for slots in (0, bound):  # np.unique's way, then the table's (bound >= slots * 1)
+            ingest_module.TABLE_SLOTS_PER_VALUE = slots
+            got = distinct_values(array, bound)
+            for part, wanted in zip(got, expected, strict=True):
+                assert part.dtype == wanted.dtype
+                assert part.tolist() == wanted.tolist()
+    finally:
+        ingest_module.TABLE_SLOTS_PER_VALUE = saved
+
+
 WORKLOADS = [("shop", "Deployment", "web"), ("shop", "StatefulSet", "db"),
              ("ops", "Job", "backup")]
 
@@ -288,3 +318,46 @@ def test_pod_use_by_workload_is_what_a_loop_over_the_rows_gives(rows, intervals,
     for key in expected_history._rings:
         assert history.samples_of(key) == pytest.approx(expected_history.samples_of(key),
                                                         rel=1e-6)
+
+
+def test_pod_rows_come_out_as_records_from_either_path():
+    rows = [{"uid": "a", "cpu_seconds": 1.5, "containers": 1},
+            {"uid": "b", "cpu_seconds": 0, "containers": 2}]
+    fast = body_of(make_report(pods=rows))
+    # a count written 2.0 is valid JSON Schema; msgspec refuses it, so the slow path decides
+    slow = fast.replace(b'"containers":2', b'"containers":2.0')
+    assert slow != fast
+    with pytest.raises(msgspec.ValidationError):
+        VALIDATOR.decoder.decode(slow)
+    for body in (fast, slow):
+        pods = VALIDATOR.parse(body)[0]["pods"]
+        assert [type(row) for row in pods] == [PodRecord, PodRecord]
+        assert [(row.uid, row.cpu_seconds, row.containers) for row in pods] == [
+            ("a", 1.5, 1), ("b", 0, 2)]
+
+
+def test_a_repeated_uid_is_named_at_its_repeat_by_either_path():
+    pods = [{"uid": uid, "cpu_seconds": 1.0, "containers": 1} for uid in "abcb"]
+    body = body_of(make_report(seq=1), make_report(seq=2, pods=pods))
+    fast, slow = _outcome(VALIDATOR.parse, body), _outcome(
+        VALIDATOR._parse_and_name_the_problem, body)
+    assert fast == slow == (422, "reports[1].pods[3].uid: duplicate pod uid")
+
+
+def test_records_and_dict_rows_book_the_same():
+    reports = _reports(20)
+    parsed = VALIDATOR.parse(body_of(*reports))
+    assert all(type(row) is PodRecord for report in parsed for row in report["pods"])
+    from_records = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=lambda: T0,
+                            pod_usage=PodUsageTracker())
+    from_dicts = Ingestor(Ledger(), metadata=metadata_for_tests(), clock=lambda: T0,
+                          pod_usage=PodUsageTracker())
+    assert from_records.ingest(parsed) == from_dicts.ingest(copy.deepcopy(reports))
+    assert from_records.ledger.to_document() == from_dicts.ledger.to_document()
+    assert from_records.pod_usage.latest() == from_dicts.pod_usage.latest()  # type: ignore[union-attr]
+    assert from_dicts.ledger.to_document()["groups"]  # the rows were booked
+
+
+def test_a_forwarded_share_encodes_records_as_the_objects_they_came_from():
+    reports = _reports(3)
+    assert json.loads(encode_part(VALIDATOR.parse(body_of(*reports)))) == {"reports": reports}

@@ -42,9 +42,12 @@ def test_names_kubernetes_refuses_are_refused(name):
     assert not wire.is_node_name(name)
 
 
+VALIDATOR = BatchValidator.for_limits()  # compiling the schema takes tens of ms
+
+
 def _collector_accepts(name: str) -> bool:
     try:
-        BatchValidator.for_limits().parse(orjson.dumps({"reports": [report(name)]}))
+        VALIDATOR.parse(orjson.dumps({"reports": [report(name)]}))
     except IngestError as exc:
         assert exc.field == "reports[0].node"
         return False
@@ -67,7 +70,7 @@ node_names = st.one_of(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)  # no timing: a busy shared machine is slow
 @given(node_names)
 def test_agent_and_collector_accept_the_same_node_names(name):
     expected = wire.is_node_name(name)
