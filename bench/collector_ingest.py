@@ -3,6 +3,7 @@
     .venv/bin/python bench/collector_ingest.py            # all three, a few minutes
     .venv/bin/python bench/collector_ingest.py --quick    # smaller runs
     .venv/bin/python bench/collector_ingest.py --render-nodes 20000,50000  # /metrics only
+    .venv/bin/python bench/collector_ingest.py --status-nodes 2000  # the status page only
 
 1. Ingest: the real collector app and a bare aiohttp endpoint that only parses the
    body with orjson each run in their own process pinned to one core (CPU 0); the
@@ -23,6 +24,8 @@
    1,000 uncertainty draws, against drawing the same 10,000 x 1,000 random numbers.
 4. Memory of the collector's state for 10,000 nodes of 100 pods, against one window
    of the same fleet's reports held as parsed JSON.
+5. (--status-nodes only) How long one GET /api/v1/summary and one status point hold
+   the event loop as served, against making them in place on the loop (same run).
 
 Machines are shared and noisy: compare the ratios, not the absolute numbers.
 """
@@ -39,7 +42,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -433,6 +436,89 @@ def bench_snapshot(ingestor, repeat: int) -> None:  # type: ignore[no-untyped-de
     print(f"  forked, encoded in the child  {forked * 1e3:8.1f} ms; ratio {in_place / forked:.1f}")
 
 
+async def loop_held(work: Callable[[], Awaitable[object]]) -> tuple[float, float]:
+    """(the longest the event loop went without running a 1 ms heartbeat, the wall time)
+    while `work()` is awaited on it: how long a request arriving meanwhile could wait."""
+    done = asyncio.Event()
+    longest = [0.0]
+
+    async def heartbeat() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            longest[0] = max(longest[0], now - last)
+            last = now
+
+    beating = asyncio.create_task(heartbeat())
+    await asyncio.sleep(0.01)
+    began = time.perf_counter()
+    await work()
+    wall = time.perf_counter() - began
+    done.set()
+    await beating
+    return longest[0], wall
+
+
+def bench_status(nodes: int, repeat: int, stale: bool = True) -> None:
+    """How long one GET /api/v1/summary (and one status point) holds the event loop, made
+    in place as before (the reference) and as served, with the packing kept or stale."""
+    from collector.capacity_exposition import CapacityFamilies, RightsizingStatus
+    from collector.fleet_view import FleetViewCache
+    from collector.status import StatusHistory
+
+    ingestor = big_fleet(nodes, pods_known=True, placed=True)
+    families, views = CapacityFamilies(), FleetViewCache()
+    now = time.time()  # one instant: every summary below is of the same fleet
+    history = StatusHistory(ingestor.ledger, views, clock=lambda: now,
+                            rightsizing=RightsizingStatus(families, ingestor.metadata,
+                                                          ingestor.pod_usage,
+                                                          ingestor.usage_history))
+    point = history.sample()
+    history.points.extend([point] * (history.settings.capacity - 1))  # a full ring: 4 h
+    assert orjson.loads(asyncio.run(history.summary_body())) == orjson.loads(
+        orjson.dumps(history.summary()))
+
+    async def in_place_summary() -> bytes:  # as before: all of it on the loop
+        return orjson.dumps(history.summary())
+
+    async def in_place_point() -> object:
+        return history.sample()
+
+    # Serving, the ledger has changed since the last fleet view (every ingest changes it):
+    # each run starts without one, and, `packing`, without a kept packing either.
+    def fresh(work: Callable[[], Awaitable[object]], packing: str = "kept"
+              ) -> Callable[[], Awaitable[object]]:
+        async def with_nothing_kept() -> object:
+            views._cached = None
+            if packing == "stale":
+                families._cached = None
+            return await work()
+        return with_nothing_kept
+
+    cases = [("summary, packing kept", fresh(in_place_summary), fresh(history.summary_body)),
+             ("status point (one per interval)", fresh(in_place_point),
+              fresh(history.sample_off_loop))]
+    if stale:
+        cases.insert(1, ("summary, packing stale", fresh(in_place_summary, "stale"),
+                         fresh(history.summary_body, "stale")))
+    print(f"\n/api/v1/summary at {nodes} nodes ({PODS_PER_REPORT} pods a node, placed with "
+          f"requests), the event loop held (longest gap of a 1 ms heartbeat) and wall time, "
+          f"median of {repeat}, in ms:")
+    print(f"  {'case':<34} {'in place: held':>15} {'wall':>7} {'served: held':>13} {'wall':>7}"
+          f" {'held ratio':>11}")
+    for name, before, after in cases:
+        runs = [(asyncio.run(loop_held(before)), asyncio.run(loop_held(after)))
+                for _ in range(repeat)]
+        held_before = statistics.median(b[0] for b, _ in runs)
+        wall_before = statistics.median(b[1] for b, _ in runs)
+        held_after = statistics.median(a[0] for _, a in runs)
+        wall_after = statistics.median(a[1] for _, a in runs)
+        print(f"  {name:<34} {held_before * 1e3:>15.1f} {wall_before * 1e3:>7.1f} "
+              f"{held_after * 1e3:>13.1f} {wall_after * 1e3:>7.1f} "
+              f"{held_before / held_after:>10.1f}x")
+
+
 def bench_memory(nodes: int) -> None:
     """Memory of the collector state for a fleet, against its reports as parsed JSON."""
     import gc
@@ -485,13 +571,25 @@ def main() -> None:
     parser.add_argument("--render-pods-placed", action="store_true",
                         help="with --render-pods-known: each pod on its node with requests "
                              "(requests summed, rightsizing packed)")
+    parser.add_argument("--status-nodes", default="",
+                        help="only how long GET /api/v1/summary holds the event loop, at "
+                             "these fleet sizes (comma-separated, e.g. 2000,10000)")
+    parser.add_argument("--status-kept-packing", action="store_true",
+                        help="with --status-nodes: no summary with a stale packing "
+                             "(O(pods x nodes): too slow in place from 10,000 nodes)")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, args.nodes, pods_known=not args.pods_unknown)
         return
-    if args.render_nodes:
+    if args.render_nodes or args.status_nodes:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
               f"load average {os.getloadavg()[0]:.2f}")
+    if args.status_nodes:
+        for nodes in (int(n) for n in args.status_nodes.split(",")):
+            bench_status(nodes, repeat=3 if args.quick else 5,
+                         stale=not args.status_kept_packing)
+        return
+    if args.render_nodes:
         for nodes in (int(n) for n in args.render_nodes.split(",")):
             bench_render(nodes, repeat=3 if args.quick else 5,
                          pods_known=args.render_pods_known, placed=args.render_pods_placed)

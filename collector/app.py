@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiohttp import web
@@ -32,11 +31,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from collector.auth import BearerTokens
 from collector.capacity import PodUsageTracker
-from collector.capacity_exposition import (
-    CapacityFamilies,
-    capacity_inputs,
-    rightsizing_summary,
-)
+from collector.capacity_exposition import CapacityFamilies, RightsizingStatus, capacity_inputs
 from collector.dedupe import SeqTracker
 from collector.exposition import CONTENT_TYPE, Exposition, Scrape
 from collector.fleet_view import FleetViewCache, split_live
@@ -44,7 +39,12 @@ from collector.ingest import Ingestor, IngestQueue
 from collector.ledger import Ledger
 from collector.metadata import ClusterInventory, MetadataProvider, StaticMetadataProvider
 from collector.model.parameters import ModelParameters
-from collector.render_process import ForkedRender, RenderFailed, render_in_child
+from collector.render_process import (
+    CHILD_RENDER_MIN_NODES,
+    ForkedRender,
+    RenderFailed,
+    render_in_child,
+)
 from collector.rightsizing import UsageHistory
 from collector.settings import ReplicaSettings, ServerSettings, Settings, StateSettings
 from collector.sharding import (
@@ -71,13 +71,8 @@ log = logging.getLogger(__name__)
 LEDGER_KEY = web.AppKey("kubecarbon_ledger", Ledger)
 FLEET_VIEWS_KEY = web.AppKey("kubecarbon_fleet_views", FleetViewCache)
 TELEMETRY_KEY = web.AppKey("kubecarbon_telemetry", Telemetry)
-RightsizingNow = Callable[[], "dict[str, Any] | None"]
-RIGHTSIZING_KEY: web.AppKey[RightsizingNow] = web.AppKey("kubecarbon_rightsizing")
+RIGHTSIZING_KEY = web.AppKey("kubecarbon_rightsizing", RightsizingStatus)
 READ_CHUNK_BYTES = 64 * 1024
-# From this many nodes /metrics renders, and the state snapshot is encoded, in a forked
-# child. Below, a render on a worker thread (about 60 us of CPU a node) is over before a
-# fork of a large process and its child's exit would be (5-40 ms measured at 325 MB).
-CHILD_RENDER_MIN_NODES = 1000
 
 
 class ReplicaSetupError(Exception):
@@ -286,19 +281,11 @@ def create_app(
     app.cleanup_ctx.append(_provider_lifecycle(metadata))
     if forwarder is not None:
         app.cleanup_ctx.append(_forwarder_lifecycle(forwarder))
-    capacity_families = exposition.capacity
-
-    def rightsizing_now() -> dict[str, Any] | None:
-        inputs = capacity_inputs(metadata, pod_usage, usage_history)
-        if inputs is None:
-            return None
-        ledger_view = ledger.view(clock())
-        _, view = capacity_families.views(inputs, ledger_view, views.view(ledger_view))
-        return rightsizing_summary(view, inputs.recommendations)
-
-    app[RIGHTSIZING_KEY] = rightsizing_now
+    rightsizing = RightsizingStatus(exposition.capacity, metadata, pod_usage, usage_history)
+    app[RIGHTSIZING_KEY] = rightsizing
     if status_page:
-        add_status_routes(app, ledger, views, clock=clock, rightsizing=rightsizing_now)
+        add_status_routes(app, ledger, views, clock=clock, rightsizing=rightsizing,
+                          child_min_nodes=child_render_min_nodes)
     return app
 
 

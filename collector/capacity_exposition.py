@@ -76,6 +76,35 @@ def rightsizing_summary(view: RightsizingView | None,
     }
 
 
+class RightsizingStatus:
+    """What the status page shows of rightsizing, made in steps like a scrape's: `take` the
+    inputs on the event loop; for a large fleet `prepare` (on a worker thread), which packs
+    in a forked child when the kept packing is stale; then `summary` (on that thread), which
+    reuses the packing kept, or packs in place when there is none."""
+
+    def __init__(self, families: CapacityFamilies, metadata: MetadataProvider,
+                 pod_usage: PodUsageTracker, history: UsageHistory) -> None:
+        self.families = families
+        self.metadata = metadata
+        self.pod_usage = pod_usage
+        self.history = history
+
+    def take(self) -> CapacityInputs | None:
+        return capacity_inputs(self.metadata, self.pod_usage, self.history)
+
+    def prepare(self, inputs: CapacityInputs | None, ledger: LedgerView,
+                fleet: Callable[[], FleetView]) -> None:
+        if inputs is not None:
+            self.families.prepare(inputs, ledger, fleet)
+
+    def summary(self, inputs: CapacityInputs | None, ledger: LedgerView, fleet: FleetView
+                ) -> dict[str, object] | None:
+        if inputs is None:
+            return None
+        return rightsizing_summary(self.families.rightsizing(inputs, ledger, fleet),
+                                   inputs.recommendations)
+
+
 class CapacityFamilies:
     def __init__(self, params: ModelParameters | None = None,
                  settings: RightsizingSettings | None = None) -> None:
@@ -108,6 +137,14 @@ class CapacityFamilies:
         if view is not None:
             with self._lock:
                 self._cached = (ledger.now, inputs.recommendations, view)
+
+    def rightsizing(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
+                    ) -> RightsizingView | None:
+        """The packing alone: the one kept when reusable (no capacity view), else `views`'."""
+        if fleet.estimate is None:
+            return None
+        view = self._reusable(inputs, ledger)
+        return view if view is not None else self.views(inputs, ledger, fleet)[1]
 
     def views(self, inputs: CapacityInputs, ledger: LedgerView, fleet: FleetView
               ) -> tuple[CapacityView, RightsizingView | None]:

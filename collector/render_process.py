@@ -28,6 +28,11 @@ from collections.abc import Callable
 from typing import NoReturn
 
 READ_BYTES = 1 << 20
+# From this many nodes /metrics renders, the state snapshot is encoded and the status page's
+# summary is made in a forked child. Below, a render on a worker thread (about 60 us of CPU
+# a node) is over before a fork of a large process and its child's exit would be (5-40 ms
+# measured at 325 MB).
+CHILD_RENDER_MIN_NODES = 1000
 RENDER_TIMEOUT_SECONDS = 120.0  # a child that takes longer is stopped: the scrape fails
 
 
