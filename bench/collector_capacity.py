@@ -7,7 +7,7 @@ its own process pinned to CPU 0: a bare aiohttp endpoint that only parses each b
 with orjson (what the HTTP stack and the machine cost alone), then `python -m
 collector` (static metadata, so every pod uid is unknown to it, as with --kubernetes
 off or pods newer than the watch; a state file, as the chart gives it, snapshotted every
-15 s instead of the chart's 60 s), filled first with one window of every node
+60 s: --intervals 4 or more to measure one), filled first with one window of every node
 (batches of 500). For --intervals intervals of 15 s every node then sends its next
 window as one request at its own moment of the interval: N / 15 requests a second,
 open loop (request k is due at start + k / rate whatever became of the others, and its
@@ -198,13 +198,10 @@ def measure(kind: str, nodes: int, intervals: int, workdir: Path, seed: int,
     requests = workdir / f"{kind}-{nodes}.requests"
     stop: Callable[[], None]
     if kind == "collector":
-        # as the chart runs it, with a state file; a snapshot every interval, four times
-        # as often as the chart's default, so that every measured interval holds one
-        collector = CollectorProcess(
-            workdir / f"collector-{nodes}",
-            ["--state-file", str(workdir / f"state-{nodes}.json"),
-             "--snapshot-interval", f"{INTERVAL_SECONDS:g}"],
-            config=fleet_config())
+        # as the chart runs it: with a state file, snapshotted every 60 s (the default)
+        collector = CollectorProcess(workdir / f"collector-{nodes}",
+                                     ["--state-file", str(workdir / f"state-{nodes}.json")],
+                                     config=fleet_config())
         collector.start()
         stop, pid, port, url = collector.stop, collector.pid, collector.port, collector.url
     else:
