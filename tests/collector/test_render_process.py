@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from collector.render_process import RenderFailed, render_in_child
+from collector.render_process import CHILD_NICENESS, RenderFailed, render_in_child
 
 
 def test_the_childs_bytes_come_back_whole_and_the_parent_is_untouched():
@@ -40,3 +40,8 @@ def test_a_render_that_never_ends_is_stopped():
 
     with pytest.raises(RenderFailed, match=r"took over 0\.2 s"):
         render_in_child(render, timeout_seconds=0.2)
+
+
+def test_the_child_runs_below_the_serving_process():
+    niceness = int(render_in_child(lambda: str(os.getpriority(os.PRIO_PROCESS, 0)).encode()))
+    assert niceness == min(os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS, 19)
