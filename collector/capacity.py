@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collector.ledger import OTHER, NodeLabels, NodeLatest, WorkloadKey
-from collector.metadata import NodeInfo, NodeRequests, PodInfo
+from collector.ledger import OTHER, NodeLabels, NodeLatest
+from collector.metadata import NodeInfo, NodeRequests, PodInfo, WorkloadKey
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,14 @@ from dataclasses import dataclass
 
 from collector.capacity import CapacityView, CpuAccount, NodeUsage, PodUsageTracker, capacity_view
 from collector.fleet_view import FleetView
-from collector.ledger import LedgerView, WorkloadKey
-from collector.metadata import ClusterInventory, MetadataProvider, NodeInfo, NodeRequests
+from collector.ledger import LedgerView
+from collector.metadata import (
+    ClusterInventory,
+    MetadataProvider,
+    NodeInfo,
+    NodeRequests,
+    WorkloadKey,
+)
 from collector.metrics import SPECS, MetricSpec
 from collector.model.coefficients import JOULES_PER_KILOWATT_HOUR
 from collector.model.parameters import ModelParameters

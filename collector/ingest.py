@@ -36,9 +36,8 @@ from collector.ledger import (
     NodeLabels,
     NodeLatest,
     PodKey,
-    WorkloadKey,
 )
-from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider
+from collector.metadata import MetadataProvider, NodeInfo, StaticMetadataProvider, WorkloadKey
 from collector.model.attribution import attribute_pods
 from collector.model.estimate import POWER_SOURCES, WindowBatch, estimate_windows
 from collector.model.idle_by_requests import idle_by_requests

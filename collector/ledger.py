@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.dedupe import SeqTracker
+from collector.metadata import WorkloadKey
 from collector.model.parameters import NodeProfile
 from collector.settings import ExportSettings
 
@@ -33,7 +34,6 @@ UNKNOWN = "unknown"
 OTHER = "other"  # where series beyond a cap are added up
 
 NodeLabels = tuple[str, str, str, str]  # node, region, instance_type, power_source
-WorkloadKey = tuple[str, str, str]  # namespace, workload_kind, workload
 PodKey = tuple[str, str]  # namespace, pod
 Group = tuple[str, WorkloadKey | None]  # namespace, workload (None: workload series are off)
 

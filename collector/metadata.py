@@ -15,10 +15,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # the ledger imports this module (through the profiles)
-    from collector.ledger import WorkloadKey
+# A pod's (namespace, workload_kind, workload): the key requests and usage are summed by.
+WorkloadKey = tuple[str, str, str]
 
 
 @dataclass(frozen=True)

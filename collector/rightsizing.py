@@ -21,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.capacity import CapacityView
-from collector.ledger import NodeLatest, WorkloadKey
+from collector.ledger import NodeLatest
+from collector.metadata import WorkloadKey
 from collector.model.estimate import WindowEstimate
 from collector.model.parameters import ModelParameters
 from collector.model.rightsizing import (

@@ -15,8 +15,8 @@ from collector.capacity import PodUsageTracker, capacity_view
 from collector.capacity_exposition import CapacityFamilies, CapacityInputs
 from collector.fleet_view import FleetView, compute_fleet_view
 from collector.ingest import Ingestor
-from collector.ledger import Ledger, LedgerView, WorkloadKey
-from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider
+from collector.ledger import Ledger, LedgerView
+from collector.metadata import NodeInfo, PodInfo, StaticMetadataProvider, WorkloadKey
 from collector.model.parameters import ModelParameters
 from collector.render_process import render_in_child
 from collector.rightsizing import (
