@@ -215,8 +215,9 @@ def _names_every_key(body: bytes, reports: list[Any]) -> bool:
     return body.count(b":") == keys
 
 
-_UID = attrgetter("uid")
-_CPU_SECONDS = attrgetter("cpu_seconds")
+# a PodRecord's fields, read a row at a time (here and by the ingest step)
+POD_UID = attrgetter("uid")
+POD_CPU_SECONDS = attrgetter("cpu_seconds")
 
 
 def decode_body(
@@ -356,13 +357,13 @@ class BatchValidator:
 def _unique_rows_cpu_seconds(pods: Sequence[Any], where: str) -> float:
     """For rows msgspec checked (`PodRecord`s): unique uids, else an error naming the first
     repeat; the rows' CPU seconds sum."""
-    if len(set(map(_UID, pods))) != len(pods):
+    if len(set(map(POD_UID, pods))) != len(pods):
         seen: set[str] = set()
-        for index, uid in enumerate(map(_UID, pods)):
+        for index, uid in enumerate(map(POD_UID, pods)):
             if uid in seen:
                 raise _duplicate_uid(f"{where}.pods[{index}]")
             seen.add(uid)
-    return float(sum(map(_CPU_SECONDS, pods)))
+    return float(sum(map(POD_CPU_SECONDS, pods)))
 
 
 def _check_pods(pods: Sequence[Any], where: str) -> float:
