@@ -1,9 +1,10 @@
 """How the serving collector's cyclic garbage collector is tuned.
 
 A full collection walks every tracked object, and the event loop waits for it: at 20,000
-nodes one took 150-440 ms, and with CPython's default thresholds one ran every 5-7 s under
-a fleet's load (docs/benchmarks.md, "Garbage collection"). Almost nothing it walked was
-garbage: the collector's state dies by reference counting when a newer report replaces it.
+nodes one took 37-430 ms, and with CPython's default thresholds one ran every 5-7 s under
+a fleet's load (docs/benchmarks.md, "full garbage collections, the state snapshot").
+Almost nothing it walked was garbage: the collector's state dies by reference counting
+when a newer report replaces it.
 Two settings make full collections rare and shorter:
 
 - A younger generation of `YOUNG_THRESHOLD` allocations instead of 700. A request lives
