@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain, repeat
+from operator import is_
 from typing import cast
 
 import numpy as np
@@ -48,9 +49,8 @@ from kubecarbon.wire import Report
 
 log = logging.getLogger(__name__)
 
-# pod uid -> group lookups kept between batches, known and unknown uids alike: room for
-# 10,000 nodes of 110 pods (the kubelet default) and churn; cleared when full rather than
-# grown
+# known pod uid -> class lookups kept between batches: room for 10,000 nodes of 110 pods
+# (the kubelet default) and churn; cleared when full rather than grown
 MAX_CACHED_POD_UIDS = 2_000_000
 # `distinct_values` uses a table rather than np.unique's sort while the table needs at
 # most this many slots a value: 5,000 pod rows took 57 us in 3,000 slots, 170 us in
@@ -307,43 +307,35 @@ class Ingestor:
 
 class PodClasses:
     """Pod uid -> class: the (namespace, workload) group its usage adds to and, for a pod
-    the provider knows, its workload; remembered between batches.
+    the provider knows, its workload.
 
-    Unknown uids are remembered too (the negative cache), listed apart so that they are
-    asked about again once the provider's pods change. A batch looks its uids up with one
-    C-level pass, and whatever it sums per pod row it sums per class with numpy.
+    Known uids are remembered between batches (a pod's workload never changes). Unknown
+    ones are not: a batch asks the provider about them again in one pass, so that a pod
+    the provider learns later counts under its workload from its next report, and so
+    that a fleet whose pods are all unknown (static metadata) does not fill the table
+    with them. A batch looks its uids up with one C-level pass, and whatever it sums per
+    pod row it sums per class with numpy.
     """
 
     def __init__(self, metadata: MetadataProvider, ledger: Ledger) -> None:
         self.metadata = metadata
         self.ledger = ledger
-        self._pods_generation = metadata.pod_generation()
-        self._class_of_uid: dict[str, int] = {}
-        self._unknown_uids: set[str] = set()
+        self._class_of_uid: dict[str, int] = {}  # known uids only
         self._class_ids: dict[tuple[int, WorkloadKey | None], int] = {}
+        self._class_of_workload: dict[WorkloadKey | None, int] = {}
         self._workloads: list[WorkloadKey | None] = []  # per class; None: pod unknown
         self.group_ids = np.zeros(0, dtype=np.intp)  # per class: the ledger's group id
         self._known = np.zeros(0, dtype=bool)  # per class: the provider knows its pods
 
     def classes(self, uids: list[str]) -> npt.NDArray[np.intp]:
         """The class of every uid; ids stay valid until the next call."""
-        generation = self.metadata.pod_generation()
-        if generation != self._pods_generation:
-            # pods the provider did not know may be known now: ask again about each
-            for uid in self._unknown_uids:
-                del self._class_of_uid[uid]
-            self._unknown_uids.clear()
-            self._pods_generation = generation
         if len(self._class_of_uid) >= MAX_CACHED_POD_UIDS:
             self._forget()  # pods come and go: start over rather than grow
         classes = np.fromiter(map(self._class_of_uid.get, uids, repeat(-1)), dtype=np.intp,
                               count=len(uids))
-        misses = np.flatnonzero(classes < 0).tolist()
-        for k in misses:
-            classes[k] = self._class_for(uids[k])
-        if misses:
-            self.group_ids = np.array([group for group, _ in self._class_ids], dtype=np.intp)
-            self._known = np.array([w is not None for w in self._workloads], dtype=bool)
+        misses = np.flatnonzero(classes < 0)
+        if len(misses):
+            classes[misses] = self._classify([uids[k] for k in misses.tolist()])
         return classes
 
     def seconds_by_workload(
@@ -384,29 +376,42 @@ class PodClasses:
             per_part[part] = dict(zip(keys[start:end], values[start:end], strict=True))
         return per_part
 
-    def _class_for(self, uid: str) -> int:
-        pod_class = self._class_of_uid.get(uid)  # a uid seen earlier in the same batch
+    def _classify(self, uids: list[str]) -> list[int]:
+        """The classes of uids not in the table, asked of the provider in one pass; those
+        of known uids are kept."""
+        infos = list(map(self.metadata.pod, uids))
+        if all(map(is_, infos, repeat(None))):  # static metadata: every pod unknown
+            found = [self._class_of(None)] * len(uids)
+        else:
+            found = [self._class_of(None if info is None else (
+                info.namespace, info.workload_kind, info.workload_name)) for info in infos]
+            self._class_of_uid.update(
+                (uid, pod_class) for uid, pod_class, info in zip(uids, found, infos, strict=True)
+                if info is not None)
+        if len(self.group_ids) != len(self._workloads):  # new classes
+            self.group_ids = np.array([group for group, _ in self._class_ids], dtype=np.intp)
+            self._known = np.array([w is not None for w in self._workloads], dtype=bool)
+        return found
+
+    def _class_of(self, workload: WorkloadKey | None) -> int:
+        """The class of pods of `workload` (None: pods the provider does not know)."""
+        pod_class = self._class_of_workload.get(workload)
         if pod_class is not None:
             return pod_class
-        info = self.metadata.pod(uid)
-        workload: WorkloadKey | None
-        if info is None:
-            workload = None
+        if workload is None:
             group_id = self.ledger.group_id(UNKNOWN, (UNKNOWN, UNKNOWN, UNKNOWN))
-            self._unknown_uids.add(uid)
         else:
-            workload = (info.namespace, info.workload_kind, info.workload_name)
-            group_id = self.ledger.group_id(info.namespace, workload)
+            group_id = self.ledger.group_id(workload[0], workload)
         pod_class = self._class_ids.setdefault((group_id, workload), len(self._class_ids))
         if pod_class == len(self._workloads):
             self._workloads.append(workload)
-        self._class_of_uid[uid] = pod_class
+        self._class_of_workload[workload] = pod_class
         return pod_class
 
     def _forget(self) -> None:
         self._class_of_uid.clear()
-        self._unknown_uids.clear()
         self._class_ids.clear()
+        self._class_of_workload.clear()
         self._workloads.clear()
         self.group_ids = np.zeros(0, dtype=np.intp)
         self._known = np.zeros(0, dtype=bool)

@@ -75,7 +75,8 @@ class MetadataProvider(Protocol):
     def pod_generation(self) -> int:
         """A number that moves whenever a uid `pod` did not know may have become known.
 
-        Callers may remember that a uid is unknown until it moves (ingest does).
+        Callers may keep what they built from the pods until it moves (replica routing
+        keeps its table of peers).
         """
         ...
 

@@ -2,8 +2,9 @@
 
 - msgspec's check of a body (with the count of its keys) accepts nothing the JSON
   schema refuses, and a body parses to the same reports, or the same error, either way;
-- the negative cache of unknown pod uids: a uid the provider learns later is then
-  attributed to its namespace, and the provider is not asked again before it changes;
+- the table of pod uids: a known uid is asked about once, an unknown one at every batch,
+  so a uid the provider learns later is attributed to its namespace from then on, and
+  unknown uids never fill the table;
 - a batch books what the same reports booked one by one would;
 - pod use by workload, summed per report and per sampling interval with numpy, is what a
   loop over every pod row asking the provider gives, also across a clear of the uid table;
@@ -126,7 +127,6 @@ class LearningProvider:
 
     def __init__(self) -> None:
         self.pods: dict[str, PodInfo] = {}
-        self.generation = 0
         self.asked: list[str] = []
 
     def node(self, name: str) -> NodeInfo | None:
@@ -136,15 +136,11 @@ class LearningProvider:
         self.asked.append(uid)
         return self.pods.get(uid)
 
-    def pod_generation(self) -> int:
-        return self.generation
-
     def status(self) -> ProviderStatus:
         return ProviderStatus("test", synced=True, connected=True)
 
     def learn(self, info: PodInfo) -> None:
         self.pods[info.uid] = info
-        self.generation += 1
 
 
 def test_an_unknown_uid_is_attributed_to_its_namespace_once_the_provider_knows_it():
@@ -154,31 +150,36 @@ def test_an_unknown_uid_is_attributed_to_its_namespace_once_the_provider_knows_i
 
     ingestor.ingest([make_report(seq=1, pods=pods)])
     ingestor.ingest([make_report(seq=2, pods=pods, start=T0 - 10)])
-    assert provider.asked == ["uid-new"]  # the miss is remembered while nothing changes
+    assert provider.asked == ["uid-new", "uid-new"]  # an unknown uid is asked about again
     assert set(ingestor.ledger.namespaces) == {"unknown"}
     unknown_cpu = ingestor.ledger.namespaces["unknown"].cpu_seconds
     assert unknown_cpu == pytest.approx(60.0)
 
     provider.learn(PodInfo("uid-new", "shop", "new-1", "Deployment", "new"))
     ingestor.ingest([make_report(seq=3, pods=pods, start=T0 - 5)])
-    assert provider.asked == ["uid-new", "uid-new"]
+    ingestor.ingest([make_report(seq=4, pods=pods, start=T0 - 3)])
+    assert provider.asked == ["uid-new"] * 3  # once known, it is not asked about again
     namespaces = ingestor.ledger.namespaces
-    assert namespaces["shop"].cpu_seconds == pytest.approx(30.0)
+    assert namespaces["shop"].cpu_seconds == pytest.approx(60.0)
     assert namespaces["unknown"].cpu_seconds == pytest.approx(unknown_cpu)  # not moved
     assert ("shop", "Deployment", "new") in ingestor.ledger.workloads
 
 
-def test_a_change_of_other_pods_asks_again_only_about_unknown_uids():
+def test_only_unknown_uids_are_asked_about_again_and_they_never_fill_the_table(monkeypatch):
+    # a table with room for two uids: were unknown uids kept, the 20 below would fill it
+    # and clear it at every report, and the known uid would be asked about each time
+    monkeypatch.setattr(ingest_module, "MAX_CACHED_POD_UIDS", 2)
     provider = LearningProvider()
     provider.learn(PodInfo("uid-web-1", "shop", "web-1", "Deployment", "web"))
     ingestor = Ingestor(Ledger(), metadata=provider, clock=lambda: T0)
-    pods = [{"uid": "uid-web-1", "cpu_seconds": 10.0, "containers": 1},
-            {"uid": "uid-gone", "cpu_seconds": 5.0, "containers": 1}]
-    ingestor.ingest([make_report(seq=1, pods=pods)])
-    provider.learn(PodInfo("uid-other", "data", "other-1", "Job", "other"))
-    ingestor.ingest([make_report(seq=2, pods=pods, start=T0 - 10)])
-    assert provider.asked == ["uid-web-1", "uid-gone", "uid-gone"]
-    assert ingestor.ledger.namespaces["unknown"].cpu_seconds == pytest.approx(10.0)
+    pods = [{"uid": "uid-web-1", "cpu_seconds": 10.0, "containers": 1}] + [
+        {"uid": f"uid-gone-{k}", "cpu_seconds": 0.5, "containers": 1} for k in range(20)]
+    for seq in range(1, 4):
+        ingestor.ingest([make_report(seq=seq, pods=pods, start=T0 - 10 * seq)])
+    assert provider.asked.count("uid-web-1") == 1
+    assert provider.asked.count("uid-gone-7") == 3
+    assert ingestor.ledger.namespaces["unknown"].cpu_seconds == pytest.approx(30.0)
+    assert ingestor.ledger.namespaces["shop"].cpu_seconds == pytest.approx(30.0)
 
 
 def _reports(count: int) -> list[dict[str, Any]]:

@@ -501,8 +501,9 @@ def test_deleted_static_pods_stay_resolvable_under_both_uids(
 def test_a_pod_uid_unknown_to_ingest_is_attributed_once_the_watch_brings_it(
     cluster: object, objects: ClusterObjects, start_provider: ProviderFactory
 ) -> None:
-    # Ingest remembers a uid the provider did not know until the provider's pod
-    # generation moves; a pod arriving through the watch must move it.
+    # Ingest asks the provider again about a uid it did not know, at every report; the
+    # pod arriving through the watch also moves the pod generation (replica routing
+    # rebuilds its table of peers by it).
     from collector.ingest import Ingestor
     from collector.ledger import Ledger
 
