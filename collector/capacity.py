@@ -72,6 +72,9 @@ class CpuAccount:
                           self.idle_requested + other.idle_requested)
 
 
+NOTHING_KNOWN = CpuAccount()  # a node none of whose pods holds requests or has known use
+
+
 @dataclass(frozen=True)
 class NodeCapacity:
     """A live node's room for pods, as the scheduler sees it."""
@@ -120,6 +123,15 @@ def capacity_view(
     for name, latest in by_name.items():
         used = usage[name].cores if name in usage else {}
         wanted = on_live_nodes[name].cpu_cores if name in on_live_nodes else {}
+        info = infos.get(name)
+        capacity.append(NodeCapacity(
+            latest.labels,
+            _or(info.cpu_allocatable if info else None, latest.logical_cpus),
+            _or(info.memory_allocatable_bytes if info else None, latest.memory_total_bytes),
+        ))
+        if not used and not wanted:  # no pods the provider knows: every pod row unknown
+            nodes[latest.labels] = NOTHING_KNOWN
+            continue
         node_requested = node_used = node_idle = 0.0
         for key in wanted.keys() | used.keys():
             want, use = wanted.get(key, 0.0), used.get(key, 0.0)
@@ -136,12 +148,6 @@ def capacity_view(
             sums[1] += use
             sums[2] += idle
         nodes[latest.labels] = CpuAccount(node_requested, node_used, node_idle)
-        info = infos.get(name)
-        capacity.append(NodeCapacity(
-            latest.labels,
-            _or(info.cpu_allocatable if info else None, latest.logical_cpus),
-            _or(info.memory_allocatable_bytes if info else None, latest.memory_total_bytes),
-        ))
     workloads = {key: CpuAccount(*sums) for key, sums in workload_sums.items()}
     namespaces: dict[str, CpuAccount] = {}
     for key, account in workloads.items():
