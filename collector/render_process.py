@@ -34,7 +34,7 @@ READ_BYTES = 1 << 20
 # measured at 325 MB).
 CHILD_RENDER_MIN_NODES = 1000
 RENDER_TIMEOUT_SECONDS = 120.0  # a child that takes longer is stopped: the scrape fails
-CHILD_NICENESS = 5  # added to the serving process's
+CHILD_NICENESS = 10  # added to the serving process's
 
 
 # Held from a pipe's creation until the parent has closed its write end, so that a render
@@ -93,8 +93,10 @@ def _child(render: Callable[[], bytes], write_end: int) -> NoReturn:
     code = 1
     try:
         # Below the event loop where they share a CPU: ingest answers first, the render
-        # takes what is left (the Linux scheduler gives nice 5 about a third of nice 0's
-        # share when both want the CPU).
+        # takes what is left (the Linux scheduler gives nice 10 about a tenth of nice 0's
+        # share while both want the CPU, and the whole CPU while ingest idles). At 50,000
+        # nodes ingest p99 was 60-70 ms with +10 against 69-110 ms with +5
+        # (docs/benchmarks.md).
         os.nice(CHILD_NICENESS)
         # A collection would walk (and so copy) every object of the parent's heap.
         gc.disable()
