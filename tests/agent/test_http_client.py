@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from aiohttp import web
 
-from agent.http_client import HttpError, KeepAliveClient, ResponseParser
+from agent.http_client import RECEIVE_BYTES, HttpError, KeepAliveClient, ResponseParser
 
 
 def parse_in_pieces(data: bytes, size: int, *, then_close: bool = False) -> ResponseParser:
@@ -133,6 +133,24 @@ async def test_requests_share_one_connection_until_the_server_closes_it(aiohttp_
     response = await client.post("/api/v1/reports", b"five", {})
     assert response.body == b'{"accepted": 1}'
     assert len(set(collector.peers)) == 2  # the server closed after "four": a new one
+    await client.close()
+
+
+async def test_answers_longer_than_one_read_arrive_whole_and_each_its_own(aiohttp_server):
+    """Every read lands in the connection's one buffer, so the parser must copy what it gets."""
+
+    async def echo_long(request: web.Request) -> web.Response:
+        fill = await request.read()
+        return web.Response(body=fill * (2 * RECEIVE_BYTES + 7))
+
+    app = web.Application()
+    app.router.add_post("/api/v1/reports", echo_long)
+    server = await aiohttp_server(app)
+    client = KeepAliveClient(str(server.make_url("/")), timeout_seconds=5)
+    first = await client.post("/api/v1/reports", b"a", {})
+    second = await client.post("/api/v1/reports", b"b", {})
+    assert first.body == b"a" * (2 * RECEIVE_BYTES + 7)
+    assert second.body == b"b" * (2 * RECEIVE_BYTES + 7)
     await client.close()
 
 
