@@ -321,11 +321,14 @@ class PodClasses:
         self.metadata = metadata
         self.ledger = ledger
         self._class_of_uid: dict[str, int] = {}  # known uids only
-        self._class_ids: dict[tuple[int, WorkloadKey | None], int] = {}
+        # one class per workload: the ledger puts a workload's pods in one group for good
         self._class_of_workload: dict[WorkloadKey | None, int] = {}
         self._workloads: list[WorkloadKey | None] = []  # per class; None: pod unknown
-        self.group_ids = np.zeros(0, dtype=np.intp)  # per class: the ledger's group id
-        self._known = np.zeros(0, dtype=bool)  # per class: the provider knows its pods
+        self._groups: list[int] = []  # per class: the ledger's group id
+        # per class as arrays, for numpy's indexing: `_groups`, and whether the provider
+        # knows the class's pods (its workload is not None)
+        self.group_ids = np.zeros(0, dtype=np.intp)
+        self._known = np.zeros(0, dtype=bool)
 
     def classes(self, uids: list[str]) -> npt.NDArray[np.intp]:
         """The class of every uid; ids stay valid until the next call."""
@@ -389,30 +392,26 @@ class PodClasses:
                 (uid, pod_class) for uid, pod_class, info in zip(uids, found, infos, strict=True)
                 if info is not None)
         if len(self.group_ids) != len(self._workloads):  # new classes
-            self.group_ids = np.array([group for group, _ in self._class_ids], dtype=np.intp)
+            self.group_ids = np.array(self._groups, dtype=np.intp)
             self._known = np.array([w is not None for w in self._workloads], dtype=bool)
         return found
 
     def _class_of(self, workload: WorkloadKey | None) -> int:
         """The class of pods of `workload` (None: pods the provider does not know)."""
         pod_class = self._class_of_workload.get(workload)
-        if pod_class is not None:
-            return pod_class
-        if workload is None:
-            group_id = self.ledger.group_id(UNKNOWN, (UNKNOWN, UNKNOWN, UNKNOWN))
-        else:
-            group_id = self.ledger.group_id(workload[0], workload)
-        pod_class = self._class_ids.setdefault((group_id, workload), len(self._class_ids))
-        if pod_class == len(self._workloads):
+        if pod_class is None:
+            pod_class = self._class_of_workload[workload] = len(self._workloads)
             self._workloads.append(workload)
-        self._class_of_workload[workload] = pod_class
+            self._groups.append(
+                self.ledger.group_id(UNKNOWN, (UNKNOWN, UNKNOWN, UNKNOWN)) if workload is None
+                else self.ledger.group_id(workload[0], workload))
         return pod_class
 
     def _forget(self) -> None:
         self._class_of_uid.clear()
-        self._class_ids.clear()
         self._class_of_workload.clear()
         self._workloads.clear()
+        self._groups.clear()
         self.group_ids = np.zeros(0, dtype=np.intp)
         self._known = np.zeros(0, dtype=bool)
 
