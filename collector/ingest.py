@@ -402,9 +402,8 @@ class PodClasses:
         if pod_class is None:
             pod_class = self._class_of_workload[workload] = len(self._workloads)
             self._workloads.append(workload)
-            self._groups.append(
-                self.ledger.group_id(UNKNOWN, (UNKNOWN, UNKNOWN, UNKNOWN)) if workload is None
-                else self.ledger.group_id(workload[0], workload))
+            key = workload or (UNKNOWN, UNKNOWN, UNKNOWN)  # unknown pods: the unknown group
+            self._groups.append(self.ledger.group_id(key[0], key))
         return pod_class
 
     def _forget(self) -> None:
