@@ -55,7 +55,7 @@ class ResponseParser:
         self._in_body = False
         self._body = bytearray()
 
-    def feed(self, data: bytes | bytearray) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Take more bytes; `response` is set once the answer is complete."""
         if self.response is not None:
             raise HttpError("data after the end of the response")
@@ -176,7 +176,9 @@ class _Connection(asyncio.BufferedProtocol):
             self.close()  # nothing was asked: the connection is not in a known state
             return
         try:
-            self._parser.feed(self._received[:nbytes])  # a copy: the buffer takes the next read
+            # the parser copies what it is fed into its own buffer, so a view suffices: the
+            # kept buffer takes the next read only after this returns
+            self._parser.feed(memoryview(self._received)[:nbytes])
         except HttpError as exc:
             self._fail(exc)
             return
